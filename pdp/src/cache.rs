@@ -1,0 +1,405 @@
+//! The shard-local decision cache.
+//!
+//! `!Send` by construction (values are `Rc<Decision>`): each shard owns one and no lock is
+//! ever taken. Bounded both by entries and by bytes; an entry lives until
+//! TTL = min(sensitivity TTL from [`TtlConfig`], the policy's `cache_ttl_s`), measured on
+//! an injected [`quanta::Clock`] so tests drive expiry without sleeping. Decisions that
+//! carry an error, or whose TTL is zero, are never cached.
+//!
+//! Two eviction policies, chosen by [`Eviction`]; their hit ratios under a zipf workload
+//! are in BENCHMARKS.md (`cargo run --release -p perf --bin cache_ratio`):
+//! - [`Eviction::S3Fifo`]: quick_cache's unsync cache (S3-FIFO, scan resistant). Default.
+//! - [`Eviction::Lru`]: the `lru` crate, plain least-recently-used.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroUsize;
+use std::rc::Rc;
+use std::time::Duration;
+
+use quanta::{Clock, Instant};
+
+use crate::config::TtlConfig;
+use crate::decision::{Decision, Sensitivity};
+use crate::key::CacheKey;
+
+/// Eviction policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    S3Fifo,
+    Lru,
+}
+
+/// Bounds of one shard's cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub eviction: Eviction,
+    pub ttl: TtlConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 65_536,
+            max_bytes: 64 << 20,
+            eviction: Eviction::S3Fifo,
+            ttl: TtlConfig::default(),
+        }
+    }
+}
+
+/// Counters a shard exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries found but past their TTL (counted in `misses` too).
+    pub expired: u64,
+    pub inserts: u64,
+    /// Decisions not cached: errors or a zero TTL.
+    pub uncacheable: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    decision: Rc<Decision>,
+    expires_at: Instant,
+    /// Approximate bytes this entry holds, fixed when inserted.
+    bytes: u64,
+}
+
+/// The key is already a uniform hash: use its low bits instead of hashing it again.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for keys other than `CacheKey`, which we never use.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type Build = BuildHasherDefault<PassThrough>;
+
+/// quick_cache weighs entries; counting each as at least `bytes_per_slot` (= max_bytes /
+/// max_entries) bounds the entry count and the bytes with one weight.
+#[derive(Debug, Clone, Copy)]
+struct Weigh {
+    min_weight: u64,
+}
+
+impl quick_cache::Weighter<CacheKey, Entry> for Weigh {
+    fn weight(&self, _: &CacheKey, e: &Entry) -> u64 {
+        e.bytes.max(self.min_weight)
+    }
+}
+
+enum Backend {
+    S3Fifo(quick_cache::unsync::Cache<CacheKey, Entry, Weigh, Build>),
+    Lru {
+        map: lru::LruCache<CacheKey, Entry, Build>,
+        bytes: u64,
+        max_bytes: u64,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::S3Fifo(c) => write!(f, "S3Fifo({} entries)", c.len()),
+            Backend::Lru { map, bytes, .. } => write!(f, "Lru({} entries, {bytes} bytes)", map.len()),
+        }
+    }
+}
+
+/// One shard's decision cache.
+#[derive(Debug)]
+pub struct DecisionCache {
+    backend: Backend,
+    clock: Clock,
+    ttl: TtlConfig,
+    stats: CacheStats,
+}
+
+/// Approximate heap and inline bytes of a cached decision plus its key and entry.
+pub fn entry_bytes(d: &Decision) -> u64 {
+    let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+    let fixed = std::mem::size_of::<Decision>() + std::mem::size_of::<Entry>() + 16 + 16;
+    let params = match &d.filtered_parameters {
+        regorus::Value::Undefined => 0,
+        // Cheap estimate of a parameter object: its JSON length, times two for the tree.
+        v => crate::decision::value_to_json(v).map_or(0, |j| j.to_string().len() * 2),
+    };
+    (fixed
+        + strings(&d.reasons)
+        + strings(&d.policies_evaluated)
+        + d.policy_results.iter().map(|(k, _)| k.len() + 32).sum::<usize>()
+        + params) as u64
+}
+
+impl DecisionCache {
+    pub fn new(config: CacheConfig, clock: Clock) -> DecisionCache {
+        let max_entries = config.max_entries.max(1);
+        let max_bytes = config.max_bytes.max(1) as u64;
+        let backend = match config.eviction {
+            Eviction::S3Fifo => Backend::S3Fifo(quick_cache::unsync::Cache::with(
+                max_entries,
+                max_bytes,
+                Weigh {
+                    min_weight: (max_bytes / max_entries as u64).max(1),
+                },
+                Build::default(),
+                Default::default(),
+            )),
+            Eviction::Lru => Backend::Lru {
+                map: lru::LruCache::with_hasher(NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN), Build::default()),
+                bytes: 0,
+                max_bytes,
+            },
+        };
+        DecisionCache {
+            backend,
+            clock,
+            ttl: config.ttl,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// A live decision for `key`, if any. Expired entries are removed and count as misses.
+    pub fn get(&mut self, key: CacheKey) -> Option<Rc<Decision>> {
+        let now = self.clock.now();
+        let found = match &mut self.backend {
+            Backend::S3Fifo(c) => c.get(&key).map(|e| (e.expires_at, e.decision.clone())),
+            Backend::Lru { map, .. } => map.get(&key).map(|e| (e.expires_at, e.decision.clone())),
+        };
+        match found {
+            Some((expires_at, d)) if now < expires_at => {
+                self.stats.hits += 1;
+                Some(d)
+            }
+            Some(_) => {
+                self.stats.expired += 1;
+                self.stats.misses += 1;
+                self.remove(key);
+                None
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// The TTL a decision would be cached for: the sensitivity's, shortened by the
+    /// policy's `cache_ttl_s`; zero for errors.
+    pub fn ttl_for(&self, d: &Decision, sensitivity: Sensitivity) -> Duration {
+        if d.error.is_some() {
+            return Duration::ZERO;
+        }
+        let configured = self.ttl.for_sensitivity(sensitivity);
+        match d.cache_ttl_s {
+            Some(policy) => configured.min(Duration::from_secs(policy)),
+            None => configured,
+        }
+    }
+
+    /// Remember a decision. Returns the TTL it got (zero: not cached).
+    pub fn insert(&mut self, key: CacheKey, decision: Rc<Decision>, sensitivity: Sensitivity) -> Duration {
+        let ttl = self.ttl_for(&decision, sensitivity);
+        if ttl.is_zero() {
+            self.stats.uncacheable += 1;
+            return ttl;
+        }
+        let entry = Entry {
+            bytes: entry_bytes(&decision),
+            decision,
+            expires_at: self.clock.now() + ttl,
+        };
+        self.stats.inserts += 1;
+        match &mut self.backend {
+            Backend::S3Fifo(c) => c.insert(key, entry),
+            Backend::Lru { map, bytes, max_bytes } => {
+                *bytes += entry.bytes;
+                if let Some((_, old)) = map.push(key, entry) {
+                    *bytes -= old.bytes;
+                }
+                while *bytes > *max_bytes {
+                    match map.pop_lru() {
+                        Some((_, old)) => *bytes -= old.bytes,
+                        None => break,
+                    }
+                }
+            }
+        }
+        ttl
+    }
+
+    pub fn remove(&mut self, key: CacheKey) {
+        match &mut self.backend {
+            Backend::S3Fifo(c) => {
+                c.remove(&key);
+            }
+            Backend::Lru { map, bytes, .. } => {
+                if let Some(old) = map.pop(&key) {
+                    *bytes -= old.bytes;
+                }
+            }
+        }
+    }
+
+    /// Drop everything (bundle swap, invalidate-all).
+    pub fn clear(&mut self) {
+        match &mut self.backend {
+            Backend::S3Fifo(c) => c.clear(),
+            Backend::Lru { map, bytes, .. } => {
+                map.clear();
+                *bytes = 0;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.backend {
+            Backend::S3Fifo(c) => c.len(),
+            Backend::Lru { map, .. } => map.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held, as the bound counts them.
+    pub fn bytes(&self) -> u64 {
+        match &self.backend {
+            Backend::S3Fifo(c) => c.weight(),
+            Backend::Lru { bytes, .. } => *bytes,
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::decision::EngineKind;
+    use crate::error::EvalError;
+
+    fn decision(allow: bool, ttl: Option<u64>) -> Rc<Decision> {
+        Rc::new(Decision {
+            allow,
+            reasons: vec!["r".into()],
+            policies_evaluated: vec!["rbac".into()],
+            policy_results: vec![("rbac".into(), allow)],
+            filtered_parameters: regorus::Value::Undefined,
+            cache_ttl_s: ttl,
+            restrictions: Default::default(),
+            error: None,
+            engine: EngineKind::Rvm,
+            bundle_revision: "r".into(),
+        })
+    }
+
+    fn both(config: CacheConfig) -> Vec<(DecisionCache, std::sync::Arc<quanta::Mock>)> {
+        [Eviction::S3Fifo, Eviction::Lru]
+            .into_iter()
+            .map(|eviction| {
+                let (clock, mock) = Clock::mock();
+                (DecisionCache::new(CacheConfig { eviction, ..config }, clock), mock)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ttl_is_the_smaller_of_sensitivity_and_policy() {
+        for (mut c, mock) in both(CacheConfig::default()) {
+            let k = CacheKey(1);
+            assert_eq!(c.insert(k, decision(true, None), Sensitivity::Critical), Duration::from_secs(30));
+            mock.increment(Duration::from_secs(29));
+            assert!(c.get(k).is_some());
+            mock.increment(Duration::from_secs(1));
+            assert!(c.get(k).is_none(), "served past the critical TTL");
+            assert_eq!(c.stats().expired, 1);
+            assert!(c.is_empty());
+
+            let k = CacheKey(2);
+            assert_eq!(c.insert(k, decision(true, Some(7)), Sensitivity::Low), Duration::from_secs(7));
+            mock.increment(Duration::from_secs(6));
+            assert!(c.get(k).is_some());
+            mock.increment(Duration::from_secs(1));
+            assert!(c.get(k).is_none(), "served past the policy's TTL");
+
+            let k = CacheKey(3);
+            assert_eq!(c.insert(k, decision(true, Some(9999)), Sensitivity::Low), Duration::from_secs(600));
+            assert_eq!(c.insert(CacheKey(4), decision(true, None), Sensitivity::Unknown), Duration::from_secs(300));
+            assert_eq!(c.insert(CacheKey(5), decision(true, None), Sensitivity::Medium), Duration::from_secs(300));
+            assert_eq!(c.insert(CacheKey(6), decision(true, None), Sensitivity::High), Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn errors_and_zero_ttls_are_not_cached() {
+        for (mut c, _) in both(CacheConfig::default()) {
+            let err = Rc::new(Decision::deny(EvalError::Policy("x".into()), EngineKind::Rvm, "r".into()));
+            assert_eq!(c.insert(CacheKey(1), err, Sensitivity::Low), Duration::ZERO);
+            assert_eq!(c.insert(CacheKey(2), decision(false, Some(0)), Sensitivity::Low), Duration::ZERO);
+            assert!(c.get(CacheKey(1)).is_none());
+            assert!(c.get(CacheKey(2)).is_none());
+            assert_eq!(c.stats().uncacheable, 2);
+            assert!(c.is_empty());
+        }
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes() {
+        let per = entry_bytes(&decision(true, None));
+        let by_entries = CacheConfig {
+            max_entries: 100,
+            max_bytes: 1 << 30,
+            ..CacheConfig::default()
+        };
+        let by_bytes = CacheConfig {
+            max_entries: 1 << 20,
+            max_bytes: (per * 50) as usize,
+            ..CacheConfig::default()
+        };
+        for (config, limit) in [(by_entries, 100), (by_bytes, 50)] {
+            for (mut c, _) in both(config) {
+                for i in 0..10_000u128 {
+                    c.insert(CacheKey(i), decision(true, None), Sensitivity::Low);
+                }
+                assert!(c.len() <= limit, "{} entries > {limit} ({c:?})", c.len());
+                assert!(c.len() >= limit / 2, "{} entries, far under {limit}", c.len());
+                assert!(c.bytes() <= (limit as u64) * per.max(config.max_bytes as u64 / config.max_entries as u64));
+            }
+        }
+    }
+
+    #[test]
+    fn clear_and_remove() {
+        for (mut c, _) in both(CacheConfig::default()) {
+            c.insert(CacheKey(1), decision(true, None), Sensitivity::Low);
+            c.insert(CacheKey(2), decision(true, None), Sensitivity::Low);
+            c.remove(CacheKey(1));
+            assert!(c.get(CacheKey(1)).is_none());
+            assert!(c.get(CacheKey(2)).is_some());
+            c.clear();
+            assert!(c.is_empty());
+            assert_eq!(c.bytes(), 0);
+            assert_eq!(c.stats().hits, 1);
+        }
+    }
+}

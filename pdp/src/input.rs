@@ -1,0 +1,287 @@
+//! SARK's input document as typed fields (what the binary protocol's EVAL carries), turned
+//! into a regorus value directly, without a JSON round trip, and hashed into a cache key
+//! without building the value at all (the hit path allocates nothing).
+//!
+//! The document shape is SARK-SPEC's "Input document". Fields the caller leaves out are
+//! absent from the document, exactly as in JSON.
+
+use std::collections::BTreeMap;
+
+use regorus::Value;
+
+use crate::key::{CacheKey, KeyHasher};
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFields {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub teams: Vec<String>,
+    pub team_manager_of: Vec<String>,
+    pub mfa_verified: Option<bool>,
+    pub mfa_age_s: Option<i64>,
+    pub scopes: Vec<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolFields {
+    pub name: String,
+    pub sensitivity_level: Option<String>,
+    pub owner: Option<String>,
+    pub managers: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerFields {
+    pub id: String,
+    pub name: Option<String>,
+    pub owner_id: Option<String>,
+    pub teams: Vec<String>,
+    pub managed_by_team: Option<String>,
+}
+
+/// One SARK authorization question as typed fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SarkInput {
+    pub user: UserFields,
+    pub action: String,
+    pub tool: Option<ToolFields>,
+    pub server: Option<ServerFields>,
+    /// `context.client_ip`.
+    pub client_ip: Option<String>,
+    /// `context.now_ns`; the server sets it when the caller does not.
+    pub now_ns: Option<i64>,
+    /// The tool call's arguments (`Undefined` when absent).
+    pub parameters: Value,
+    /// The agent-to-agent block (`Undefined` when absent).
+    pub agent: Value,
+    /// Further `context` fields (an object, or `Undefined`); `client_ip` and `now_ns`
+    /// above take precedence over the same names here.
+    pub context: Value,
+}
+
+impl Default for SarkInput {
+    fn default() -> Self {
+        SarkInput {
+            user: UserFields::default(),
+            action: String::new(),
+            tool: None,
+            server: None,
+            client_ip: None,
+            now_ns: None,
+            parameters: Value::Undefined,
+            agent: Value::Undefined,
+            context: Value::Undefined,
+        }
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::from(v)
+}
+
+fn list(items: &[String]) -> Value {
+    Value::from(items.iter().map(|i| s(i)).collect::<Vec<_>>())
+}
+
+fn object(fields: Vec<(&str, Value)>) -> Value {
+    let map: BTreeMap<Value, Value> = fields
+        .into_iter()
+        .filter(|(_, v)| *v != Value::Undefined)
+        .map(|(k, v)| (s(k), v))
+        .collect();
+    Value::from(map)
+}
+
+fn opt_str(v: &Option<String>) -> Value {
+    v.as_deref().map_or(Value::Undefined, s)
+}
+
+impl SarkInput {
+    /// The input document, built directly as regorus values.
+    pub fn to_value(&self) -> Value {
+        let u = &self.user;
+        let user = object(vec![
+            ("id", s(&u.id)),
+            ("roles", list(&u.roles)),
+            ("teams", list(&u.teams)),
+            ("team_manager_of", list(&u.team_manager_of)),
+            ("mfa_verified", u.mfa_verified.map_or(Value::Undefined, Value::from)),
+            ("mfa_age_s", u.mfa_age_s.map_or(Value::Undefined, Value::from)),
+            ("scopes", list(&u.scopes)),
+            ("email", opt_str(&u.email)),
+        ]);
+        let tool = self.tool.as_ref().map_or(Value::Undefined, |t| {
+            object(vec![
+                ("name", s(&t.name)),
+                ("sensitivity_level", opt_str(&t.sensitivity_level)),
+                ("owner", opt_str(&t.owner)),
+                ("managers", list(&t.managers)),
+                ("teams", list(&t.teams)),
+            ])
+        });
+        let server = self.server.as_ref().map_or(Value::Undefined, |v| {
+            object(vec![
+                ("id", s(&v.id)),
+                ("name", opt_str(&v.name)),
+                ("owner_id", opt_str(&v.owner_id)),
+                ("teams", list(&v.teams)),
+                ("managed_by_team", opt_str(&v.managed_by_team)),
+            ])
+        });
+        let mut context: BTreeMap<Value, Value> = match &self.context {
+            Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            _ => BTreeMap::new(),
+        };
+        if let Some(ip) = &self.client_ip {
+            context.insert(s("client_ip"), s(ip));
+        }
+        if let Some(now) = self.now_ns {
+            context.insert(s("now_ns"), Value::from(now));
+        }
+        object(vec![
+            ("user", user),
+            ("action", s(&self.action)),
+            ("tool", tool),
+            ("server", server),
+            ("parameters", self.parameters.clone()),
+            ("agent", self.agent.clone()),
+            ("context", Value::from(context)),
+        ])
+    }
+
+    /// The cache key for this input under `hasher`'s revision and entrypoint. Covers every
+    /// field except `now_ns` and the context's request and session ids.
+    pub fn cache_key(&self, mut h: KeyHasher) -> CacheKey {
+        // A tag of its own: typed and JSON inputs use separate key spaces.
+        h.str("typed-v1");
+        let u = &self.user;
+        h.str(&u.id);
+        h.strs(&u.roles);
+        h.strs(&u.teams);
+        h.strs(&u.team_manager_of);
+        match u.mfa_verified {
+            Some(b) => h.bool(b),
+            None => h.absent(),
+        }
+        match u.mfa_age_s {
+            Some(n) => h.int(n),
+            None => h.absent(),
+        }
+        h.strs(&u.scopes);
+        opt(&mut h, &u.email);
+        h.str(&self.action);
+        match &self.tool {
+            Some(t) => {
+                h.str(&t.name);
+                opt(&mut h, &t.sensitivity_level);
+                opt(&mut h, &t.owner);
+                h.strs(&t.managers);
+                h.strs(&t.teams);
+            }
+            None => h.absent(),
+        }
+        match &self.server {
+            Some(v) => {
+                h.str(&v.id);
+                opt(&mut h, &v.name);
+                opt(&mut h, &v.owner_id);
+                h.strs(&v.teams);
+                opt(&mut h, &v.managed_by_team);
+            }
+            None => h.absent(),
+        }
+        opt(&mut h, &self.client_ip);
+        h.value(&self.parameters);
+        h.value(&self.agent);
+        h.context(&self.context);
+        h.finish()
+    }
+}
+
+fn opt(h: &mut KeyHasher, v: &Option<String>) {
+    match v {
+        Some(x) => h.str(x),
+        None => h.absent(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SarkInput {
+        SarkInput {
+            user: UserFields {
+                id: "alice".into(),
+                roles: vec!["developer".into()],
+                teams: vec!["payments".into()],
+                mfa_verified: Some(true),
+                ..UserFields::default()
+            },
+            action: "tool:invoke".into(),
+            tool: Some(ToolFields {
+                name: "db_query".into(),
+                sensitivity_level: Some("high".into()),
+                teams: vec!["payments".into()],
+                ..ToolFields::default()
+            }),
+            server: None,
+            client_ip: Some("10.1.2.3".into()),
+            now_ns: Some(1_795_428_000_000_000_000),
+            parameters: Value::from_json_str(r#"{"query": "select 1", "password": "x"}"#).unwrap(),
+            agent: Value::Undefined,
+            context: Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored"}"#).unwrap(),
+        }
+    }
+
+    #[test]
+    fn typed_fields_build_the_same_document_as_json() {
+        let want = Value::from_json_str(
+            r#"{"user": {"id": "alice", "roles": ["developer"], "teams": ["payments"], "team_manager_of": [],
+                         "mfa_verified": true, "scopes": []},
+                "action": "tool:invoke",
+                "tool": {"name": "db_query", "sensitivity_level": "high", "managers": [], "teams": ["payments"]},
+                "parameters": {"query": "select 1", "password": "x"},
+                "context": {"audit_enabled": true, "request_id": "r-1", "client_ip": "10.1.2.3",
+                            "now_ns": 1795428000000000000}}"#,
+        )
+        .unwrap();
+        assert_eq!(sample().to_value(), want);
+    }
+
+    #[test]
+    fn key_ignores_time_and_request_ids_but_nothing_else() {
+        let h = || KeyHasher::new("r1", "data.sark.decision");
+        let base = sample().cache_key(h());
+        let mut same = sample();
+        same.now_ns = Some(5);
+        same.context = Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored"}"#).unwrap();
+        assert_eq!(same.cache_key(h()), base);
+        let changes: Vec<Box<dyn Fn(&mut SarkInput)>> = vec![
+            Box::new(|i| i.user.roles.push("admin".into())),
+            Box::new(|i| i.user.teams.clear()),
+            Box::new(|i| i.user.team_manager_of.push("payments".into())),
+            Box::new(|i| i.user.mfa_verified = Some(false)),
+            Box::new(|i| i.user.mfa_age_s = Some(10)),
+            Box::new(|i| i.action = "tool:delete".into()),
+            Box::new(|i| i.tool = None),
+            Box::new(|i| i.client_ip = Some("10.1.2.4".into())),
+            Box::new(|i| i.parameters = Value::new_object()),
+            Box::new(|i| i.context = Value::new_object()),
+            // Moving a role into teams must not collide (length-prefixed lists).
+            Box::new(|i| {
+                i.user.roles.clear();
+                i.user.teams.insert(0, "developer".into());
+            }),
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            let mut i = sample();
+            change(&mut i);
+            assert_ne!(i.cache_key(h()), base, "change {n} kept the key");
+        }
+        assert_ne!(sample().cache_key(KeyHasher::new("r2", "data.sark.decision")), base);
+    }
+}

@@ -1,0 +1,218 @@
+//! Cache keys: a 128-bit XXH3 hash over everything a decision depends on.
+//!
+//! That is the whole input document except the fields that change on every request and
+//! that the policies must not decide on: `context.now_ns` (time dependence is bounded by
+//! the policy's `cache_ttl_s` instead), `context.request_id` and `context.session_id`.
+//! The bundle revision and the entrypoint seed the hash, so a new bundle never hits an
+//! old answer. Values are hashed in a canonical order (objects by sorted key) with a tag
+//! and a length before each item, so distinct documents cannot run together.
+
+use regorus::Value;
+use xxhash_rust::xxh3::Xxh3;
+
+/// The context fields left out of the key.
+pub const EXCLUDED_CONTEXT_FIELDS: [&str; 3] = ["now_ns", "request_id", "session_id"];
+
+/// A decision cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub u128);
+
+/// Builds keys: seeded with a revision and an entrypoint, cloned per input.
+#[derive(Clone)]
+pub struct KeyHasher {
+    h: Xxh3,
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher")
+    }
+}
+
+// Type tags, so `"1"` and `1`, `[]` and `{}` differ.
+const T_NULL: u8 = 0;
+const T_FALSE: u8 = 1;
+const T_TRUE: u8 = 2;
+const T_NUM: u8 = 3;
+const T_STR: u8 = 4;
+const T_ARR: u8 = 5;
+const T_SET: u8 = 6;
+const T_OBJ: u8 = 7;
+const T_UNDEF: u8 = 8;
+
+impl KeyHasher {
+    /// A hasher for one bundle revision and entrypoint.
+    pub fn new(revision: &str, entrypoint: &str) -> KeyHasher {
+        let mut h = Xxh3::new();
+        h.update(&(revision.len() as u64).to_le_bytes());
+        h.update(revision.as_bytes());
+        h.update(&(entrypoint.len() as u64).to_le_bytes());
+        h.update(entrypoint.as_bytes());
+        KeyHasher { h }
+    }
+
+    pub fn finish(&self) -> CacheKey {
+        CacheKey(self.h.digest128())
+    }
+
+    pub fn tag(&mut self, t: u8) {
+        self.h.update(&[t]);
+    }
+
+    pub fn str(&mut self, s: &str) {
+        self.tag(T_STR);
+        self.h.update(&(s.len() as u64).to_le_bytes());
+        self.h.update(s.as_bytes());
+    }
+
+    pub fn bool(&mut self, b: bool) {
+        self.tag(if b { T_TRUE } else { T_FALSE });
+    }
+
+    /// An optional integer, as the JSON number it becomes.
+    pub fn int(&mut self, n: i64) {
+        self.tag(T_NUM);
+        self.h.update(&n.to_le_bytes());
+    }
+
+    pub fn absent(&mut self) {
+        self.tag(T_UNDEF);
+    }
+
+    /// A list of strings.
+    pub fn strs<S: AsRef<str>>(&mut self, list: &[S]) {
+        self.tag(T_ARR);
+        self.h.update(&(list.len() as u64).to_le_bytes());
+        for s in list {
+            self.str(s.as_ref());
+        }
+    }
+
+    /// Any regorus value, canonically.
+    pub fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.tag(T_NULL),
+            Value::Bool(b) => self.bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => self.int(i),
+                None => {
+                    // Non-integers: hash the canonical text form.
+                    self.tag(T_NUM);
+                    self.str(&n.format_decimal());
+                }
+            },
+            Value::String(s) => self.str(s),
+            Value::Array(a) => {
+                self.tag(T_ARR);
+                self.h.update(&(a.len() as u64).to_le_bytes());
+                for item in a.iter() {
+                    self.value(item);
+                }
+            }
+            Value::Set(s) => {
+                self.tag(T_SET);
+                self.h.update(&(s.len() as u64).to_le_bytes());
+                for item in s.iter() {
+                    self.value(item);
+                }
+            }
+            Value::Object(o) => {
+                self.tag(T_OBJ);
+                self.h.update(&(o.len() as u64).to_le_bytes());
+                for (k, v) in o.iter_sorted() {
+                    self.value(k);
+                    self.value(v);
+                }
+            }
+            Value::Undefined => self.absent(),
+        }
+    }
+
+    /// A `context` object, leaving out [`EXCLUDED_CONTEXT_FIELDS`].
+    pub fn context(&mut self, ctx: &Value) {
+        let Value::Object(ctx) = ctx else {
+            self.value(ctx);
+            return;
+        };
+        self.tag(T_OBJ);
+        for (k, v) in ctx.iter_sorted() {
+            if matches!(k, Value::String(s) if EXCLUDED_CONTEXT_FIELDS.contains(&&**s)) {
+                continue;
+            }
+            self.value(k);
+            self.value(v);
+        }
+        self.tag(T_OBJ);
+    }
+
+    /// An input document, leaving out [`EXCLUDED_CONTEXT_FIELDS`] of its `context`.
+    pub fn input_document(&mut self, input: &Value) {
+        let Value::Object(top) = input else {
+            self.value(input);
+            return;
+        };
+        self.tag(T_OBJ);
+        for (k, v) in top.iter_sorted() {
+            self.value(k);
+            match (k, v) {
+                (Value::String(name), Value::Object(_)) if &**name == "context" => self.context(v),
+                _ => self.value(v),
+            }
+        }
+    }
+}
+
+/// The key of an input document for one revision and entrypoint.
+pub fn key_for_document(revision: &str, entrypoint: &str, input: &Value) -> CacheKey {
+    let mut h = KeyHasher::new(revision, entrypoint);
+    h.input_document(input);
+    h.finish()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key(json: &str) -> CacheKey {
+        key_for_document("r1", "data.sark.decision", &Value::from_json_str(json).unwrap())
+    }
+
+    #[test]
+    fn request_specific_context_is_ignored() {
+        let a = key(r#"{"user": {"id": "u"}, "context": {"now_ns": 1, "request_id": "a", "session_id": "s", "vpn": true}}"#);
+        let b = key(r#"{"user": {"id": "u"}, "context": {"now_ns": 2, "request_id": "b", "vpn": true}}"#);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn every_other_field_counts() {
+        let base = key(r#"{"user": {"id": "u", "roles": ["developer"]}, "context": {"vpn": true}}"#);
+        for other in [
+            r#"{"user": {"id": "u", "roles": ["admin"]}, "context": {"vpn": true}}"#,
+            r#"{"user": {"id": "u", "roles": ["developer"]}, "context": {"vpn": false}}"#,
+            r#"{"user": {"id": "u", "roles": ["developer"], "teams": []}, "context": {"vpn": true}}"#,
+            r#"{"user": {"id": "u", "roles": "developer"}, "context": {"vpn": true}}"#,
+            r#"{"user": {"id": "v", "roles": ["developer"]}, "context": {"vpn": true}}"#,
+            r#"{"user": {"id": "u", "roles": ["developer"]}, "context": {"vpn": true, "client_ip": "10.0.0.1"}}"#,
+        ] {
+            assert_ne!(base, key(other), "{other}");
+        }
+        assert_ne!(
+            key_for_document("r1", "data.sark.decision", &Value::new_object()),
+            key_for_document("r2", "data.sark.decision", &Value::new_object())
+        );
+        assert_ne!(
+            key_for_document("r1", "data.sark.decision", &Value::new_object()),
+            key_for_document("r1", "data.mcp.allow", &Value::new_object())
+        );
+    }
+
+    #[test]
+    fn object_key_order_does_not_matter() {
+        assert_eq!(key(r#"{"a": 1, "b": [1, 2]}"#), key(r#"{"b": [1, 2], "a": 1}"#));
+        assert_ne!(key(r#"{"b": [1, 2]}"#), key(r#"{"b": [2, 1]}"#));
+        assert_ne!(key(r#"{"a": "1"}"#), key(r#"{"a": 1}"#));
+        assert_ne!(key(r#"{"a": 1.5}"#), key(r#"{"a": 1}"#));
+    }
+}

@@ -1,0 +1,35 @@
+//! The SARK PDP decision domain, independent of any runtime.
+//!
+//! The path of one decision through this crate:
+//!
+//! 1. [`bundle`] loads the policies and data ([`bundle::Bundle`]), from a directory, an OPA
+//!    `.tar.gz` bundle, or the SARK bundle embedded from `policies/`.
+//! 2. [`eval::CompiledBundle`] parses and compiles it once; each shard builds its own
+//!    [`eval::Evaluator`] from it (RVM bytecode per entrypoint, interpreter fallback).
+//! 3. [`input`] turns the caller's typed fields into a regorus input document without a
+//!    JSON round trip; [`key`] hashes the decision-relevant fields into a 128-bit
+//!    [`key::CacheKey`].
+//! 4. [`cache::DecisionCache`], shard-local, answers repeats until
+//!    TTL = min(sensitivity TTL from [`config::TtlConfig`], the policy's `cache_ttl_s`).
+//! 5. [`decision::Decision`] is the answer; every failure is a deny with an
+//!    [`error::EvalError`] code.
+//!
+//! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
+//! reference for decisions and peer for speed.
+
+pub mod bundle;
+pub mod cache;
+pub mod cases;
+pub mod config;
+pub mod decision;
+pub mod error;
+pub mod eval;
+pub mod input;
+pub mod key;
+pub mod opa;
+
+pub use bundle::Bundle;
+pub use decision::{Decision, EngineKind, Sensitivity};
+pub use error::{BundleError, EvalError};
+pub use eval::{CompiledBundle, EnginePreference, EvalLimits, Evaluator};
+pub use regorus::Value;
