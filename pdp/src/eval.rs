@@ -78,9 +78,13 @@ impl CompiledBundle {
         for m in &bundle.modules {
             engine
                 .add_policy(m.path.clone(), m.source.clone())
-                .map_err(|e| BundleError::Parse {
-                    path: format!("{}/{}", bundle.origin, m.path),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    let text = e.to_string();
+                    let (at, message) = locate(&text);
+                    BundleError::Parse {
+                        path: format!("{}/{}", bundle.origin, at.unwrap_or(&m.path)),
+                        message,
+                    }
                 })?;
         }
         if let Some((file, root)) = bundle.unresolved_data_roots().into_iter().next() {
@@ -249,6 +253,20 @@ impl Evaluator {
     }
 }
 
+/// Split regorus's multi-line diagnostic (`--> file:line:col`, a source excerpt,
+/// `error: message`) into the location and a one-line message.
+fn locate(diagnostic: &str) -> (Option<&str>, String) {
+    let at = diagnostic
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("--> "))
+        .map(str::trim);
+    let message = diagnostic
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| diagnostic.lines().map(str::trim).collect::<Vec<_>>().join(" "), str::to_string);
+    (at, message)
+}
+
 /// Parse a JSON input document into a regorus value.
 ///
 /// # Errors
@@ -256,7 +274,7 @@ impl Evaluator {
 pub fn input_from_json(json: &str) -> Result<Value, EvalError> {
     // serde_json reports line and column; regorus's own parser does not.
     let parsed: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| EvalError::BadInput(format!("line {} column {}: {e}", e.line(), e.column())))?;
+        serde_json::from_str(json).map_err(|e| EvalError::BadInput(e.to_string()))?;
     Ok(Value::from(parsed))
 }
 
@@ -344,14 +362,15 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
         let err = ev.evaluate("data.nope.allow", Value::new_object()).unwrap_err();
         assert_eq!(err.wire_code(), 1001);
         let err = input_from_json("{\n \"a\": }").unwrap_err();
-        assert!(err.to_string().contains("line 2 column"), "{err}");
+        assert!(err.to_string().contains("line 2 column 7"), "{err}");
     }
 
     #[test]
     fn compile_errors_name_the_problem() {
         let err = compile(&[("p.rego", "package sark\ndecision := {\"allow\": \n")]).unwrap_err();
         assert!(matches!(err, BundleError::Parse { .. }), "{err}");
-        assert!(err.to_string().contains("t/p.rego"), "{err}");
+        assert!(err.to_string().starts_with("t/p.rego:3:1: "), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
         let err = compile(&[("p.rego", "package sark\ndecision := data.missing.x\n")]).unwrap_err();
         assert!(err.to_string().contains("data.missing"), "{err}");
     }

@@ -285,3 +285,43 @@ mod tests {
         assert_ne!(sample().cache_key(KeyHasher::new("r2", "data.sark.decision")), base);
     }
 }
+
+/// Set `context.now_ns` on an input document when the caller left it out, as SARK-SPEC
+/// asks of the PDP. Documents that are not objects are left alone (they are denied).
+pub fn stamp_now(input: &mut Value, now_ns: i64) {
+    let Ok(top) = input.as_object_mut() else {
+        return;
+    };
+    let key = Value::from("context");
+    let mut ctx = match top.get(&key) {
+        Some(Value::Object(_)) => top.get(&key).cloned().unwrap_or(Value::Undefined),
+        Some(_) => return, // a non-object context is the policy's to reject
+        None => Value::new_object(),
+    };
+    if let Ok(c) = ctx.as_object_mut() {
+        let now = Value::from("now_ns");
+        if c.get(&now).is_none() {
+            c.insert(now, Value::from(now_ns));
+        }
+    }
+    top.insert(key, ctx);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn now_is_added_only_when_absent() {
+        let mut v = Value::from_json_str(r#"{"user": {"id": "u"}}"#).unwrap();
+        stamp_now(&mut v, 7);
+        assert_eq!(v, Value::from_json_str(r#"{"user": {"id": "u"}, "context": {"now_ns": 7}}"#).unwrap());
+        let mut v = Value::from_json_str(r#"{"context": {"now_ns": 1, "vpn": true}}"#).unwrap();
+        stamp_now(&mut v, 7);
+        assert_eq!(v, Value::from_json_str(r#"{"context": {"now_ns": 1, "vpn": true}}"#).unwrap());
+        let mut v = Value::from_json_str(r#"{"context": "x"}"#).unwrap();
+        stamp_now(&mut v, 7);
+        assert_eq!(v, Value::from_json_str(r#"{"context": "x"}"#).unwrap());
+    }
+}
