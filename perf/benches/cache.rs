@@ -1,1 +1,92 @@
-fn main(){}
+//! Decision cache: key hashing (typed input and JSON document), a hit, a miss, an insert.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::rc::Rc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pdp::cache::{CacheConfig, DecisionCache, Eviction};
+use pdp::input::{SarkInput, ToolFields, UserFields};
+use pdp::key::{CacheKey, KeyHasher, key_for_document};
+use pdp::{Decision, EngineKind, Sensitivity, Value};
+
+fn sample() -> SarkInput {
+    SarkInput {
+        user: UserFields {
+            id: "alice".into(),
+            roles: vec!["developer".into()],
+            teams: vec!["payments".into()],
+            mfa_verified: Some(true),
+            mfa_age_s: Some(120),
+            ..UserFields::default()
+        },
+        action: "tool:invoke".into(),
+        tool: Some(ToolFields {
+            name: "update_ticket".into(),
+            sensitivity_level: Some("medium".into()),
+            teams: vec!["payments".into()],
+            ..ToolFields::default()
+        }),
+        client_ip: Some("10.20.30.40".into()),
+        now_ns: Some(1_795_428_000_000_000_000),
+        parameters: Value::from_json_str(r#"{"ticket_id": "T-42", "status": "closed"}"#).unwrap(),
+        context: Value::from_json_str(r#"{"audit_enabled": true, "vpn": true, "request_id": "r"}"#).unwrap(),
+        ..SarkInput::default()
+    }
+}
+
+fn decision() -> Rc<Decision> {
+    Rc::new(Decision {
+        allow: true,
+        reasons: vec!["allowed".into()],
+        policies_evaluated: vec!["rbac".into()],
+        policy_results: vec![("rbac".into(), true)],
+        filtered_parameters: Value::Undefined,
+        cache_ttl_s: Some(300),
+        restrictions: Default::default(),
+        error: None,
+        engine: EngineKind::Rvm,
+        bundle_revision: "bench".into(),
+    })
+}
+
+fn cache(c: &mut Criterion) {
+    let input = sample();
+    let doc = input.to_value();
+    let hasher = KeyHasher::new("bench", "data.sark.decision");
+    let mut g = c.benchmark_group("cache");
+    g.bench_function("key_typed", |b| b.iter(|| black_box(black_box(&input).cache_key(hasher.clone()))));
+    g.bench_function("key_document", |b| {
+        b.iter(|| black_box(key_for_document("bench", "data.sark.decision", black_box(&doc))))
+    });
+    g.bench_function("typed_to_value", |b| b.iter(|| black_box(black_box(&input).to_value())));
+    for (name, eviction) in [("s3fifo", Eviction::S3Fifo), ("lru", Eviction::Lru)] {
+        let mut cache = DecisionCache::new(
+            CacheConfig {
+                eviction,
+                ..CacheConfig::default()
+            },
+            quanta::Clock::new(),
+        );
+        for i in 0..60_000u128 {
+            cache.insert(CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), decision(), Sensitivity::Low);
+        }
+        let present = CacheKey(1234u128.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        assert!(cache.get(present).is_some());
+        g.bench_function(format!("hit_{name}"), |b| b.iter(|| black_box(cache.get(black_box(present)))));
+        g.bench_function(format!("miss_{name}"), |b| b.iter(|| black_box(cache.get(black_box(CacheKey(7))))));
+        let d = decision();
+        let mut i = 0u128;
+        g.bench_function(format!("insert_{name}"), |b| {
+            b.iter(|| {
+                i += 1;
+                cache.insert(CacheKey(i << 64), d.clone(), Sensitivity::Low)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, cache);
+criterion_main!(benches);

@@ -1,1 +1,51 @@
-//! Benchmarks of the hot paths: `benches/` (criterion) and `src/bin/` (measurements that are not times, such as cache hit ratios).
+//! Benchmarks of the hot paths: `benches/` (criterion: time per operation) and `src/bin/`
+//! (measurements criterion does not make: engines side by side with per-evaluation
+//! percentiles, cache hit ratios). Shared helpers live here.
+
+use std::path::Path;
+
+use pdp::bundle::{Bundle, BundleLimits, DECISION_ENTRYPOINT};
+
+/// The shipped bundle, read from `policies/` (what `sark-pdp` embeds).
+///
+/// # Errors
+/// The bundle does not load.
+pub fn shipped_bundle() -> anyhow::Result<Bundle> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    Ok(Bundle::load(&dir, BundleLimits::default())?)
+}
+
+/// The inputs of the bundle's `data.sark.decision` cases, as JSON text: the benchmark
+/// workload (every rule, every deny reason, allows and denies).
+///
+/// # Errors
+/// The cases do not load, or there are none.
+pub fn decision_inputs(bundle: &Bundle) -> anyhow::Result<Vec<String>> {
+    let cases = pdp::cases::load(bundle).map_err(anyhow::Error::msg)?;
+    let inputs: Vec<String> = cases
+        .iter()
+        .filter(|c| c.entrypoint == DECISION_ENTRYPOINT)
+        .map(|c| c.input.to_string())
+        .collect();
+    anyhow::ensure!(!inputs.is_empty(), "no data.sark.decision cases to benchmark");
+    Ok(inputs)
+}
+
+/// The `q`-quantile of sorted samples (nearest rank).
+pub fn quantile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted.get(rank - 1).copied().unwrap_or(0)
+}
+
+/// The median of a few values.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v.get(n / 2).copied().unwrap_or(0.0),
+        n => (v.get(n / 2 - 1).copied().unwrap_or(0.0) + v.get(n / 2).copied().unwrap_or(0.0)) / 2.0,
+    }
+}

@@ -1,0 +1,108 @@
+//! Decision-cache hit ratio under a zipf workload, for each eviction policy, against an
+//! unbounded cache (the ceiling any policy could reach on the same stream).
+//!
+//! Workload: each request is a (user, tool) pair, user ~ zipf(s) over U users and
+//! tool ~ zipf(s) over T tools, independently; the first 10% of requests warm the cache
+//! and are not counted. TTLs are not in play (the clock stands still): this measures
+//! eviction alone.
+//!
+//! `cargo run --release -p perf --bin cache_ratio -- [REQUESTS] [S] [USERS] [TOOLS] [ENTRIES]`
+//! (defaults: 2,000,000 requests, s = 1.0, 100,000 users, 1,000 tools, 65,536 entries)
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use pdp::cache::{CacheConfig, DecisionCache, Eviction, entry_bytes};
+use pdp::key::KeyHasher;
+use pdp::{Decision, EngineKind, Sensitivity};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Zipf};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let requests: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(2_000_000);
+    let s: f64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1.0);
+    let users: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let tools: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
+    let entries: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(65_536);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let zu = Zipf::new(users as f64, s)?;
+    let zt = Zipf::new(tools as f64, s)?;
+    let stream: Vec<(u64, u64)> = (0..requests)
+        .map(|_| (zu.sample(&mut rng) as u64, zt.sample(&mut rng) as u64))
+        .collect();
+    let warm = requests / 10;
+
+    // A realistic cached value: the decision document SARK's policy returns for an allow.
+    let decision = Rc::new(Decision {
+        allow: true,
+        reasons: vec!["allowed: all policies passed".into()],
+        policies_evaluated: ["ip_filtering", "mfa", "rate_limits", "rbac", "sensitivity", "team_access", "time_based"]
+            .map(String::from)
+            .to_vec(),
+        policy_results: ["ip_filtering", "mfa", "rate_limits", "rbac", "sensitivity", "team_access", "time_based"]
+            .map(|p| (p.to_string(), true))
+            .to_vec(),
+        filtered_parameters: pdp::Value::from_json_str(r#"{"ticket_id": "T-42", "status": "closed"}"#)?,
+        cache_ttl_s: Some(300),
+        restrictions: Default::default(),
+        error: None,
+        engine: EngineKind::Rvm,
+        bundle_revision: "bench".into(),
+    });
+    let bytes_per_entry = entry_bytes(&decision);
+    let hasher = KeyHasher::new("bench", "data.sark.decision");
+    let key = |u: u64, t: u64| {
+        let mut h = hasher.clone();
+        h.int(u as i64);
+        h.int(t as i64);
+        h.finish()
+    };
+
+    println!(
+        "zipf(s={s}) over {users} users x {tools} tools, {requests} requests ({warm} warm-up), {entries} entries, {bytes_per_entry} bytes/entry as counted"
+    );
+    println!("| eviction | hit ratio | entries at end |");
+    println!("|---|---:|---:|");
+    for (name, eviction) in [("S3-FIFO (quick_cache unsync)", Eviction::S3Fifo), ("LRU (lru crate)", Eviction::Lru)] {
+        let (clock, _mock) = quanta::Clock::mock();
+        let mut cache = DecisionCache::new(
+            CacheConfig {
+                max_entries: entries,
+                max_bytes: usize::MAX / 2,
+                eviction,
+                ..CacheConfig::default()
+            },
+            clock,
+        );
+        let (mut hits, mut counted) = (0u64, 0u64);
+        for (i, (u, t)) in stream.iter().enumerate() {
+            let k = key(*u, *t);
+            let hit = cache.get(k).is_some();
+            if !hit {
+                cache.insert(k, decision.clone(), Sensitivity::Low);
+            }
+            if i >= warm {
+                counted += 1;
+                hits += u64::from(hit);
+            }
+        }
+        println!("| {name} | {:.2}% | {} |", 100.0 * hits as f64 / counted as f64, cache.len());
+    }
+    // The ceiling: every key ever seen stays.
+    let mut seen = HashSet::new();
+    let (mut hits, mut counted) = (0u64, 0u64);
+    for (i, pair) in stream.iter().enumerate() {
+        let hit = !seen.insert(*pair);
+        if i >= warm {
+            counted += 1;
+            hits += u64::from(hit);
+        }
+    }
+    println!("| unbounded (ceiling) | {:.2}% | {} |", 100.0 * hits as f64 / counted as f64, seen.len());
+    Ok(())
+}

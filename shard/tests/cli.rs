@@ -1,0 +1,108 @@
+//! The `sark-pdp` binary as a user runs it: exit codes, output, one-line errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn sark_pdp(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn eval_decides_the_samples_with_the_embedded_bundle() {
+    let allow = json(&sark_pdp(&["eval", "--input", "samples/invoke-medium.json"], ""));
+    assert_eq!(allow["allow"], true, "{allow}");
+    assert_eq!(allow["result"], "allow");
+    assert_eq!(allow["metadata"]["engine"], "rvm");
+    assert!(allow["metadata"]["bundle_revision"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(allow["filtered_parameters"].get("api_token").is_none(), "{allow}");
+    let deny = json(&sark_pdp(&["eval", "--input", "samples/invoke-critical-viewer.json"], ""));
+    assert_eq!(deny["allow"], false, "{deny}");
+    assert!(!deny["reasons"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn both_engines_give_the_same_decision() {
+    for sample in ["samples/invoke-medium.json", "samples/invoke-critical-viewer.json"] {
+        let mut a = json(&sark_pdp(&["eval", "--input", sample], ""));
+        let mut b = json(&sark_pdp(&["eval", "--input", sample, "--engine", "interpreter"], ""));
+        assert_eq!(b["metadata"]["engine"], "interpreter");
+        a.as_object_mut().unwrap().remove("metadata");
+        b.as_object_mut().unwrap().remove("metadata");
+        assert_eq!(a, b, "{sample}");
+    }
+}
+
+#[test]
+fn missing_time_is_stamped_and_other_entrypoints_answer() {
+    let out = json(&sark_pdp(&["eval", "-e", "data.mcp.allow"], r#"{"user": {"id": "u", "roles": ["admin"]}, "action": "tool:invoke"}"#));
+    assert!(out["result"].is_boolean(), "{out}");
+    // An input with no context still decides (now_ns is stamped), and never errors.
+    let out = json(&sark_pdp(&["eval"], r#"{"user": {"id": "u"}}"#));
+    assert_eq!(out["allow"], false);
+    assert!(out.get("error").is_none(), "{out}");
+}
+
+#[test]
+fn non_object_input_is_a_deny_with_a_code() {
+    let out = json(&sark_pdp(&["eval"], "[1, 2]"));
+    assert_eq!(out["allow"], false);
+    assert_eq!(out["result"], "error");
+    assert_eq!(out["error"]["code"], 1002);
+}
+
+#[test]
+fn errors_are_one_line_with_file_and_position() {
+    let out = sark_pdp(&["eval"], "{\n  \"user\": \n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("<stdin>") && err.contains("line 3 column 0"), "{err}");
+
+    let out = sark_pdp(&["eval", "-e", "data.nope.allow"], "{}");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown entrypoint data.nope.allow"));
+
+    let dir = std::env::temp_dir().join(format!("sark-pdp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.rego"), "package sark\n\ndecision := {\"allow\": \n").unwrap();
+    let out = sark_pdp(&["check", "--bundle", dir.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("p.rego:4:1"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let out = sark_pdp(&["eval", "--input", "/nonexistent.json"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
+}
+
+#[test]
+fn check_and_test_on_the_embedded_bundle() {
+    let out = sark_pdp(&["check"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for ep in ["data.sark.decision", "data.mcp.allow", "data.mcp.result", "data.sark.gateway.allow", "data.mcp.gateway.a2a.result"] {
+        assert!(text.contains(&format!("entrypoint {ep} ")), "{ep} missing from:\n{text}");
+    }
+    let out = sark_pdp(&["test"], "");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.trim_end().ends_with(" passed, 0 failed"), "{text}");
+}
