@@ -84,7 +84,8 @@ impl Hasher for PassThrough {
         }
     }
     fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
+        // Fold both halves, so keys that differ only in one half still spread.
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
     }
 }
 

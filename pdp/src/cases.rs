@@ -110,10 +110,8 @@ pub fn check(case: &Case, result: Option<&serde_json::Value>) -> Result<(), Stri
     let Some(got) = result else {
         return Err("result is undefined".into());
     };
-    if let Some(want) = &case.want {
-        if let Some(m) = mismatch(want, got, "result") {
-            return Err(m);
-        }
+    if let Some(m) = case.want.as_ref().and_then(|want| mismatch(want, got, "result")) {
+        return Err(m);
     }
     let reasons = got.get("reasons").and_then(|r| r.as_array());
     for r in &case.reasons_include {

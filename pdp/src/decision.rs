@@ -134,27 +134,42 @@ impl Decision {
 
     /// The decision as JSON, for the CLI and the HTTP shim.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut out = serde_json::json!({
-            "allow": self.allow,
-            "result": self.result(),
-            "reasons": self.reasons,
-            "policies_evaluated": self.policies_evaluated,
-            "policy_results": self.policy_results.iter().map(|(k, v)| (k.clone(), serde_json::Value::Bool(*v))).collect::<serde_json::Map<_, _>>(),
-            "cache_ttl_s": self.cache_ttl_s,
-            "restrictions": {
+        let mut out = serde_json::Map::new();
+        out.insert("allow".into(), self.allow.into());
+        out.insert("result".into(), self.result().into());
+        out.insert("reasons".into(), self.reasons.clone().into());
+        out.insert("policies_evaluated".into(), self.policies_evaluated.clone().into());
+        out.insert(
+            "policy_results".into(),
+            self.policy_results
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::Bool(*v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
+        if let Some(params) = value_to_json(&self.filtered_parameters) {
+            out.insert("filtered_parameters".into(), params);
+        }
+        out.insert("cache_ttl_s".into(), self.cache_ttl_s.into());
+        out.insert(
+            "restrictions".into(),
+            serde_json::json!({
                 "rate_limited": self.restrictions.rate_limited,
                 "monitoring_required": self.restrictions.monitoring_required,
                 "encryption_required": self.restrictions.encryption_required,
-            },
-            "metadata": {"engine": self.engine.as_str(), "bundle_revision": &*self.bundle_revision},
-        });
-        if let Some(params) = value_to_json(&self.filtered_parameters) {
-            out["filtered_parameters"] = params;
-        }
+            }),
+        );
         if let Some(e) = &self.error {
-            out["error"] = serde_json::json!({"code": e.wire_code(), "kind": e.kind(), "message": e.to_string()});
+            out.insert(
+                "error".into(),
+                serde_json::json!({"code": e.wire_code(), "kind": e.kind(), "message": e.to_string()}),
+            );
         }
-        out
+        out.insert(
+            "metadata".into(),
+            serde_json::json!({"engine": self.engine.as_str(), "bundle_revision": &*self.bundle_revision}),
+        );
+        out.into()
     }
 }
 

@@ -58,7 +58,7 @@ fn run() -> Result<bool, String> {
         failed += 1;
         println!("FAIL case count: {} cases, want at least {MIN_CASES}", all.len());
     }
-    println!("policy cases on RVM, interpreter and OPA {}: {} cases", "v1.20.2", selected.len());
+    println!("policy cases on RVM, interpreter and OPA v1.20.2: {} cases", selected.len());
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }

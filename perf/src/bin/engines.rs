@@ -48,22 +48,38 @@ fn main() -> anyhow::Result<()> {
     let opa = OpaEngine::from_bundle(&bundle)?;
     let clock = quanta::Clock::new();
 
-    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); ALL.len()];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); ALL.len()];
-    let mut allows = vec![0usize; ALL.len()];
+    struct Run {
+        which: Which,
+        name: &'static str,
+        /// Every timed evaluation, ns.
+        samples: Vec<u64>,
+        /// Evaluations per second, one per round.
+        rates: Vec<f64>,
+        allows: usize,
+    }
+    let mut runs: Vec<Run> = ALL
+        .iter()
+        .map(|(which, name)| Run {
+            which: *which,
+            name,
+            samples: Vec::new(),
+            rates: Vec::new(),
+            allows: 0,
+        })
+        .collect();
     eprintln!(
         "engines: {} inputs x {passes} passes x {rounds} rounds per engine, one thread",
         inputs.len()
     );
-    // Warm-up: one pass each, untimed.
+    // Round 0 is the warm-up, untimed.
     for round in 0..=rounds {
-        for (slot, (which, _)) in ALL.iter().enumerate() {
-            let mut total_ns = 0u64;
-            let mut n = 0u64;
+        for run in runs.iter_mut() {
+            let (mut total_ns, mut n, mut allows) = (0u64, 0u64, 0usize);
+            let mut samples = Vec::with_capacity(passes * inputs.len());
             for _ in 0..passes {
                 for (text, value) in inputs.iter().zip(&parsed) {
                     let t0 = clock.raw();
-                    let allow = match which {
+                    let allow = match run.which {
                         Which::RvmParsed => rvm.decide(value.clone()).allow,
                         Which::Rvm => rvm.decide(input_from_json(text)?).allow,
                         Which::Interpreter => interp.decide(input_from_json(text)?).allow,
@@ -73,24 +89,16 @@ fn main() -> anyhow::Result<()> {
                             .unwrap_or(false),
                     };
                     let ns = clock.delta_as_nanos(t0, clock.raw());
-                    if round > 0 {
-                        if let Some(s) = samples.get_mut(slot) {
-                            s.push(ns);
-                        }
-                        if allow {
-                            if let Some(a) = allows.get_mut(slot) {
-                                *a += 1;
-                            }
-                        }
-                    }
+                    samples.push(ns);
+                    allows += usize::from(allow);
                     total_ns += ns;
                     n += 1;
                 }
             }
             if round > 0 {
-                if let Some(r) = rates.get_mut(slot) {
-                    r.push(n as f64 / (total_ns as f64 / 1e9));
-                }
+                run.samples.extend(samples);
+                run.rates.push(n as f64 / (total_ns as f64 / 1e9));
+                run.allows += allows;
             }
         }
         if round > 0 {
@@ -98,31 +106,29 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let opa_slot = ALL.iter().position(|(w, _)| *w == Which::Opa).unwrap_or(0);
-    let opa_rates = rates.get(opa_slot).cloned().unwrap_or_default();
+    let opa_rates = runs.iter().find(|r| r.which == Which::Opa).map(|r| r.rates.clone()).unwrap_or_default();
     println!("| engine | evaluations/s (median of {rounds} rounds) | p50 | p99 | × OPA (median [min–max] per round) | allows |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (slot, (_, name)) in ALL.iter().enumerate() {
-        let mut s = samples.get(slot).cloned().unwrap_or_default();
-        s.sort_unstable();
-        let r = rates.get(slot).cloned().unwrap_or_default();
-        let ratios: Vec<f64> = r.iter().zip(&opa_rates).map(|(a, b)| a / b).collect();
+    for run in &mut runs {
+        run.samples.sort_unstable();
+        let ratios: Vec<f64> = run.rates.iter().zip(&opa_rates).map(|(a, b)| a / b).collect();
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         println!(
-            "| {name} | {:.0} | {:.1} µs | {:.1} µs | {:.1}× [{:.1}–{:.1}] | {} |",
-            median(r.clone()),
-            quantile(&s, 0.50) as f64 / 1e3,
-            quantile(&s, 0.99) as f64 / 1e3,
+            "| {} | {:.0} | {:.1} µs | {:.1} µs | {:.1}× [{:.1}–{:.1}] | {} |",
+            run.name,
+            median(run.rates.clone()),
+            quantile(&run.samples, 0.50) as f64 / 1e3,
+            quantile(&run.samples, 0.99) as f64 / 1e3,
             median(ratios.clone()),
             lo,
             hi,
-            allows.get(slot).copied().unwrap_or(0),
+            run.allows,
         );
     }
     // Same decisions from every engine, or the comparison is meaningless.
-    let first = allows.first().copied().unwrap_or(0);
-    anyhow::ensure!(allows.iter().all(|a| *a == first), "engines disagree on the number of allows: {allows:?}");
+    let allows: Vec<usize> = runs.iter().map(|r| r.allows).collect();
+    anyhow::ensure!(allows.windows(2).all(|w| w.first() == w.last()), "engines disagree on the number of allows: {allows:?}");
     Ok(())
 }
