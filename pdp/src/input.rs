@@ -260,7 +260,8 @@ mod tests {
         same.now_ns = Some(5);
         same.context = Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored"}"#).unwrap();
         assert_eq!(same.cache_key(h()), base);
-        let changes: Vec<Box<dyn Fn(&mut SarkInput)>> = vec![
+        type Change = Box<dyn Fn(&mut SarkInput)>;
+        let changes: Vec<Change> = vec![
             Box::new(|i| i.user.roles.push("admin".into())),
             Box::new(|i| i.user.teams.clear()),
             Box::new(|i| i.user.team_manager_of.push("payments".into())),
