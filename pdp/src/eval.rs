@@ -296,6 +296,14 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
 "#;
 
     #[test]
+    fn compiled_bundles_are_shared_and_evaluators_move_to_their_shard() {
+        fn shared<T: Send + Sync>() {}
+        fn sendable<T: Send>() {}
+        shared::<CompiledBundle>();
+        sendable::<Evaluator>();
+    }
+
+    #[test]
     fn decides_on_both_engines() {
         let b = compile(&[("p.rego", POLICY), ("data.json", r#"{"cfg": {"ttl": 60}}"#)]).unwrap();
         for pref in [EnginePreference::Fastest, EnginePreference::Interpreter] {

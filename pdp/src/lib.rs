@@ -14,6 +14,8 @@
 //! 5. [`decision::Decision`] is the answer; every failure is a deny with an
 //!    [`error::EvalError`] code.
 //!
+//! 6. [`point::DecisionPoint`] composes steps 3–5 for one shard: the path every front door uses.
+//!
 //! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
 //! reference for decisions and peer for speed.
 
@@ -27,6 +29,7 @@ pub mod eval;
 pub mod input;
 pub mod key;
 pub mod opa;
+pub mod point;
 
 pub use bundle::Bundle;
 pub use decision::{Decision, EngineKind, Sensitivity};

@@ -2,13 +2,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
+use std::sync::Arc;
 use std::rc::Rc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pdp::cache::{CacheConfig, DecisionCache, Eviction};
 use pdp::input::{SarkInput, ToolFields, UserFields};
 use pdp::key::{CacheKey, KeyHasher, key_for_document};
+use pdp::eval::{CompiledBundle, EvalLimits};
+use pdp::point::DecisionPoint;
 use pdp::{Decision, EngineKind, Sensitivity, Value};
 
 fn sample() -> SarkInput {
@@ -85,6 +91,20 @@ fn cache(c: &mut Criterion) {
             })
         });
     }
+    // The whole hit path of a shard: key the typed input, find it, hand out the decision.
+    let bundle = perf::shipped_bundle().unwrap();
+    let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
+    let mut point = DecisionPoint::new(compiled, CacheConfig::default(), quanta::Clock::new());
+    let now = input.now_ns.unwrap_or(0);
+    point.decide_typed(&input, now);
+    assert!(point.decide_typed(&input, now).cache_hit);
+    g.bench_function("point_hit_typed", |b| b.iter(|| black_box(point.decide_typed(black_box(&input), now))));
+    g.bench_function("point_miss_typed", |b| {
+        b.iter(|| {
+            point.cache_mut().clear();
+            black_box(point.decide_typed(black_box(&input), now))
+        })
+    });
     g.finish();
 }
 

@@ -1,0 +1,218 @@
+//! One shard's decision point: cache key → shard-local cache → evaluator → cache insert.
+//! The composition every front door (binary protocol, HTTP shim, CLI) goes through.
+//!
+//! Caching assumes the input's `context.now_ns` is the present: the key leaves time out
+//! and the TTL bounds how long an answer may outlive the moment it was computed for. An
+//! input whose `now_ns` is further than [`DecisionPoint::MAX_CLOCK_SKEW_NS`] from the PDP's
+//! own clock (a what-if question about another time) is evaluated but neither served from
+//! nor stored in the cache.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regorus::Value;
+
+use crate::bundle::DECISION_ENTRYPOINT;
+use crate::cache::{CacheConfig, DecisionCache};
+use crate::decision::{Decision, Sensitivity};
+use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
+use crate::input::{SarkInput, stamp_now};
+use crate::key::{KeyHasher, key_for_document};
+
+/// A decision and how it was reached.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub decision: Rc<Decision>,
+    pub cache_hit: bool,
+    /// How long it stays cached from now (zero: not cached).
+    pub ttl: Duration,
+}
+
+/// A shard's evaluator and cache, owned by one thread.
+#[derive(Debug)]
+pub struct DecisionPoint {
+    evaluator: Evaluator,
+    cache: DecisionCache,
+    /// Seeded with the bundle revision and the decision entrypoint.
+    hasher: KeyHasher,
+}
+
+impl DecisionPoint {
+    /// How far a caller's `now_ns` may be from the PDP's clock and still be cached.
+    pub const MAX_CLOCK_SKEW_NS: i64 = 5_000_000_000;
+
+    pub fn new(bundle: Arc<CompiledBundle>, cache: CacheConfig, clock: quanta::Clock) -> DecisionPoint {
+        DecisionPoint {
+            hasher: KeyHasher::new(&bundle.revision, DECISION_ENTRYPOINT),
+            evaluator: Evaluator::new(bundle, EnginePreference::Fastest),
+            cache: DecisionCache::new(cache, clock),
+        }
+    }
+
+    pub fn cache(&self) -> &DecisionCache {
+        &self.cache
+    }
+
+    pub fn cache_mut(&mut self) -> &mut DecisionCache {
+        &mut self.cache
+    }
+
+    /// Decide typed fields. `now_ns` is the PDP's wall clock, used when the input has none.
+    pub fn decide_typed(&mut self, input: &SarkInput, now_ns: i64) -> Answer {
+        let cacheable = input.now_ns.is_none_or(|t| t.abs_diff(now_ns) <= Self::MAX_CLOCK_SKEW_NS.unsigned_abs());
+        let key = input.cache_key(self.hasher.clone());
+        if cacheable {
+            if let Some(decision) = self.cache.get(key) {
+                return Answer {
+                    decision,
+                    cache_hit: true,
+                    ttl: Duration::ZERO,
+                };
+            }
+        }
+        let mut doc = input.to_value();
+        stamp_now(&mut doc, now_ns);
+        let decision = Rc::new(self.evaluator.decide(doc));
+        let sensitivity = input
+            .tool
+            .as_ref()
+            .and_then(|t| t.sensitivity_level.as_deref())
+            .map_or(Sensitivity::Unknown, Sensitivity::parse);
+        self.finish(key, decision, sensitivity, cacheable)
+    }
+
+    /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
+    pub fn decide_document(&mut self, mut input: Value, now_ns: i64) -> Answer {
+        let given = match &input["context"]["now_ns"] {
+            Value::Number(n) => n.as_i64(),
+            Value::Undefined => None,
+            // Present but not an integer: the policy will deny; don't cache that oddity.
+            _ => Some(i64::MIN),
+        };
+        let cacheable = given.is_none_or(|t| t.abs_diff(now_ns) <= Self::MAX_CLOCK_SKEW_NS.unsigned_abs());
+        let key = key_for_document(&self.evaluator.bundle().revision, DECISION_ENTRYPOINT, &input);
+        if cacheable {
+            if let Some(decision) = self.cache.get(key) {
+                return Answer {
+                    decision,
+                    cache_hit: true,
+                    ttl: Duration::ZERO,
+                };
+            }
+        }
+        stamp_now(&mut input, now_ns);
+        let sensitivity = Sensitivity::of_input(&input);
+        let decision = Rc::new(self.evaluator.decide(input));
+        self.finish(key, decision, sensitivity, cacheable)
+    }
+
+    fn finish(&mut self, key: crate::key::CacheKey, decision: Rc<Decision>, s: Sensitivity, cacheable: bool) -> Answer {
+        let ttl = if cacheable {
+            self.cache.insert(key, decision.clone(), s)
+        } else {
+            Duration::ZERO
+        };
+        Answer {
+            decision,
+            cache_hit: false,
+            ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Bundle, BundleLimits};
+    use crate::eval::EvalLimits;
+    use crate::input::{ToolFields, UserFields};
+
+    /// Allows admins; the TTL comes from the input so tests can steer it.
+    const POLICY: &str = r#"package sark
+default decision := {"allow": false, "reasons": ["not admin"]}
+decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(input.context, "ttl", 600)} if "admin" in input.user.roles
+"#;
+
+    fn point() -> (DecisionPoint, Arc<quanta::Mock>) {
+        let files = vec![("p.rego".to_string(), POLICY.as_bytes().to_vec())];
+        let bundle = Bundle::from_files("t", files, BundleLimits::default()).unwrap();
+        let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
+        let (clock, mock) = quanta::Clock::mock();
+        (DecisionPoint::new(compiled, CacheConfig::default(), clock), mock)
+    }
+
+    fn input(roles: &[&str], sensitivity: &str) -> SarkInput {
+        SarkInput {
+            user: UserFields {
+                id: "u".into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..UserFields::default()
+            },
+            action: "tool:invoke".into(),
+            tool: Some(ToolFields {
+                name: "t".into(),
+                sensitivity_level: Some(sensitivity.into()),
+                ..ToolFields::default()
+            }),
+            ..SarkInput::default()
+        }
+    }
+
+    const NOW: i64 = 1_795_428_000_000_000_000;
+
+    #[test]
+    fn repeats_hit_until_the_ttl_and_a_role_change_is_never_stale() {
+        let (mut p, mock) = point();
+        let admin = input(&["admin"], "high");
+        let a = p.decide_typed(&admin, NOW);
+        assert!(a.decision.allow && !a.cache_hit);
+        assert_eq!(a.ttl, Duration::from_secs(60));
+        let b = p.decide_typed(&admin, NOW + 1);
+        assert!(b.decision.allow && b.cache_hit);
+        // The same user without the admin role: a different key, a fresh deny.
+        let c = p.decide_typed(&input(&["viewer"], "high"), NOW);
+        assert!(!c.decision.allow && !c.cache_hit);
+        mock.increment(Duration::from_secs(60));
+        assert!(!p.decide_typed(&admin, NOW).cache_hit, "served past the high TTL");
+    }
+
+    #[test]
+    fn documents_are_cached_too_and_the_policy_ttl_wins() {
+        let (mut p, _) = point();
+        let doc = || {
+            Value::from_json_str(
+                r#"{"user": {"id": "u", "roles": ["admin"]}, "tool": {"sensitivity_level": "low"}, "context": {"ttl": 5, "request_id": "a"}}"#,
+            )
+            .unwrap()
+        };
+        let a = p.decide_document(doc(), NOW);
+        assert_eq!(a.ttl, Duration::from_secs(5));
+        assert!(p.decide_document(doc(), NOW).cache_hit);
+    }
+
+    #[test]
+    fn questions_about_another_time_bypass_the_cache() {
+        let (mut p, _) = point();
+        let mut other_time = input(&["admin"], "low");
+        other_time.now_ns = Some(NOW - 86_400_000_000_000);
+        let a = p.decide_typed(&other_time, NOW);
+        assert!(a.decision.allow);
+        assert_eq!(a.ttl, Duration::ZERO);
+        assert!(!p.decide_typed(&other_time, NOW).cache_hit);
+        assert!(p.cache().is_empty());
+        // Within the skew it caches.
+        other_time.now_ns = Some(NOW - 1_000_000_000);
+        p.decide_typed(&other_time, NOW);
+        assert!(p.decide_typed(&other_time, NOW).cache_hit);
+    }
+
+    #[test]
+    fn errors_are_never_cached() {
+        let (mut p, _) = point();
+        let a = p.decide_document(Value::from(1), NOW);
+        assert!(!a.decision.allow);
+        assert_eq!(a.ttl, Duration::ZERO);
+        assert!(!p.decide_document(Value::from(1), NOW).cache_hit);
+    }
+}

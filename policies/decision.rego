@@ -1,0 +1,100 @@
+# SARK's decision document: data.sark.decision.
+#
+# Which policies apply to an action: data.sark_config.action_policies. Each policy
+# package exposes `applies` (bool), `deny` (set of reason strings) and `allow`. The
+# decision allows only when the action is known, the input is well formed, at least one
+# policy applies and no applicable policy denies. It is defined for every input.
+package sark
+
+import data.sark.common
+
+# Every policy package by name; the decision reads only their applies/deny.
+policy_denies := {
+	"a2a": data.sark.a2a.deny,
+	"gateway": data.sark.gateway.deny,
+	"ip_filtering": data.sark.ip_filtering.deny,
+	"mfa": data.sark.mfa.deny,
+	"rate_limits": data.sark.rate_limits.deny,
+	"rbac": data.sark.rbac.deny,
+	"sensitivity": data.sark.sensitivity.deny,
+	"team_access": data.sark.team_access.deny,
+	"time_based": data.sark.time_based.deny,
+}
+
+configured := object.get(data.sark_config.action_policies, common.action, [])
+
+applied := {p | some p in configured; is_string(p); object.get(policy_denies, p, null) != null}
+
+unknown_policies := {p | some p in configured; object.get(policy_denies, p, null) == null}
+
+decision_errors contains sprintf("decision: unknown action %s", [common.action]) if {
+	common.action != ""
+	not common.known_action
+}
+
+decision_errors contains "decision: no policy applies to this action" if {
+	common.known_action
+	count(applied) == 0
+}
+
+decision_errors contains "decision: configuration names an unknown policy" if count(unknown_policies) > 0
+
+input_errors := common.input_errors | decision_errors
+
+policy_deny_reasons := {r | some p in applied; some r in policy_denies[p]}
+
+deny_reasons := input_errors | policy_deny_reasons
+
+default allow := false
+
+allow if {
+	count(applied) > 0
+	count(deny_reasons) == 0
+}
+
+reasons := sort(deny_reasons) if count(deny_reasons) > 0
+
+else := ["allowed: all policies passed"] if allow
+
+else := ["denied: no policy allowed the request"]
+
+policy_results := {p: ok | some p in applied; ok := count(policy_denies[p]) == 0}
+
+# ---------------------------------------------------------------- cache TTL
+
+base_ttl := object.get(data.sark_config.cache.ttl_s, common.level, data.sark_config.cache.default_ttl_s)
+
+# Policies whose answer can change with the clock.
+time_policies := {"time_based", "sensitivity", "mfa"}
+
+time_dependent if {
+	some p in applied
+	p in time_policies
+}
+
+# Missing or malformed input (or an unknown action): do not cache.
+no_cache if count(input_errors) > 0
+
+# The clock mattered but was not given: do not cache.
+no_cache if {
+	time_dependent
+	not common.now_valid
+}
+
+cache_ttl_s := 0 if no_cache
+
+else := min({base_ttl, common.seconds_to_boundary}) if time_dependent
+
+else := base_ttl
+
+# ---------------------------------------------------------------- the document
+
+decision := {
+	"allow": allow,
+	"reasons": reasons,
+	"policies_evaluated": sort(applied),
+	"policy_results": policy_results,
+	"filtered_parameters": data.sark.gateway.filtered_parameters,
+	"cache_ttl_s": cache_ttl_s,
+	"restrictions": data.sark.a2a.restrictions,
+}

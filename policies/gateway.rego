@@ -1,0 +1,88 @@
+# Gateway (gateway:* actions): admin, developer, a member of the server's managing team
+# or the server's owner may use the gateway; gateway:tool:invoke names a tool.
+#
+# Parameter filtering: filtered_parameters is input.parameters without the parameters
+# whose (lower-cased) name contains a sensitive word for the resource's level
+# (data.sark_config.gateway.sensitive_parameters). Nested objects are filtered too, up to
+# four levels deep; values that are arrays are kept as they are.
+#
+# Compat: data.sark.gateway.allow (SARK's /v1/data/sark/gateway/allow) is the complete
+# decision for a gateway:* action (every applicable policy, not only this one), false for
+# any other action. The decision itself reads this package's applies/deny only.
+package sark.gateway
+
+import data.sark.common
+
+cfg := data.sark_config.gateway
+
+applies if "gateway" in object.get(data.sark_config.action_policies, common.action, [])
+
+authorized_by contains "role" if {
+	some r in common.roles
+	r in cfg.roles
+}
+
+authorized_by contains "managing_team" if {
+	common.server_managing_team != ""
+	common.server_managing_team in common.teams
+}
+
+authorized_by contains "owner" if {
+	common.user_id != ""
+	common.user_id == common.server_owner
+}
+
+deny contains "gateway: requires role admin or developer, the server's managing team, or the server's owner" if {
+	applies
+	count(authorized_by) == 0
+}
+
+deny contains "gateway: gateway:tool:invoke requires tool.name" if {
+	applies
+	common.action == "gateway:tool:invoke"
+	common.tool_name == ""
+}
+
+default policy_allow := false
+
+policy_allow if {
+	applies
+	count(deny) == 0
+}
+
+default allow := false
+
+allow if {
+	applies
+	data.sark.decision.allow == true
+}
+
+# ---------------------------------------------------------------- parameter filtering
+
+sensitive_words := object.get(cfg.sensitive_parameters, common.level, cfg.sensitive_parameters.critical)
+
+sensitive_name(name) if {
+	n := lower(name)
+	some w in sensitive_words
+	contains(n, w)
+}
+
+# Rego has no recursion: one function per depth.
+filter_1(o) := {k: filter_2v(v) | some k, v in o; not sensitive_name(k)}
+
+filter_2v(v) := {k: filter_3v(x) | some k, x in v; not sensitive_name(k)} if is_object(v)
+
+filter_2v(v) := v if not is_object(v)
+
+filter_3v(v) := {k: filter_4v(x) | some k, x in v; not sensitive_name(k)} if is_object(v)
+
+filter_3v(v) := v if not is_object(v)
+
+filter_4v(v) := {k: x | some k, x in v; not sensitive_name(k)} if is_object(v)
+
+filter_4v(v) := v if not is_object(v)
+
+filtered_parameters := filter_1(common.parameters)
+
+# The names that were removed at the top level (for audit).
+removed_parameters := sort([k | some k, _ in common.parameters; sensitive_name(k)])
