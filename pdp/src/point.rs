@@ -18,7 +18,7 @@ use crate::cache::{CacheConfig, DecisionCache};
 use crate::decision::{Decision, Sensitivity};
 use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
 use crate::input::{SarkInput, stamp_now};
-use crate::key::{KeyHasher, key_for_document};
+use crate::key::{CacheKey, KeyHasher, key_for_document};
 
 /// A decision and how it was reached.
 #[derive(Debug, Clone)]
@@ -60,26 +60,17 @@ impl DecisionPoint {
 
     /// Decide typed fields. `now_ns` is the PDP's wall clock, used when the input has none.
     pub fn decide_typed(&mut self, input: &SarkInput, now_ns: i64) -> Answer {
-        let cacheable = input.now_ns.is_none_or(|t| t.abs_diff(now_ns) <= Self::MAX_CLOCK_SKEW_NS.unsigned_abs());
         let key = input.cache_key(self.hasher.clone());
-        if cacheable {
-            if let Some(decision) = self.cache.get(key) {
-                return Answer {
-                    decision,
-                    cache_hit: true,
-                    ttl: Duration::ZERO,
-                };
-            }
-        }
-        let mut doc = input.to_value();
-        stamp_now(&mut doc, now_ns);
-        let decision = Rc::new(self.evaluator.decide(doc));
         let sensitivity = input
             .tool
             .as_ref()
             .and_then(|t| t.sensitivity_level.as_deref())
             .map_or(Sensitivity::Unknown, Sensitivity::parse);
-        self.finish(key, decision, sensitivity, cacheable)
+        self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, || {
+            let mut doc = input.to_value();
+            stamp_now(&mut doc, now_ns);
+            doc
+        })
     }
 
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
@@ -90,24 +81,23 @@ impl DecisionPoint {
             // Present but not an integer: the policy will deny; don't cache that oddity.
             _ => Some(i64::MIN),
         };
-        let cacheable = given.is_none_or(|t| t.abs_diff(now_ns) <= Self::MAX_CLOCK_SKEW_NS.unsigned_abs());
         let key = key_for_document(&self.evaluator.bundle().revision, DECISION_ENTRYPOINT, &input);
-        if cacheable {
-            if let Some(decision) = self.cache.get(key) {
-                return Answer {
-                    decision,
-                    cache_hit: true,
-                    ttl: Duration::ZERO,
-                };
-            }
-        }
-        stamp_now(&mut input, now_ns);
         let sensitivity = Sensitivity::of_input(&input);
-        let decision = Rc::new(self.evaluator.decide(input));
-        self.finish(key, decision, sensitivity, cacheable)
+        self.decide_keyed(key, cacheable(given, now_ns), sensitivity, || {
+            stamp_now(&mut input, now_ns);
+            input
+        })
     }
 
-    fn finish(&mut self, key: crate::key::CacheKey, decision: Rc<Decision>, s: Sensitivity, cacheable: bool) -> Answer {
+    fn decide_keyed(&mut self, key: CacheKey, cacheable: bool, s: Sensitivity, doc: impl FnOnce() -> Value) -> Answer {
+        if cacheable && let Some(decision) = self.cache.get(key) {
+            return Answer {
+                decision,
+                cache_hit: true,
+                ttl: Duration::ZERO,
+            };
+        }
+        let decision = Rc::new(self.evaluator.decide(doc()));
         let ttl = if cacheable {
             self.cache.insert(key, decision.clone(), s)
         } else {
@@ -119,6 +109,11 @@ impl DecisionPoint {
             ttl,
         }
     }
+}
+
+/// Whether an input stamped `given` (or unstamped) is about the present, `now_ns`.
+fn cacheable(given: Option<i64>, now_ns: i64) -> bool {
+    given.is_none_or(|t| t.abs_diff(now_ns) <= DecisionPoint::MAX_CLOCK_SKEW_NS.unsigned_abs())
 }
 
 #[cfg(test)]
