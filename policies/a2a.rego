@@ -57,7 +57,8 @@ deny contains sprintf("a2a: agent lacks capability %s", [capability]) if {
 deny contains "a2a: agent.trust_level must be trusted, verified or untrusted" if {
 	applies
 	count(agent) > 0
-	not agent.trust_level in cfg.trust_levels
+	t := object.get(agent, "trust_level", null)
+	not t in cfg.trust_levels
 }
 
 deny contains "a2a: agent.environment and agent.target.environment are required" if {

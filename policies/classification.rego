@@ -43,11 +43,3 @@ classify(t) := level_of_texts(texts(t)) if is_object(t)
 else := data.sark_config.default_level
 
 level := classify(data.sark.common.tool)
-
-# The keyword that decided (for explanations); undefined when the default applied.
-matched_keywords contains word if {
-	ts := texts(data.sark.common.tool)
-	some word in kw[level]
-	some s in ts
-	contains(s, word)
-}

@@ -331,7 +331,12 @@ vpn if ctx.vpn == true
 
 # Type errors: a field that is present but of the wrong type. Each denies the
 # decision (and the decision is not cached).
-input_errors contains "input: must be an object" if not is_object(input)
+# `input` itself, or null when the caller gave none (OPA leaves it undefined then).
+raw_input := x if {
+	x := input
+} else := null
+
+input_errors contains "input: must be an object" if not is_object(raw_input)
 
 input_errors contains "input: action is missing or not a string" if action == ""
 
@@ -396,6 +401,7 @@ input_type_checks := [
 	["context", "rate_limit_data", "object"],
 	["agent", "capabilities", "array"],
 	["agent", "delegation_depth", "number"],
+	["agent", "target", "object"],
 ]
 
 parts := {"input": inp, "user": user, "tool": tool, "server": server, "agent": agent, "context": ctx}

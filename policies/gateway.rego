@@ -83,6 +83,3 @@ filter_4v(v) := {k: x | some k, x in v; not sensitive_name(k)} if is_object(v)
 filter_4v(v) := v if not is_object(v)
 
 filtered_parameters := filter_1(common.parameters)
-
-# The names that were removed at the top level (for audit).
-removed_parameters := sort([k | some k, _ in common.parameters; sensitive_name(k)])

@@ -25,11 +25,13 @@ deny contains "ip_filtering: context.client_ip is missing or not an IP address" 
 
 deny contains sprintf("ip_filtering: client IP %s is blocklisted", [ip]) if {
 	applies
+	ip
 	common.ip_in_list(cfg.blocklist, ip)
 }
 
 deny contains sprintf("ip_filtering: client IP %s is not allowlisted for %s resources", [ip, common.level]) if {
 	applies
+	ip
 	not common.ip_in_list(allowlist, ip)
 }
 

@@ -35,11 +35,6 @@ deny contains sprintf("rate_limits: per-minute limit of %d requests for %s resou
 	minute_count > level_limit
 }
 
-rate_limited if {
-	applies
-	count(deny) > 0
-}
-
 default allow := false
 
 allow if {

@@ -39,14 +39,6 @@ lifted if common.emergency_valid
 
 lifted if common.in_maintenance_for_action
 
-# Whether this decision consulted the clock (and so may only be cached until the next
-# window boundary).
-consulted if {
-	applies
-	restricted
-	not exempt
-}
-
 deny contains "time_based: context.now_ns missing or invalid; time-restricted access denied" if {
 	applies
 	restricted
