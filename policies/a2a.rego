@@ -9,31 +9,32 @@
 # encrypted); crossing environments always requires encryption.
 package sark.a2a
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.a2a
 
-applies if "a2a" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "a2a" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
-agent := common.agent
+agent := data.sark.common.agent
 
-capability := trim_prefix(common.action, "a2a:")
+capability := trim_prefix(data.sark.common.action, "a2a:")
 
-capabilities := common.str_set(object.get(agent, "capabilities", []))
+capabilities := data.sark.common.str_set(object.get(agent, "capabilities", []))
 
 trust := x if {
 	x := object.get(agent, "trust_level", null)
 	x in cfg.trust_levels
 } else := "untrusted"
 
-source_env := common.str_field(agent, "environment")
+source_env := data.sark.common.str_field(agent, "environment")
 
 target := x if {
 	x := object.get(agent, "target", null)
 	is_object(x)
 } else := {}
 
-target_env := common.str_field(target, "environment")
+target_env := data.sark.common.str_field(target, "environment")
 
 depth := x if {
 	x := object.get(agent, "delegation_depth", null)

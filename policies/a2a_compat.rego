@@ -3,14 +3,15 @@
 # deny (this path only authorizes agent-to-agent requests).
 package mcp.gateway.a2a
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 result := {
 	"allow": data.sark.decision.allow,
 	"reason": concat("; ", data.sark.decision.reasons),
 	"reasons": data.sark.decision.reasons,
 	"restrictions": data.sark.decision.restrictions,
-} if common.is_a2a
+} if data.sark.common.is_a2a
 
 else := {
 	"allow": false,

@@ -6,7 +6,8 @@
 # policy applies and no applicable policy denies. It is defined for every input.
 package sark
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 # Every policy package by name; the decision reads only their applies/deny.
 policy_denies := {
@@ -21,25 +22,25 @@ policy_denies := {
 	"time_based": data.sark.time_based.deny,
 }
 
-configured := object.get(data.sark_config.action_policies, common.action, [])
+configured := object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 applied := {p | some p in configured; is_string(p); object.get(policy_denies, p, null) != null}
 
 unknown_policies := {p | some p in configured; object.get(policy_denies, p, null) == null}
 
-decision_errors contains sprintf("decision: unknown action %s", [common.action]) if {
-	common.action != ""
-	not common.known_action
+decision_errors contains sprintf("decision: unknown action %s", [data.sark.common.action]) if {
+	data.sark.common.action != ""
+	not data.sark.common.known_action
 }
 
 decision_errors contains "decision: no policy applies to this action" if {
-	common.known_action
+	data.sark.common.known_action
 	count(applied) == 0
 }
 
 decision_errors contains "decision: configuration names an unknown policy" if count(unknown_policies) > 0
 
-input_errors := common.input_errors | decision_errors
+input_errors := data.sark.common.input_errors | decision_errors
 
 policy_deny_reasons := {r | some p in applied; some r in policy_denies[p]}
 
@@ -62,7 +63,7 @@ policy_results := {p: ok | some p in applied; ok := count(policy_denies[p]) == 0
 
 # ---------------------------------------------------------------- cache TTL
 
-base_ttl := object.get(data.sark_config.cache.ttl_s, common.level, data.sark_config.cache.default_ttl_s)
+base_ttl := object.get(data.sark_config.cache.ttl_s, data.sark.common.level, data.sark_config.cache.default_ttl_s)
 
 # Policies whose answer can change with the clock.
 time_policies := {"time_based", "sensitivity", "mfa"}
@@ -78,12 +79,12 @@ no_cache if count(input_errors) > 0
 # The clock mattered but was not given: do not cache.
 no_cache if {
 	time_dependent
-	not common.now_valid
+	not data.sark.common.now_valid
 }
 
 cache_ttl_s := 0 if no_cache
 
-else := min({base_ttl, common.seconds_to_boundary}) if time_dependent
+else := min({base_ttl, data.sark.common.seconds_to_boundary}) if time_dependent
 
 else := base_ttl
 

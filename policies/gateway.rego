@@ -11,25 +11,26 @@
 # any other action. The decision itself reads this package's applies/deny only.
 package sark.gateway
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.gateway
 
-applies if "gateway" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "gateway" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 authorized_by contains "role" if {
-	some r in common.roles
+	some r in data.sark.common.roles
 	r in cfg.roles
 }
 
 authorized_by contains "managing_team" if {
-	common.server_managing_team != ""
-	common.server_managing_team in common.teams
+	data.sark.common.server_managing_team != ""
+	data.sark.common.server_managing_team in data.sark.common.teams
 }
 
 authorized_by contains "owner" if {
-	common.user_id != ""
-	common.user_id == common.server_owner
+	data.sark.common.user_id != ""
+	data.sark.common.user_id == data.sark.common.server_owner
 }
 
 deny contains "gateway: requires role admin or developer, the server's managing team, or the server's owner" if {
@@ -39,8 +40,8 @@ deny contains "gateway: requires role admin or developer, the server's managing 
 
 deny contains "gateway: gateway:tool:invoke requires tool.name" if {
 	applies
-	common.action == "gateway:tool:invoke"
-	common.tool_name == ""
+	data.sark.common.action == "gateway:tool:invoke"
+	data.sark.common.tool_name == ""
 }
 
 default policy_allow := false
@@ -59,7 +60,7 @@ allow if {
 
 # ---------------------------------------------------------------- parameter filtering
 
-sensitive_words := object.get(cfg.sensitive_parameters, common.level, cfg.sensitive_parameters.critical)
+sensitive_words := object.get(cfg.sensitive_parameters, data.sark.common.level, cfg.sensitive_parameters.critical)
 
 sensitive_name(name) if {
 	n := lower(name)
@@ -82,4 +83,4 @@ filter_4v(v) := {k: x | some k, x in v; not sensitive_name(k)} if is_object(v)
 
 filter_4v(v) := v if not is_object(v)
 
-filtered_parameters := filter_1(common.parameters)
+filtered_parameters := filter_1(data.sark.common.parameters)

@@ -8,52 +8,53 @@
 # A missing or malformed client_ip denies (fail closed).
 package sark.ip_filtering
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.ip_filtering
 
-applies if "ip_filtering" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "ip_filtering" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
-ip := common.client_ip
+ip := data.sark.common.client_ip
 
-allowlist := object.get(cfg.allowlist, common.level, [])
+allowlist := object.get(cfg.allowlist, data.sark.common.level, [])
 
 deny contains "ip_filtering: context.client_ip is missing or not an IP address" if {
 	applies
-	not common.client_ip
+	not data.sark.common.client_ip
 }
 
 deny contains sprintf("ip_filtering: client IP %s is blocklisted", [ip]) if {
 	applies
 	ip
-	common.ip_in_list(cfg.blocklist, ip)
+	data.sark.common.ip_in_list(cfg.blocklist, ip)
 }
 
-deny contains sprintf("ip_filtering: client IP %s is not allowlisted for %s resources", [ip, common.level]) if {
+deny contains sprintf("ip_filtering: client IP %s is not allowlisted for %s resources", [ip, data.sark.common.level]) if {
 	applies
 	ip
-	not common.ip_in_list(allowlist, ip)
+	not data.sark.common.ip_in_list(allowlist, ip)
 }
 
-vpn_required if common.level in cfg.vpn_required_levels
+vpn_required if data.sark.common.level in cfg.vpn_required_levels
 
 vpn_required if {
-	common.level == "high"
-	common.action in cfg.vpn_required_high_actions
+	data.sark.common.level == "high"
+	data.sark.common.action in cfg.vpn_required_high_actions
 }
 
-deny contains sprintf("ip_filtering: VPN required for %s %s", [common.level, common.action]) if {
+deny contains sprintf("ip_filtering: VPN required for %s %s", [data.sark.common.level, data.sark.common.action]) if {
 	applies
 	vpn_required
-	not common.vpn
+	not data.sark.common.vpn
 }
 
-country := upper(common.ctx.geo_country) if is_string(common.ctx.geo_country)
+country := upper(data.sark.common.ctx.geo_country) if is_string(data.sark.common.ctx.geo_country)
 
 deny contains sprintf("ip_filtering: country %s is not allowed", [country]) if {
 	applies
 	ip
-	not common.private_ip
+	not data.sark.common.private_ip
 	c := country
 	not c in cfg.allowed_countries
 }

@@ -5,14 +5,15 @@
 # sensitivity (critical 10, high 50, medium 200, low 500). No counts: no limit hit.
 package sark.rate_limits
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.rate_limits
 
-applies if "rate_limits" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "rate_limits" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 counts := x if {
-	x := object.get(common.ctx, "rate_limit_data", null)
+	x := object.get(data.sark.common.ctx, "rate_limit_data", null)
 	is_object(x)
 } else := {}
 
@@ -21,16 +22,16 @@ minute_count := x if {
 	is_number(x)
 } else := 0
 
-role_limit := max({cfg.per_minute_default} | {l | some r in common.roles; l := cfg.per_minute_by_role[r]})
+role_limit := max({cfg.per_minute_default} | {l | some r in data.sark.common.roles; l := cfg.per_minute_by_role[r]})
 
-level_limit := object.get(cfg.per_minute_by_level, common.level, cfg.per_minute_default)
+level_limit := object.get(cfg.per_minute_by_level, data.sark.common.level, cfg.per_minute_default)
 
 deny contains sprintf("rate_limits: per-minute limit of %d requests for the user's role exceeded", [role_limit]) if {
 	applies
 	minute_count > role_limit
 }
 
-deny contains sprintf("rate_limits: per-minute limit of %d requests for %s resources exceeded", [level_limit, common.level]) if {
+deny contains sprintf("rate_limits: per-minute limit of %d requests for %s resources exceeded", [level_limit, data.sark.common.level]) if {
 	applies
 	minute_count > level_limit
 }

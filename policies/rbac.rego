@@ -3,11 +3,12 @@
 # The service role acts through user.scopes (each scope an action it may perform).
 package sark.rbac
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.rbac
 
-applies if "rbac" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "rbac" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 permits(perms, a) if a in perms
 
@@ -22,38 +23,38 @@ permits(perms, a) if {
 
 # Roles granted by role_permissions (the scoped roles excluded).
 permitted_by_role contains role if {
-	some role in common.roles
+	some role in data.sark.common.roles
 	not role in cfg.scoped_roles
-	permits(object.get(cfg.role_permissions, role, []), common.action)
+	permits(object.get(cfg.role_permissions, role, []), data.sark.common.action)
 }
 
 permitted_by_scope if {
-	some role in common.roles
+	some role in data.sark.common.roles
 	role in cfg.scoped_roles
-	permits(common.scopes, common.action)
+	permits(data.sark.common.scopes, data.sark.common.action)
 }
 
 permitted if count(permitted_by_role) > 0
 
 permitted if permitted_by_scope
 
-plain_roles := {r | some r in common.roles; not r in cfg.scoped_roles}
+plain_roles := {r | some r in data.sark.common.roles; not r in cfg.scoped_roles}
 
 deny contains "rbac: user has no roles" if {
 	applies
-	count(common.roles) == 0
+	count(data.sark.common.roles) == 0
 }
 
-deny contains sprintf("rbac: role %s may not perform %s", [concat(",", sort(plain_roles)), common.action]) if {
+deny contains sprintf("rbac: role %s may not perform %s", [concat(",", sort(plain_roles)), data.sark.common.action]) if {
 	applies
 	not permitted
 	count(plain_roles) > 0
 }
 
-deny contains sprintf("rbac: service scopes do not include %s", [common.action]) if {
+deny contains sprintf("rbac: service scopes do not include %s", [data.sark.common.action]) if {
 	applies
 	not permitted
-	some role in common.roles
+	some role in data.sark.common.roles
 	role in cfg.scoped_roles
 }
 

@@ -13,33 +13,34 @@
 # lower than the current level).
 package sark.sensitivity
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.sensitivity
 
-applies if "sensitivity" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "sensitivity" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 exempt if {
-	some r in common.roles
+	some r in data.sark.common.roles
 	r in cfg.exempt_roles
 }
 
-lvl := common.level
+lvl := data.sark.common.level
 
-rank := common.level_rank
+rank := data.sark.common.level_rank
 
 has_medium_role if {
-	some r in common.roles
+	some r in data.sark.common.roles
 	r in cfg.medium_roles
 }
 
 time_exempt if exempt
 
-time_exempt if common.emergency_valid
+time_exempt if data.sark.common.emergency_valid
 
 deny contains sprintf("sensitivity: %s resources require an authenticated user", [lvl]) if {
 	applies
-	not common.authenticated
+	not data.sark.common.authenticated
 }
 
 deny contains sprintf("sensitivity: %s resources require role developer or admin", [lvl]) if {
@@ -52,62 +53,62 @@ deny contains sprintf("sensitivity: %s resources require membership in one of th
 	applies
 	lvl == "high"
 	not exempt
-	not common.is_team_member
-	not common.is_team_manager
-	not common.is_owner
+	not data.sark.common.is_team_member
+	not data.sark.common.is_team_manager
+	not data.sark.common.is_owner
 }
 
 deny contains "sensitivity: critical resources require a manager of one of the resource's teams" if {
 	applies
 	lvl == "critical"
 	not exempt
-	not common.is_team_manager
+	not data.sark.common.is_team_manager
 }
 
 deny contains sprintf("sensitivity: %s resources require context.audit_enabled", [lvl]) if {
 	applies
 	rank >= 3
-	not common.ctx.audit_enabled == true
+	not data.sark.common.ctx.audit_enabled == true
 }
 
 deny contains "sensitivity: critical resources require user.mfa_verified" if {
 	applies
 	lvl == "critical"
-	not common.mfa_verified
+	not data.sark.common.mfa_verified
 }
 
 deny contains sprintf("sensitivity: %s resources need the current time (context.now_ns)", [lvl]) if {
 	applies
 	rank >= 3
 	not time_exempt
-	not common.now_valid
+	not data.sark.common.now_valid
 }
 
 deny contains sprintf("sensitivity: %s resources are only available during business hours", [lvl]) if {
 	applies
 	rank >= 3
 	not time_exempt
-	common.now_valid
-	not common.within_hours
+	data.sark.common.now_valid
+	not data.sark.common.within_hours
 }
 
 deny contains "sensitivity: critical resources are only available on business days" if {
 	applies
 	lvl == "critical"
 	not time_exempt
-	common.now_valid
-	not common.business_day
+	data.sark.common.now_valid
+	not data.sark.common.business_day
 }
 
 deny contains "sensitivity: emergency_override requires emergency_reason and emergency_approver" if {
 	applies
 	rank >= 3
-	common.emergency_override
-	not common.emergency_valid
+	data.sark.common.emergency_override
+	not data.sark.common.emergency_valid
 }
 
-new_level := lower(common.parameters.new_sensitivity_level) if {
-	common.valid_level(common.parameters.new_sensitivity_level)
+new_level := lower(data.sark.common.parameters.new_sensitivity_level) if {
+	data.sark.common.valid_level(data.sark.common.parameters.new_sensitivity_level)
 }
 
 downgrade if data.sark_config.level_rank[new_level] < rank
@@ -115,7 +116,7 @@ downgrade if data.sark_config.level_rank[new_level] < rank
 deny contains sprintf("sensitivity: only admins may downgrade sensitivity from %s to %s", [lvl, new_level]) if {
 	applies
 	downgrade
-	not common.is_admin
+	not data.sark.common.is_admin
 }
 
 default allow := false

@@ -9,24 +9,25 @@
 # denied.
 package sark.time_based
 
-import data.sark.common
+# data.sark.common is referenced by full path, never through `import`: regorus 0.14
+# evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
 cfg := data.sark_config.time_based
 
-applies if "time_based" in object.get(data.sark_config.action_policies, common.action, [])
+applies if "time_based" in object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
 exempt if {
-	some r in common.roles
+	some r in data.sark.common.roles
 	r in cfg.exempt_roles
 }
 
-restricted_by contains "sensitivity" if common.level in cfg.restricted_levels
+restricted_by contains "sensitivity" if data.sark.common.level in cfg.restricted_levels
 
-restricted_by contains "action" if common.action in cfg.restricted_actions
+restricted_by contains "action" if data.sark.common.action in cfg.restricted_actions
 
 restricted_by contains "role" if {
-	count(common.roles) > 0
-	every r in common.roles {
+	count(data.sark.common.roles) > 0
+	every r in data.sark.common.roles {
 		r in cfg.restricted_roles
 	}
 }
@@ -35,40 +36,40 @@ restricted if count(restricted_by) > 0
 
 lifted if exempt
 
-lifted if common.emergency_valid
+lifted if data.sark.common.emergency_valid
 
-lifted if common.in_maintenance_for_action
+lifted if data.sark.common.in_maintenance_for_action
 
 deny contains "time_based: context.now_ns missing or invalid; time-restricted access denied" if {
 	applies
 	restricted
 	not exempt
-	not common.emergency_valid
-	not common.now_valid
+	not data.sark.common.emergency_valid
+	not data.sark.common.now_valid
 }
 
 deny contains "time_based: outside business hours" if {
 	applies
 	restricted
 	not lifted
-	common.now_valid
-	not common.within_hours
+	data.sark.common.now_valid
+	not data.sark.common.within_hours
 }
 
 deny contains "time_based: not a business day" if {
 	applies
 	restricted
 	not lifted
-	common.now_valid
-	not common.business_day
+	data.sark.common.now_valid
+	not data.sark.common.business_day
 }
 
 deny contains "time_based: emergency_override requires emergency_reason and emergency_approver" if {
 	applies
 	restricted
 	not lifted
-	common.emergency_override
-	not common.emergency_valid
+	data.sark.common.emergency_override
+	not data.sark.common.emergency_valid
 }
 
 default allow := false
