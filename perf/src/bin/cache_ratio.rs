@@ -12,6 +12,13 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Resident set size in bytes (Linux), to measure what a full cache really holds.
+fn rss_bytes() -> anyhow::Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    Ok(pages * 4096.0)
+}
+
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -55,6 +62,24 @@ fn main() -> anyhow::Result<()> {
         bundle_revision: "bench".into(),
     });
     let bytes_per_entry = entry_bytes(&decision);
+    // Real bytes per entry: fill a cache with distinct copies of the decision.
+    let real_bytes_per_entry = {
+        let (clock, _mock) = quanta::Clock::mock();
+        let before = rss_bytes()?;
+        let mut cache = DecisionCache::new(
+            CacheConfig {
+                max_entries: entries,
+                max_bytes: usize::MAX / 2,
+                ..CacheConfig::default()
+            },
+            clock,
+        );
+        for i in 0..entries as u128 {
+            cache.insert(pdp::key::CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Rc::new((*decision).clone()), Sensitivity::Low);
+        }
+        let used = rss_bytes()? - before;
+        used / cache.len().max(1) as f64
+    };
     let hasher = KeyHasher::new("bench", "data.sark.decision");
     let key = |u: u64, t: u64| {
         let mut h = hasher.clone();
@@ -64,7 +89,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     println!(
-        "zipf(s={s}) over {users} users x {tools} tools, {requests} requests ({warm} warm-up), {entries} entries, {bytes_per_entry} bytes/entry as counted"
+        "zipf(s={s}) over {users} users x {tools} tools, {requests} requests ({warm} warm-up), {entries} entries; bytes per entry: {bytes_per_entry} as the byte bound counts them, {real_bytes_per_entry:.0} resident (RSS growth of a full S3-FIFO cache of distinct decisions)"
     );
     println!("| eviction | hit ratio | entries at end |");
     println!("|---|---:|---:|");
