@@ -42,10 +42,15 @@ impl DecisionPoint {
     /// How far a caller's `now_ns` may be from the PDP's clock and still be cached.
     pub const MAX_CLOCK_SKEW_NS: i64 = 5_000_000_000;
 
-    pub fn new(bundle: Arc<CompiledBundle>, cache: CacheConfig, clock: quanta::Clock) -> DecisionPoint {
+    pub fn new(
+        bundle: Arc<CompiledBundle>,
+        engines: EnginePreference,
+        cache: CacheConfig,
+        clock: quanta::Clock,
+    ) -> DecisionPoint {
         DecisionPoint {
             hasher: KeyHasher::new(&bundle.revision, DECISION_ENTRYPOINT),
-            evaluator: Evaluator::new(bundle, EnginePreference::Fastest),
+            evaluator: Evaluator::new(bundle, engines),
             cache: DecisionCache::new(cache, clock),
         }
     }
@@ -134,7 +139,7 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
         let bundle = Bundle::from_files("t", files, BundleLimits::default()).unwrap();
         let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
         let (clock, mock) = quanta::Clock::mock();
-        (DecisionPoint::new(compiled, CacheConfig::default(), clock), mock)
+        (DecisionPoint::new(compiled, EnginePreference::Fastest, CacheConfig::default(), clock), mock)
     }
 
     fn input(roles: &[&str], sensitivity: &str) -> SarkInput {

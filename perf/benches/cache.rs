@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use pdp::cache::{CacheConfig, DecisionCache, Eviction};
 use pdp::input::{SarkInput, ToolFields, UserFields};
 use pdp::key::{CacheKey, KeyHasher, key_for_document};
-use pdp::eval::{CompiledBundle, EvalLimits};
+use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits};
 use pdp::point::DecisionPoint;
 use pdp::{Decision, EngineKind, Sensitivity, Value};
 
@@ -94,7 +94,7 @@ fn cache(c: &mut Criterion) {
     // The whole hit path of a shard: key the typed input, find it, hand out the decision.
     let bundle = perf::shipped_bundle().unwrap();
     let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
-    let mut point = DecisionPoint::new(compiled, CacheConfig::default(), quanta::Clock::new());
+    let mut point = DecisionPoint::new(compiled, EnginePreference::Fastest, CacheConfig::default(), quanta::Clock::new());
     let now = input.now_ns.unwrap_or(0);
     point.decide_typed(&input, now);
     assert!(point.decide_typed(&input, now).cache_hit);

@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pdp::bundle::{Bundle, BundleLimits, DECISION_ENTRYPOINT};
+use pdp::cache::CacheConfig;
+use pdp::config::TtlConfig;
 use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits, Evaluator, input_from_json};
+use pdp::point::DecisionPoint;
 
 #[derive(Parser, Debug)]
 #[command(name = "sark-pdp", version, about = "SARK policy decision point")]
@@ -127,17 +130,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("unknown entrypoint {entrypoint} (this bundle has: {})", known.join(", "));
             }
             let (name, text) = read_input(&input)?;
-            let mut doc = input_from_json(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            pdp::input::stamp_now(&mut doc, now_ns());
+            let doc = input_from_json(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             let pref = match engine {
                 Engine::Fastest => EnginePreference::Fastest,
                 Engine::Interpreter => EnginePreference::Interpreter,
             };
-            let mut ev = Evaluator::new(compiled.clone(), pref);
             let out = if entrypoint == DECISION_ENTRYPOINT {
-                ev.decide(doc).to_json()
+                // The decision path a shard runs, so the output shows the TTL the decision
+                // would be cached for under this environment's POLICY_CACHE_TTL_*.
+                let cache = CacheConfig {
+                    ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
+                    ..CacheConfig::default()
+                };
+                let mut point = DecisionPoint::new(compiled, pref, cache, quanta::Clock::new());
+                let answer = point.decide_document(doc, now_ns());
+                let mut out = answer.decision.to_json();
+                if let Some(obj) = out.as_object_mut() {
+                    obj.insert("cache".into(), serde_json::json!({"ttl_s": answer.ttl.as_secs()}));
+                }
+                out
             } else {
-                match ev.evaluate(&entrypoint, doc) {
+                let mut doc = doc;
+                pdp::input::stamp_now(&mut doc, now_ns());
+                match Evaluator::new(compiled.clone(), pref).evaluate(&entrypoint, doc) {
                     Ok((v, kind)) => serde_json::json!({
                         "result": pdp::decision::value_to_json(&v),
                         "metadata": {"engine": kind.as_str(), "bundle_revision": &*compiled.revision},

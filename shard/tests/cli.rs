@@ -37,6 +37,38 @@ fn eval_decides_the_samples_with_the_embedded_bundle() {
 }
 
 #[test]
+fn the_cache_ttl_follows_sark_variables() {
+    // The sample without its fixed time: a question about now, which may be cached.
+    let mut sample: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/invoke-medium.json")).unwrap())
+            .unwrap();
+    sample["context"].as_object_mut().unwrap().remove("now_ns");
+    let run = |env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sark-pdp"));
+        cmd.arg("eval").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(v) = env {
+            cmd.env("POLICY_CACHE_TTL_MEDIUM", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(sample.to_string().as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let default = json(&run(None));
+    // medium: 300 s, unless the policy's own bound (the next time-window edge) is shorter.
+    let policy = default["cache_ttl_s"].as_u64().unwrap();
+    assert!(policy > 0, "{default}");
+    assert_eq!(default["cache"]["ttl_s"].as_u64().unwrap(), policy.min(300), "{default}");
+    let shorter = json(&run(Some("1")));
+    assert_eq!(shorter["cache"]["ttl_s"], 1, "{shorter}");
+    let bad = run(Some("soon"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("POLICY_CACHE_TTL_MEDIUM"));
+    // A question about another time is answered but not cached.
+    let fixed = json(&sark_pdp(&["eval", "--input", "samples/invoke-medium.json"], ""));
+    assert_eq!(fixed["cache"]["ttl_s"], 0, "{fixed}");
+}
+
+#[test]
 fn both_engines_give_the_same_decision() {
     for sample in ["samples/invoke-medium.json", "samples/invoke-critical-viewer.json"] {
         let mut a = json(&sark_pdp(&["eval", "--input", sample], ""));
