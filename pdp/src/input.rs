@@ -153,7 +153,8 @@ impl SarkInput {
 
     /// The cache key for this input under `hasher`'s revision and entrypoint. Covers every
     /// field except `now_ns` and the context's request and session ids.
-    pub fn cache_key(&self, mut h: KeyHasher) -> CacheKey {
+    pub fn cache_key(&self, h: &mut KeyHasher) -> CacheKey {
+        let h = h.start();
         // A tag of its own: typed and JSON inputs use separate key spaces.
         h.str("typed-v1");
         let u = &self.user;
@@ -170,13 +171,13 @@ impl SarkInput {
             None => h.absent(),
         }
         h.strs(&u.scopes);
-        opt(&mut h, &u.email);
+        opt(h, &u.email);
         h.str(&self.action);
         match &self.tool {
             Some(t) => {
                 h.str(&t.name);
-                opt(&mut h, &t.sensitivity_level);
-                opt(&mut h, &t.owner);
+                opt(h, &t.sensitivity_level);
+                opt(h, &t.owner);
                 h.strs(&t.managers);
                 h.strs(&t.teams);
             }
@@ -185,14 +186,14 @@ impl SarkInput {
         match &self.server {
             Some(v) => {
                 h.str(&v.id);
-                opt(&mut h, &v.name);
-                opt(&mut h, &v.owner_id);
+                opt(h, &v.name);
+                opt(h, &v.owner_id);
                 h.strs(&v.teams);
-                opt(&mut h, &v.managed_by_team);
+                opt(h, &v.managed_by_team);
             }
             None => h.absent(),
         }
-        opt(&mut h, &self.client_ip);
+        opt(h, &self.client_ip);
         h.value(&self.parameters);
         h.value(&self.agent);
         h.context(&self.context);
@@ -254,12 +255,13 @@ mod tests {
 
     #[test]
     fn key_ignores_time_and_request_ids_but_nothing_else() {
-        let h = || KeyHasher::new("r1", "data.sark.decision");
-        let base = sample().cache_key(h());
+        let mut hasher = KeyHasher::new("r1", "data.sark.decision");
+        let h = &mut hasher;
+        let base = sample().cache_key(h);
         let mut same = sample();
         same.now_ns = Some(5);
         same.context = Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored"}"#).unwrap();
-        assert_eq!(same.cache_key(h()), base);
+        assert_eq!(same.cache_key(h), base);
         type Change = Box<dyn Fn(&mut SarkInput)>;
         let changes: Vec<Change> = vec![
             Box::new(|i| i.user.roles.push("admin".into())),
@@ -281,9 +283,9 @@ mod tests {
         for (n, change) in changes.iter().enumerate() {
             let mut i = sample();
             change(&mut i);
-            assert_ne!(i.cache_key(h()), base, "change {n} kept the key");
+            assert_ne!(i.cache_key(h), base, "change {n} kept the key");
         }
-        assert_ne!(sample().cache_key(KeyHasher::new("r2", "data.sark.decision")), base);
+        assert_ne!(sample().cache_key(&mut KeyHasher::new("r2", "data.sark.decision")), base);
     }
 }
 

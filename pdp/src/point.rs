@@ -18,7 +18,7 @@ use crate::cache::{CacheConfig, DecisionCache};
 use crate::decision::{Decision, Sensitivity};
 use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
 use crate::input::{SarkInput, stamp_now};
-use crate::key::{CacheKey, KeyHasher, key_for_document};
+use crate::key::{CacheKey, KeyHasher};
 
 /// A decision and how it was reached.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ pub struct Answer {
 pub struct DecisionPoint {
     evaluator: Evaluator,
     cache: DecisionCache,
-    /// Seeded with the bundle revision and the decision entrypoint.
+    /// Prefixed with the bundle revision and the decision entrypoint; its buffer is reused.
     hasher: KeyHasher,
 }
 
@@ -65,7 +65,7 @@ impl DecisionPoint {
 
     /// Decide typed fields. `now_ns` is the PDP's wall clock, used when the input has none.
     pub fn decide_typed(&mut self, input: &SarkInput, now_ns: i64) -> Answer {
-        let key = input.cache_key(self.hasher.clone());
+        let key = input.cache_key(&mut self.hasher);
         let sensitivity = input
             .tool
             .as_ref()
@@ -86,7 +86,7 @@ impl DecisionPoint {
             // Present but not an integer: the policy will deny; don't cache that oddity.
             _ => Some(i64::MIN),
         };
-        let key = key_for_document(&self.evaluator.bundle().revision, DECISION_ENTRYPOINT, &input);
+        let key = self.hasher.document_key(&input);
         let sensitivity = Sensitivity::of_input(&input);
         self.decide_keyed(key, cacheable(given, now_ns), sensitivity, || {
             stamp_now(&mut input, now_ns);

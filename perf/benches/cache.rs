@@ -12,7 +12,7 @@ use std::rc::Rc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pdp::cache::{CacheConfig, DecisionCache, Eviction};
 use pdp::input::{SarkInput, ToolFields, UserFields};
-use pdp::key::{CacheKey, KeyHasher, key_for_document};
+use pdp::key::{CacheKey, KeyHasher};
 use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits};
 use pdp::point::DecisionPoint;
 use pdp::{Decision, EngineKind, Sensitivity, Value};
@@ -60,11 +60,11 @@ fn decision() -> Rc<Decision> {
 fn cache(c: &mut Criterion) {
     let input = sample();
     let doc = input.to_value();
-    let hasher = KeyHasher::new("bench", "data.sark.decision");
+    let mut hasher = KeyHasher::new("bench", "data.sark.decision");
     let mut g = c.benchmark_group("cache");
-    g.bench_function("key_typed", |b| b.iter(|| black_box(black_box(&input).cache_key(hasher.clone()))));
+    g.bench_function("key_typed", |b| b.iter(|| black_box(black_box(&input).cache_key(&mut hasher))));
     g.bench_function("key_document", |b| {
-        b.iter(|| black_box(key_for_document("bench", "data.sark.decision", black_box(&doc))))
+        b.iter(|| black_box(hasher.document_key(black_box(&doc))))
     });
     g.bench_function("typed_to_value", |b| b.iter(|| black_box(black_box(&input).to_value())));
     for (name, eviction) in [("s3fifo", Eviction::S3Fifo), ("lru", Eviction::Lru)] {

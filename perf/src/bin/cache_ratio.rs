@@ -80,9 +80,9 @@ fn main() -> anyhow::Result<()> {
         let used = rss_bytes()? - before;
         used / cache.len().max(1) as f64
     };
-    let hasher = KeyHasher::new("bench", "data.sark.decision");
-    let key = |u: u64, t: u64| {
-        let mut h = hasher.clone();
+    let mut hasher = KeyHasher::new("bench", "data.sark.decision");
+    let mut key = |u: u64, t: u64| {
+        let h = hasher.start();
         h.int(u as i64);
         h.int(t as i64);
         h.finish()
