@@ -54,6 +54,16 @@ fn run() -> Result<bool, String> {
             }
         }
     }
+    // Decisions must be reproducible and cacheable: time comes from input.context.now_ns.
+    for m in &bundle.modules {
+        for (n, line) in m.source.lines().enumerate() {
+            let code = line.split('#').next().unwrap_or("");
+            if let Some(call) = ["time.now_ns(", "http.send(", "rand.intn(", "uuid.rfc4122("].iter().find(|c| code.contains(*c)) {
+                failed += 1;
+                println!("FAIL {}:{}: calls {call}…) — decisions must not depend on the evaluation's moment or the network", m.path, n + 1);
+            }
+        }
+    }
     if filter.is_none() && all.len() < MIN_CASES {
         failed += 1;
         println!("FAIL case count: {} cases, want at least {MIN_CASES}", all.len());
