@@ -1,6 +1,7 @@
 # Sensitivity classification (helper): a tool's level from keywords in its name,
 # description and parameter names, checked critical -> high -> medium -> low, default
-# medium. Keywords live in data.sark_config.classification_keywords and match as
+# medium. Keywords live in data.sark_config.classification_keywords (per level, an
+# object whose keys are the keywords and whose values are "") and match as
 # case-insensitive substrings (as SARK's classifier does).
 #
 #   data.sark.classification.level        the level of input.tool
@@ -22,24 +23,26 @@ else := [k | some k in t.parameters; is_string(k)] if is_array(t.parameters)
 
 else := []
 
-matches(ts, lvl) if {
-	some word in kw[lvl]
-	some s in ts
-	contains(s, word)
-}
+# The texts as one string, one per line (no keyword contains a newline).
+text_of(t) := concat("\n", texts(t))
 
-level_of_texts(ts) := "critical" if matches(ts, "critical")
+# Whether a keyword of the level occurs in the text. One builtin call instead of a loop
+# over the keywords: strings.replace_n deletes every keyword (they map to ""), so the
+# text changes exactly when one occurs (REGORUS-GAPS.md, "Speed").
+matches(text, lvl) if strings.replace_n(kw[lvl], text) != text
 
-else := "high" if matches(ts, "high")
+level_of_text(text) := "critical" if matches(text, "critical")
 
-else := "medium" if matches(ts, "medium")
+else := "high" if matches(text, "high")
 
-else := "low" if matches(ts, "low")
+else := "medium" if matches(text, "medium")
 
-else := data.sark_config.default_level
-
-classify(t) := level_of_texts(texts(t)) if is_object(t)
+else := "low" if matches(text, "low")
 
 else := data.sark_config.default_level
 
-level := classify(data.sark.common.tool)
+classify(t) := level_of_text(text_of(t)) if is_object(t)
+
+else := data.sark_config.default_level
+
+level := level_of_text(text_of(data.sark.common.tool))

@@ -73,20 +73,47 @@ is_a2a if action_family == "a2a"
 
 # ---------------------------------------------------------------- the user
 
-user_id := str_field(user, "id")
+# Every accessor below is a rule (cached once per evaluation), never a function call:
+# regorus re-evaluates a function on every call (REGORUS-GAPS.md, "Speed").
+
+user_id := x if {
+	x := user.id
+	is_string(x)
+} else := ""
 
 authenticated if {
 	user_id != ""
 	not user.authenticated == false
 }
 
-roles := str_set(object.get(user, "roles", []))
+# The strings of an array field (anything else: the empty set).
+roles contains s if {
+	xs := user.roles
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-teams := str_set(object.get(user, "teams", []))
+teams contains s if {
+	xs := user.teams
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-managed_teams := str_set(object.get(user, "team_manager_of", []))
+managed_teams contains s if {
+	xs := user.team_manager_of
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-scopes := str_set(object.get(user, "scopes", []))
+scopes contains s if {
+	xs := user.scopes
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
 is_admin if "admin" in roles
 
@@ -100,33 +127,78 @@ mfa_age_s := x if {
 
 # ---------------------------------------------------------------- the resource
 
-tool_name := str_field(tool, "name")
+tool_name := x if {
+	x := tool.name
+	is_string(x)
+} else := ""
 
-tool_owner := str_field(tool, "owner")
+tool_owner := x if {
+	x := tool.owner
+	is_string(x)
+} else := ""
 
-server_id := str_field(server, "id")
+server_id := x if {
+	x := server.id
+	is_string(x)
+} else := ""
 
-server_owner := str_field(server, "owner_id")
+server_name := x if {
+	x := server.name
+	is_string(x)
+} else := ""
 
-server_managing_team := str_field(server, "managed_by_team")
+server_owner := x if {
+	x := server.owner_id
+	is_string(x)
+} else := ""
 
-tool_teams := str_set(object.get(tool, "teams", []))
+server_managing_team := x if {
+	x := server.managed_by_team
+	is_string(x)
+} else := ""
 
-tool_managers := str_set(object.get(tool, "managers", []))
+tool_managers contains s if {
+	xs := tool.managers
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-server_teams := str_set(object.get(server, "teams", []))
+allowed_teams contains s if {
+	xs := tool.allowed_teams
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-allowed_teams := str_set(object.get(tool, "allowed_teams", [])) | str_set(object.get(server, "allowed_teams", []))
+allowed_teams contains s if {
+	xs := server.allowed_teams
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-managing_team_set := {server_managing_team | server_managing_team != ""}
+# Teams that own the resource (tool and/or server teams, the server's managing team).
+resource_teams contains s if {
+	xs := tool.teams
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
 
-# Teams that own the resource (tool and/or server).
-resource_teams := (tool_teams | server_teams) | managing_team_set
+resource_teams contains s if {
+	xs := server.teams
+	is_array(xs)
+	some s in xs
+	is_string(s)
+}
+
+resource_teams contains server_managing_team if server_managing_team != ""
 
 # The resource's name for messages.
 resource_name := tool_name if tool_name != ""
 
-else := str_field(server, "name") if str_field(server, "name") != ""
+else := server_name if server_name != ""
 
 else := server_id if server_id != ""
 
@@ -137,20 +209,11 @@ is_owner if {
 	user_id in {tool_owner, server_owner}
 }
 
-is_team_member if {
-	some t in teams
-	t in resource_teams
-}
+is_team_member if count(teams & resource_teams) > 0
 
-is_team_member if {
-	some t in teams
-	t in allowed_teams
-}
+is_team_member if count(teams & allowed_teams) > 0
 
-is_team_manager if {
-	some t in managed_teams
-	t in resource_teams
-}
+is_team_manager if count(managed_teams & resource_teams) > 0
 
 is_team_manager if {
 	user_id != ""
@@ -270,60 +333,72 @@ emergency_valid if {
 
 # ---------------------------------------------------------------- network
 
-client_ip := x if {
+# context.client_ip when it is a string (valid or not).
+client_ip_str := x if {
 	x := ctx.client_ip
 	is_string(x)
-	valid_ip(x)
 }
 
-ipv4_re := `^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$`
+# An IPv4 address: four decimal octets 0-255 without leading zeros (what the regex
+# `^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|...)$` accepts), checked
+# by looking each octet up in data.sark_config.ipv4_octets: no regex on the hot path.
+client_ipv4 if {
+	parts := split(client_ip_str, ".")
+	count(parts) == 4
+	octets := cfg.ipv4_octets
+	octets[parts[0]]
+	octets[parts[1]]
+	octets[parts[2]]
+	octets[parts[3]]
+}
 
 ipv6_re := `^[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}$`
 
-is_ipv4(x) if regex.match(ipv4_re, x)
-
-is_ipv6(x) if {
-	not regex.match(ipv4_re, x)
+# An IPv6 address (loosely, by regex). An IPv4 address never contains ":".
+client_ipv6 if {
+	x := client_ip_str
+	contains(x, ":")
 	regex.match(ipv6_re, x)
 }
 
-valid_ip(x) if is_ipv4(x)
+valid_client_ip if client_ipv4
 
-valid_ip(x) if is_ipv6(x)
+valid_client_ip if client_ipv6
 
-# Whether an allow/block list entry (exact address, CIDR or "*") matches the ip. A CIDR
-# is only handed to net.cidr_contains for an address of its own family.
-ip_matches(entry, ip) if {
-	entry == "*"
-	is_string(ip)
+client_ip := x if {
+	x := client_ip_str
+	valid_client_ip
 }
 
-ip_matches(entry, ip) if {
-	not contains(entry, "/")
-	entry == ip
+# Whether an allow/block list entry (exact address, CIDR or "*") matches the client's
+# address. A CIDR is only handed to net.cidr_contains for an address of its own family.
+# Undefined when there is no valid client_ip.
+client_in_list(list) if {
+	client_ip
+	"*" in list
 }
 
-ip_matches(entry, ip) if {
-	contains(entry, "/")
-	not contains(entry, ":")
-	is_ipv4(ip)
-	net.cidr_contains(entry, ip)
-}
+client_in_list(list) if client_ip in list
 
-ip_matches(entry, ip) if {
-	contains(entry, "/")
-	contains(entry, ":")
-	is_ipv6(ip)
-	net.cidr_contains(entry, ip)
-}
-
-ip_in_list(list, ip) if {
+client_in_list(list) if {
+	client_ipv4
 	some entry in list
 	is_string(entry)
-	ip_matches(entry, ip)
+	contains(entry, "/")
+	not contains(entry, ":")
+	net.cidr_contains(entry, client_ip)
 }
 
-private_ip if ip_in_list(cfg.ip_filtering.private_ranges, client_ip)
+client_in_list(list) if {
+	client_ipv6
+	some entry in list
+	is_string(entry)
+	contains(entry, "/")
+	contains(entry, ":")
+	net.cidr_contains(entry, client_ip)
+}
+
+private_ip if client_in_list(cfg.ip_filtering.private_ranges)
 
 vpn if ctx.vpn == true
 
@@ -350,74 +425,34 @@ input_errors contains "input: agent is missing or not an object" if {
 	count(agent) == 0
 }
 
-bad_type(obj, key, pred) if {
-	v := object.get(obj, key, null)
+# Expected types of the optional fields, by part of the input (a field that is null or
+# absent is not checked). One constant table, iterated once per part.
+type_checks := {
+	"user": {"roles": "array", "teams": "array", "team_manager_of": "array", "scopes": "array", "mfa_verified": "boolean", "mfa_age_s": "number"},
+	"tool": {"teams": "array", "managers": "array"},
+	"server": {"teams": "array"},
+	"context": {"client_ip": "string", "rate_limit_data": "object"},
+	"agent": {"capabilities": "array", "delegation_depth": "number", "target": "object"},
+}
+
+input_part_types := {"user": "object", "tool": "object", "server": "object", "agent": "object", "context": "object", "parameters": "object"}
+
+# object.filter keeps only the checked fields that are present, so each loop runs over
+# those alone (REGORUS-GAPS.md, "Speed").
+input_errors contains sprintf("input: %s must be of type %s", [key, want]) if {
+	some key, v in object.filter(inp, input_part_types)
 	v != null
-	not type_ok(v, pred)
+	want := input_part_types[key]
+	type_name(v) != want
 }
 
-type_ok(v, t) if {
-	t == "array"
-	is_array(v)
-}
-
-type_ok(v, t) if {
-	t == "object"
-	is_object(v)
-}
-
-type_ok(v, t) if {
-	t == "string"
-	is_string(v)
-}
-
-type_ok(v, t) if {
-	t == "boolean"
-	is_boolean(v)
-}
-
-type_ok(v, t) if {
-	t == "number"
-	is_number(v)
-}
-
-input_type_checks := [
-	["input", "user", "object"],
-	["input", "tool", "object"],
-	["input", "server", "object"],
-	["input", "agent", "object"],
-	["input", "context", "object"],
-	["input", "parameters", "object"],
-	["user", "roles", "array"],
-	["user", "teams", "array"],
-	["user", "team_manager_of", "array"],
-	["user", "scopes", "array"],
-	["user", "mfa_verified", "boolean"],
-	["user", "mfa_age_s", "number"],
-	["tool", "teams", "array"],
-	["tool", "managers", "array"],
-	["server", "teams", "array"],
-	["context", "client_ip", "string"],
-	["context", "rate_limit_data", "object"],
-	["agent", "capabilities", "array"],
-	["agent", "delegation_depth", "number"],
-	["agent", "target", "object"],
-]
-
-parts := {"input": inp, "user": user, "tool": tool, "server": server, "agent": agent, "context": ctx}
-
-input_errors contains sprintf("input: %s must be of type %s", [key, typ]) if {
-	some check in input_type_checks
-	[part, key, typ] := check
-	part == "input"
-	bad_type(inp, key, typ)
-}
-
-input_errors contains sprintf("input: %s.%s must be of type %s", [part, key, typ]) if {
-	some check in input_type_checks
-	[part, key, typ] := check
-	part != "input"
-	bad_type(parts[part], key, typ)
+input_errors contains sprintf("input: %s.%s must be of type %s", [part, key, want]) if {
+	some part, obj in {"user": user, "tool": tool, "server": server, "context": ctx, "agent": agent}
+	checks := type_checks[part]
+	some key, v in object.filter(obj, checks)
+	v != null
+	want := checks[key]
+	type_name(v) != want
 }
 
 input_errors contains "input: user.roles must be an array of strings" if {
@@ -433,9 +468,8 @@ input_errors contains "input: context.now_ns must be an integer number of nanose
 }
 
 input_errors contains "input: context.client_ip is not an IP address" if {
-	x := ctx.client_ip
-	is_string(x)
-	not valid_ip(x)
+	client_ip_str
+	not valid_client_ip
 }
 
 input_errors contains "input: sensitivity_level must be one of low, medium, high, critical" if {

@@ -9,24 +9,61 @@ package sark
 # data.sark.common is referenced by full path, never through `import`: regorus 0.14
 # evaluates a whole imported package on every access through the alias (REGORUS-GAPS.md).
 
-# Every policy package by name; the decision reads only their applies/deny.
-policy_denies := {
-	"a2a": data.sark.a2a.deny,
-	"gateway": data.sark.gateway.deny,
-	"ip_filtering": data.sark.ip_filtering.deny,
-	"mfa": data.sark.mfa.deny,
-	"rate_limits": data.sark.rate_limits.deny,
-	"rbac": data.sark.rbac.deny,
-	"sensitivity": data.sark.sensitivity.deny,
-	"team_access": data.sark.team_access.deny,
-	"time_based": data.sark.time_based.deny,
-}
+# Every policy package by name.
+policy_names := {"a2a", "gateway", "ip_filtering", "mfa", "rate_limits", "rbac", "sensitivity", "team_access", "time_based"}
 
 configured := object.get(data.sark_config.action_policies, data.sark.common.action, [])
 
-applied := {p | some p in configured; is_string(p); object.get(policy_denies, p, null) != null}
+applied := {p | some p in configured; is_string(p); p in policy_names}
 
-unknown_policies := {p | some p in configured; object.get(policy_denies, p, null) == null}
+unknown_policies := {p | some p in configured; not p in policy_names}
+
+# The deny sets of the applied policies only: a policy that does not apply to the action
+# is never evaluated (one body per policy, each guarded by a cached membership test).
+policy_denies[p] := data.sark.a2a.deny if {
+	p := "a2a"
+	p in applied
+}
+
+policy_denies[p] := data.sark.gateway.deny if {
+	p := "gateway"
+	p in applied
+}
+
+policy_denies[p] := data.sark.ip_filtering.deny if {
+	p := "ip_filtering"
+	p in applied
+}
+
+policy_denies[p] := data.sark.mfa.deny if {
+	p := "mfa"
+	p in applied
+}
+
+policy_denies[p] := data.sark.rate_limits.deny if {
+	p := "rate_limits"
+	p in applied
+}
+
+policy_denies[p] := data.sark.rbac.deny if {
+	p := "rbac"
+	p in applied
+}
+
+policy_denies[p] := data.sark.sensitivity.deny if {
+	p := "sensitivity"
+	p in applied
+}
+
+policy_denies[p] := data.sark.team_access.deny if {
+	p := "team_access"
+	p in applied
+}
+
+policy_denies[p] := data.sark.time_based.deny if {
+	p := "time_based"
+	p in applied
+}
 
 decision_errors contains sprintf("decision: unknown action %s", [data.sark.common.action]) if {
 	data.sark.common.action != ""
@@ -42,7 +79,7 @@ decision_errors contains "decision: configuration names an unknown policy" if co
 
 input_errors := data.sark.common.input_errors | decision_errors
 
-policy_deny_reasons := {r | some p in applied; some r in policy_denies[p]}
+policy_deny_reasons := {r | some d in policy_denies; some r in d}
 
 deny_reasons := input_errors | policy_deny_reasons
 
@@ -59,7 +96,7 @@ else := ["allowed: all policies passed"] if allow
 
 else := ["denied: no policy allowed the request"]
 
-policy_results := {p: ok | some p in applied; ok := count(policy_denies[p]) == 0}
+policy_results := {p: ok | some p, d in policy_denies; ok := count(d) == 0}
 
 # ---------------------------------------------------------------- cache TTL
 

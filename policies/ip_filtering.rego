@@ -27,13 +27,13 @@ deny contains "ip_filtering: context.client_ip is missing or not an IP address" 
 deny contains sprintf("ip_filtering: client IP %s is blocklisted", [ip]) if {
 	applies
 	ip
-	data.sark.common.ip_in_list(cfg.blocklist, ip)
+	data.sark.common.client_in_list(cfg.blocklist)
 }
 
 deny contains sprintf("ip_filtering: client IP %s is not allowlisted for %s resources", [ip, data.sark.common.level]) if {
 	applies
 	ip
-	not data.sark.common.ip_in_list(allowlist, ip)
+	not data.sark.common.client_in_list(allowlist)
 }
 
 vpn_required if data.sark.common.level in cfg.vpn_required_levels
