@@ -113,14 +113,8 @@ impl Decision {
     /// Read a decision document (`data.sark.decision`). Anything that is not one — no
     /// boolean `allow`, wrong types — is a deny with [`EvalError::Malformed`].
     pub fn from_document(doc: &Value, engine: EngineKind, bundle_revision: Arc<str>) -> Decision {
-        match parse_document(doc) {
-            Ok(mut d) => {
-                d.engine = engine;
-                d.bundle_revision = bundle_revision;
-                d
-            }
-            Err(e) => Decision::deny(EvalError::Malformed(e), engine, bundle_revision),
-        }
+        parse_document(doc, engine, bundle_revision.clone())
+            .unwrap_or_else(|e| Decision::deny(EvalError::Malformed(e), engine, bundle_revision))
     }
 
     /// `allow`, `deny` or `error`, as the audit record's `result`.
@@ -181,7 +175,7 @@ pub fn value_to_json(v: &Value) -> Option<serde_json::Value> {
     serde_json::to_value(v).ok()
 }
 
-fn parse_document(doc: &Value) -> Result<Decision, String> {
+fn parse_document(doc: &Value, engine: EngineKind, bundle_revision: Arc<str>) -> Result<Decision, String> {
     let obj = doc.as_object().map_err(|_| "decision is not an object".to_string())?;
     let field = |name: &str| obj.get(&Value::from(name));
     let allow = match field("allow") {
@@ -240,8 +234,8 @@ fn parse_document(doc: &Value) -> Result<Decision, String> {
         cache_ttl_s,
         restrictions,
         error: None,
-        engine: EngineKind::Rvm,
-        bundle_revision: Arc::from(""),
+        engine,
+        bundle_revision,
     })
 }
 

@@ -176,13 +176,6 @@ impl KeyHasher {
     }
 }
 
-/// The key of an input document for one revision and entrypoint.
-pub fn key_for_document(revision: &str, entrypoint: &str, input: &Value) -> CacheKey {
-    let mut h = KeyHasher::new(revision, entrypoint);
-    h.input_document(input);
-    h.finish()
-}
-
 impl KeyHasher {
     /// The key of an input document under this hasher's revision and entrypoint.
     pub fn document_key(&mut self, input: &Value) -> CacheKey {
@@ -195,6 +188,10 @@ impl KeyHasher {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn key_for_document(revision: &str, entrypoint: &str, input: &Value) -> CacheKey {
+        KeyHasher::new(revision, entrypoint).document_key(input)
+    }
 
     fn key(json: &str) -> CacheKey {
         key_for_document("r1", "data.sark.decision", &Value::from_json_str(json).unwrap())
@@ -238,7 +235,7 @@ mod tests {
         let ka = h.document_key(&a);
         assert_ne!(h.document_key(&b), ka);
         assert_eq!(h.document_key(&a), ka);
-        assert_eq!(ka, key_for_document("r1", "data.sark.decision", &a));
+        assert_eq!(ka, key_for_document("r1", "data.sark.decision", &a), "a fresh hasher agrees");
     }
 
     #[test]
