@@ -1,0 +1,192 @@
+//! Between the wire and the decision domain: an EVAL's typed fields become a
+//! [`pdp::input::SarkInput`] (JSON blobs parsed once, straight into regorus values), and a
+//! decision becomes a DECISION body. A blob that is not JSON is a deny with code 1002,
+//! never an error frame and never an allow.
+
+use pdp::Value;
+use pdp::error::EvalError;
+use pdp::input::{SarkInput, ServerFields, ToolFields, UserFields};
+use pdp::point::Answer;
+use wire::message::{Decision as WireDecision, Eval, Reason};
+
+fn blob(name: &str, json: Option<&str>) -> Result<Value, EvalError> {
+    match json {
+        None => Ok(Value::Undefined),
+        Some(text) => pdp::eval::input_from_json(text).map_err(|e| EvalError::BadInput(format!("{name}: {e}"))),
+    }
+}
+
+/// The typed input an EVAL carries.
+///
+/// # Errors
+/// [`EvalError::BadInput`] when `parameters`, `agent` or `context` is not JSON.
+pub fn input_from_eval(e: Eval) -> Result<SarkInput, EvalError> {
+    Ok(SarkInput {
+        parameters: blob("parameters", e.parameters_json.as_deref())?,
+        agent: blob("agent", e.agent_json.as_deref())?,
+        context: blob("context", e.context_json.as_deref())?,
+        user: UserFields {
+            id: e.user_id,
+            roles: e.roles,
+            teams: e.teams,
+            team_manager_of: e.team_manager_of,
+            mfa_verified: e.mfa_verified,
+            mfa_age_s: e.mfa_age_s,
+            scopes: e.scopes,
+            email: e.email,
+        },
+        action: e.action,
+        tool: e.tool.map(|t| ToolFields {
+            name: t.name,
+            sensitivity_level: t.sensitivity_level,
+            owner: t.owner,
+            managers: t.managers,
+            teams: t.teams,
+        }),
+        server: e.server.map(|s| ServerFields {
+            id: s.id,
+            name: s.name,
+            owner_id: s.owner_id,
+            teams: s.teams,
+            managed_by_team: s.managed_by_team,
+        }),
+        client_ip: e.client_ip,
+        now_ns: e.now_ns,
+    })
+}
+
+/// The DECISION body for an answer.
+pub fn decision_to_wire(answer: &Answer, decision_id: u128) -> WireDecision {
+    let d = &answer.decision;
+    let error_code = d.error.as_ref().map_or(0, EvalError::wire_code);
+    WireDecision {
+        allow: d.allow,
+        cache_hit: answer.cache_hit,
+        ttl_s: u32::try_from(answer.ttl.as_secs()).unwrap_or(u32::MAX),
+        decision_id,
+        error_code,
+        reasons: d
+            .reasons
+            .iter()
+            .map(|text| Reason {
+                code: error_code,
+                text: text.clone(),
+            })
+            .collect(),
+        filtered_parameters_json: pdp::decision::value_to_json(&d.filtered_parameters).map(|v| v.to_string()),
+    }
+}
+
+/// A deny for an EVAL whose fields could not be turned into an input.
+pub fn bad_input_to_wire(error: &EvalError, decision_id: u128) -> WireDecision {
+    WireDecision {
+        allow: false,
+        cache_hit: false,
+        ttl_s: 0,
+        decision_id,
+        error_code: error.wire_code(),
+        reasons: vec![Reason {
+            code: error.wire_code(),
+            text: error.to_string(),
+        }],
+        filtered_parameters_json: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pdp::cache::CacheConfig;
+    use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits};
+    use pdp::point::DecisionPoint;
+    use wire::message::{Server, Tool};
+
+    use super::*;
+
+    const NOW: i64 = 1_795_428_000_000_000_000;
+
+    /// shard/samples/invoke-medium.json as EVAL fields.
+    fn sample() -> Eval {
+        Eval {
+            user_id: "alice".into(),
+            roles: vec!["developer".into()],
+            teams: vec!["payments".into()],
+            team_manager_of: vec![],
+            scopes: vec![],
+            mfa_verified: Some(true),
+            mfa_age_s: Some(120),
+            email: Some("alice@example.com".into()),
+            action: "tool:invoke".into(),
+            tool: Some(Tool {
+                name: "update_ticket".into(),
+                sensitivity_level: Some("medium".into()),
+                owner: Some("bob".into()),
+                managers: vec!["bob".into()],
+                teams: vec!["payments".into()],
+            }),
+            server: Some(Server {
+                id: "srv-1".into(),
+                name: Some("ticketing".into()),
+                owner_id: Some("bob".into()),
+                teams: vec!["payments".into()],
+                managed_by_team: Some("payments".into()),
+            }),
+            client_ip: Some("10.20.30.40".into()),
+            now_ns: Some(NOW),
+            parameters_json: Some(r#"{"ticket_id": "T-42", "status": "closed", "api_token": "secret"}"#.into()),
+            agent_json: None,
+            context_json: Some(
+                r#"{"audit_enabled": true, "vpn": true, "geo_country": "US", "request_id": "req-1",
+                    "rate_limit_data": {"minute_count": 3, "hour_count": 40, "day_count": 200}}"#
+                    .into(),
+            ),
+        }
+    }
+
+    fn point() -> DecisionPoint {
+        let bundle = pdp::Bundle::embedded().unwrap();
+        let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
+        DecisionPoint::new(compiled, EnginePreference::Fastest, CacheConfig::default(), quanta::Clock::new())
+    }
+
+    #[test]
+    fn typed_fields_decide_as_the_json_document_does() {
+        let mut p = point();
+        let typed = p.decide_typed(&input_from_eval(sample()).unwrap(), NOW);
+        let json = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/invoke-medium.json")).unwrap();
+        let doc = p.decide_document(pdp::eval::input_from_json(&json).unwrap(), NOW);
+        assert!(typed.decision.allow);
+        assert_eq!(*typed.decision, *doc.decision);
+        let w = decision_to_wire(&typed, 9);
+        assert!(w.allow && !w.cache_hit && w.error_code == 0);
+        assert_eq!(w.reasons[0].text, "allowed: all policies passed");
+        let params: serde_json::Value = serde_json::from_str(w.filtered_parameters_json.as_deref().unwrap()).unwrap();
+        assert_eq!(params, serde_json::json!({"ticket_id": "T-42", "status": "closed"}));
+        // The repeat is a hit, and says so on the wire.
+        let again = p.decide_typed(&input_from_eval(sample()).unwrap(), NOW);
+        assert!(decision_to_wire(&again, 10).cache_hit);
+    }
+
+    #[test]
+    fn blobs_that_are_not_json_are_a_deny_with_code_1002() {
+        let mut e = sample();
+        e.context_json = Some("{not json".into());
+        let err = input_from_eval(e).unwrap_err();
+        let w = bad_input_to_wire(&err, 1);
+        assert!(!w.allow);
+        assert_eq!(w.error_code, 1002);
+        assert!(w.reasons[0].text.starts_with("bad input: context: "), "{}", w.reasons[0].text);
+    }
+
+    #[test]
+    fn error_decisions_carry_their_code_on_every_reason() {
+        let mut p = point();
+        let answer = p.decide_document(Value::from(1), NOW);
+        let w = decision_to_wire(&answer, 3);
+        assert!(!w.allow);
+        assert_eq!(w.error_code, 1002);
+        assert!(w.reasons.iter().all(|r| r.code == 1002));
+        assert_eq!(w.ttl_s, 0);
+    }
+}
