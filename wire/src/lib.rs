@@ -10,15 +10,19 @@
 //! 3. the shard answers, and [`message::encode_reply`] appends the reply frame, carrying
 //!    the request id, to the write buffer.
 //!
+//! [`client::Client`] is the blocking client (HELLO, eval, batch, pipelining).
+//!
 //! Modules: [`frame`] (header, check, write), [`opcode`], [`message`] (payload layouts),
 //! [`error`] (decode errors and their wire codes), `codec` (primitive encodings).
 
+pub mod client;
 mod codec;
 pub mod error;
 pub mod frame;
 pub mod message;
 pub mod opcode;
 
+pub use client::{Client, ClientError};
 pub use error::WireError;
 pub use frame::{Check, DEFAULT_MAX_PAYLOAD, HEADER_LEN, Header, VERSION, check};
 pub use message::{Reply, Request, decode_reply, decode_request, encode_reply, encode_request};
