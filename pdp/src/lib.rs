@@ -13,12 +13,14 @@
 //!    TTL = min(sensitivity TTL from [`config::TtlConfig`], the policy's `cache_ttl_s`).
 //! 5. [`decision::Decision`] is the answer; every failure is a deny with an
 //!    [`error::EvalError`] code.
-//!
-//! 6. [`point::DecisionPoint`] composes steps 3–5 for one shard: the path every front door uses.
+//! 6. [`point::DecisionPoint`] composes steps 3–5 for one shard: the path every front
+//!    door uses.
+//! 7. [`audit::AuditRecord`] is the record each decision leaves (one JSON line).
 //!
 //! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
 //! reference for decisions and peer for speed.
 
+pub mod audit;
 pub mod bundle;
 pub mod cache;
 pub mod cases;
