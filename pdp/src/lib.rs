@@ -15,12 +15,14 @@
 //!    [`error::EvalError`] code.
 //! 6. [`point::DecisionPoint`] composes steps 3–5 for one shard: the path every front
 //!    door uses.
-//! 7. [`audit::AuditRecord`] is the record each decision leaves (one JSON line).
+//! 7. [`audit::AuditRecord`] is the record each decision leaves (one JSON line);
+//!    [`audit_ring`] hands it to the writer thread over a lock-free ring per shard.
 //!
 //! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
 //! reference for decisions and peer for speed.
 
 pub mod audit;
+pub mod audit_ring;
 pub mod bundle;
 pub mod cache;
 pub mod cases;
