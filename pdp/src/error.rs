@@ -83,6 +83,9 @@ pub enum EvalError {
     /// The policy returned a value that is not a decision document.
     #[error("malformed decision: {0}")]
     Malformed(String),
+    /// The PDP cannot answer right now (shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl EvalError {
@@ -95,6 +98,7 @@ impl EvalError {
             EvalError::Policy(_) => 1004,
             EvalError::Limit(_) => 1005,
             EvalError::Malformed(_) => 1006,
+            EvalError::Unavailable(_) => 1007,
         }
     }
 
@@ -107,6 +111,7 @@ impl EvalError {
             EvalError::Policy(_) => "policy_error",
             EvalError::Limit(_) => "limit_exceeded",
             EvalError::Malformed(_) => "malformed_decision",
+            EvalError::Unavailable(_) => "unavailable",
         }
     }
 }

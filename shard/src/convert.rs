@@ -77,7 +77,7 @@ pub fn decision_to_wire(answer: &Answer, decision_id: u128) -> WireDecision {
     }
 }
 
-/// A deny for an EVAL whose fields could not be turned into an input.
+/// A deny for an EVAL that could not be decided (bad fields, or the PDP is stopping).
 pub fn bad_input_to_wire(error: &EvalError, decision_id: u128) -> WireDecision {
     WireDecision {
         allow: false,

@@ -1,5 +1,6 @@
-//! The serving runtime behind `sark-pdp` (issue 3, in progress). Today: [`convert`], the
-//! mapping between the binary protocol's messages and the decision domain, which every
-//! shard's connection loop will use.
+//! The serving runtime behind `sark-pdp`: [`server`] (thread-per-core shards speaking the
+//! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
+//! decision domain).
 
 pub mod convert;
+pub mod server;

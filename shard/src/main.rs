@@ -42,6 +42,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Engine::Fastest)]
         engine: Engine,
     },
+    /// Serve the binary protocol: one pinned shard per core, until SIGTERM/SIGINT.
+    Serve {
+        #[command(flatten)]
+        bundle: BundleArg,
+        /// Address of the binary protocol (every shard listens on it, SO_REUSEPORT).
+        #[arg(long, default_value = "127.0.0.1:7474", env = "SARK_PDP_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Shards (one pinned thread each); default: cores - 1, at least 1.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Audit log: one JSON line per decision, appended.
+        #[arg(long, default_value = "sark-pdp-audit.jsonl")]
+        audit_log: PathBuf,
+        /// Records each shard's audit ring holds before the shard waits for the writer.
+        #[arg(long, default_value_t = 65_536)]
+        audit_ring: usize,
+        /// Connections each shard accepts at once.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
+        /// Seconds a connection may stay silent before it is closed.
+        #[arg(long, default_value_t = 300)]
+        idle_timeout_s: u64,
+    },
     /// Run the bundle's decision cases (cases/*.yaml) and report.
     Test {
         #[command(flatten)]
@@ -164,6 +187,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            bundle,
+            listen,
+            shards,
+            audit_log,
+            audit_ring,
+            max_connections,
+            idle_timeout_s,
+        } => {
+            let (bundle, compiled) = load(&bundle)?;
+            let shards = shards.unwrap_or_else(shard::server::default_shards);
+            anyhow::ensure!((1..=1024).contains(&shards), "--shards must be between 1 and 1024");
+            let config = shard::server::ServeConfig {
+                listen,
+                shards,
+                audit_log,
+                cache: CacheConfig {
+                    ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
+                    ..CacheConfig::default()
+                },
+                ring_capacity: audit_ring.max(1),
+                max_connections_per_shard: max_connections.max(1),
+                idle_timeout: std::time::Duration::from_secs(idle_timeout_s.max(1)),
+                max_payload: wire::DEFAULT_MAX_PAYLOAD,
+            };
+            let revision = bundle.revision.clone();
+            shard::server::serve(config, compiled, |addr| {
+                println!("sark-pdp: listening on {addr} ({shards} shards, bundle {revision})");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { bundle, filter } => {

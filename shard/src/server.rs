@@ -1,0 +1,372 @@
+//! `sark-pdp serve`: one thread per shard, each pinned to its core, running a monoio
+//! runtime (fusion driver: io_uring where the kernel allows it, epoll otherwise) with its
+//! own SO_REUSEPORT listener, decision point (evaluator + cache) and audit ring; one
+//! writer thread, pinned to the last core, appends every shard's audit records.
+//!
+//! Per connection: read into a reused buffer, decode every complete frame in it, answer
+//! each, and write all the replies at once. A full audit ring pauses the connection
+//! (it reads nothing more) until the writer makes room: no record is dropped.
+//! SIGTERM/SIGINT: shards stop accepting, connections finish the frames they have
+//! read, the writer drains the rings, and the process exits 0.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use pdp::audit::{AuditRecord, DecisionIds};
+use pdp::audit_ring::{AuditProducer, rings};
+use pdp::cache::CacheConfig;
+use pdp::eval::{CompiledBundle, EnginePreference, Evaluator};
+use pdp::point::DecisionPoint;
+use wire::message::{Decision as WireDecision, ErrorReply, HelloOk, MAX_BATCH};
+use wire::{Check, HEADER_LEN, Reply, Request, WireError};
+
+use crate::convert::{bad_input_to_wire, decision_to_wire, input_from_eval};
+
+/// How long a stopping shard waits for its connections to go quiet.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub audit_log: PathBuf,
+    pub cache: CacheConfig,
+    /// Records per shard ring.
+    pub ring_capacity: usize,
+    pub max_connections_per_shard: usize,
+    pub idle_timeout: Duration,
+    pub max_payload: u32,
+}
+
+/// Shards by default: every core but one (the audit writer's), at least one.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Bind a listener with SO_REUSEPORT (so every shard can bind the same address).
+fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Run until SIGTERM/SIGINT. `ready` is called with the bound address once every shard
+/// listens.
+///
+/// # Errors
+/// Binding, the audit log, or a shard's runtime failing to start.
+pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        let flag = shutdown.clone();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                eprintln!("sark-pdp: signal {signal}: stopping");
+                flag.store(true, Ordering::SeqCst);
+            }
+        })?;
+    }
+    // Shard 0 binds first (port 0 picks one); the others share that address.
+    let first = reuse_port_listener(config.listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..config.shards {
+        listeners.push(reuse_port_listener(addr)?);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&config.audit_log)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.audit_log.display()))?;
+    let (producers, drain) = rings(config.shards, config.ring_capacity);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
+        let _ = monoio::utils::bind_to_cpu_set([cores - 1]);
+        drain.run(std::io::BufWriter::with_capacity(1 << 20, file), 1024)
+    })?;
+    let nonce = u64::try_from(now_ns()).unwrap_or(0);
+    let mut shards = Vec::new();
+    for (index, (listener, producer)) in listeners.into_iter().zip(producers).enumerate() {
+        let (bundle, config, shutdown) = (bundle.clone(), config.clone(), shutdown.clone());
+        shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
+            run_shard(index, listener, producer, bundle, config, shutdown, nonce)
+        })?);
+    }
+    ready(addr);
+    let mut result = Ok(());
+    for s in shards {
+        match s.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("a shard panicked")),
+        }
+    }
+    let written = writer.join().map_err(|_| anyhow::anyhow!("the audit writer panicked"))??;
+    eprintln!("sark-pdp: stopped; {written} audit records written to {}", config.audit_log.display());
+    result
+}
+
+/// One shard's state, owned by its thread.
+struct Shard {
+    index: u16,
+    shards: u16,
+    point: RefCell<DecisionPoint>,
+    evaluator: RefCell<Evaluator>,
+    /// Taken (and so dropped, which tells the writer this shard is done) when the shard
+    /// stops; monoio does not drop tasks still pending when its runtime goes away.
+    audit: RefCell<Option<AuditProducer>>,
+    ids: RefCell<DecisionIds>,
+    clock: quanta::Clock,
+    connections: Cell<usize>,
+    shutdown: Arc<AtomicBool>,
+    config: ServeConfig,
+    revision: String,
+}
+
+fn run_shard(
+    index: usize,
+    listener: std::net::TcpListener,
+    audit: AuditProducer,
+    bundle: Arc<CompiledBundle>,
+    config: ServeConfig,
+    shutdown: Arc<AtomicBool>,
+    nonce: u64,
+) -> anyhow::Result<()> {
+    let _ = monoio::utils::bind_to_cpu_set([index]);
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build()?;
+    let driver = match &runtime {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    eprintln!("sark-pdp: shard {index} on core {index}, {driver} driver");
+    let clock = quanta::Clock::new();
+    let shard = Rc::new(Shard {
+        index: u16::try_from(index).unwrap_or(u16::MAX),
+        shards: u16::try_from(config.shards).unwrap_or(u16::MAX),
+        point: RefCell::new(DecisionPoint::new(bundle.clone(), EnginePreference::Fastest, config.cache, clock.clone())),
+        evaluator: RefCell::new(Evaluator::new(bundle.clone(), EnginePreference::Fastest)),
+        audit: RefCell::new(Some(audit)),
+        ids: RefCell::new(DecisionIds::new(u16::try_from(index).unwrap_or(u16::MAX), nonce)),
+        clock,
+        connections: Cell::new(0),
+        shutdown,
+        config,
+        revision: bundle.revision.to_string(),
+    });
+    runtime.block_on(accept_loop(shard, listener))
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) -> anyhow::Result<()> {
+    let listener = monoio::net::TcpListener::from_std(listener)?;
+    // Accepting runs as its own task and is never cancelled mid-flight (a cancelled
+    // io_uring accept can lose a connection the kernel already completed); this task only
+    // watches for shutdown.
+    let acceptor = shard.clone();
+    monoio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            if acceptor.shutdown.load(Ordering::Relaxed) || acceptor.connections.get() >= acceptor.config.max_connections_per_shard {
+                drop(stream); // refused by closing: shutting down, or over the limit
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            acceptor.connections.set(acceptor.connections.get() + 1);
+            let s = acceptor.clone();
+            monoio::spawn(async move {
+                connection(&s, stream).await;
+                s.connections.set(s.connections.get() - 1);
+            });
+        }
+    });
+    while !shard.shutdown.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Busy connections finish the frames they have read and close; idle ones are closed
+    // when the drain period ends (dropping the runtime cancels their reads). A decision
+    // is audited before its reply is written, so the log never lacks an answered one.
+    let deadline = std::time::Instant::now() + DRAIN;
+    while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(shard.audit.borrow_mut().take());
+    Ok(())
+}
+
+/// What to do after answering the frames of one read.
+enum After {
+    Continue,
+    Close,
+}
+
+async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
+    let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut max_payload = shard.config.max_payload;
+    loop {
+        let read = monoio::time::timeout(shard.config.idle_timeout, stream.read(chunk)).await;
+        let Ok((res, buf)) = read else { return }; // idle
+        chunk = buf;
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => inbuf.extend_from_slice(&chunk),
+        }
+        let after = answer_all(shard, &mut inbuf, &mut out, &mut max_payload).await;
+        if !out.is_empty() {
+            let (res, buf) = stream.write_all(out).await;
+            out = buf;
+            out.clear();
+            if res.is_err() {
+                return;
+            }
+        }
+        if matches!(after, After::Close) || shard.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
+/// Decode and answer every whole frame at the front of `inbuf`.
+async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_payload: &mut u32) -> After {
+    let mut consumed = 0;
+    let after = loop {
+        let rest = inbuf.get(consumed..).unwrap_or(&[]);
+        let (header, total) = match wire::check(rest, *max_payload) {
+            Ok(Check::Incomplete) => break After::Continue,
+            Ok(Check::Complete { header, total }) => (header, total),
+            Err(e) => {
+                error_reply(out, wire::Header::peek(rest).map_or(0, |h| h.request_id), &e);
+                break After::Close;
+            }
+        };
+        let payload = rest.get(HEADER_LEN..total).unwrap_or(&[]);
+        let id = header.request_id;
+        let request = wire::decode_request(&header, payload);
+        consumed += total;
+        match request {
+            Ok(req) => {
+                let reply = answer(shard, req, max_payload).await;
+                wire::encode_reply(out, id, &reply);
+            }
+            Err(e) => {
+                error_reply(out, id, &e);
+                if e.is_fatal() {
+                    break After::Close;
+                }
+            }
+        }
+    };
+    inbuf.drain(..consumed.min(inbuf.len()));
+    after
+}
+
+fn error_reply(out: &mut Vec<u8>, id: u64, e: &WireError) {
+    wire::encode_reply(
+        out,
+        id,
+        &Reply::Error(ErrorReply {
+            code: e.wire_code(),
+            message: e.to_string(),
+        }),
+    );
+}
+
+async fn answer(shard: &Shard, request: Request, max_payload: &mut u32) -> Reply {
+    match request {
+        Request::Hello(h) => {
+            *max_payload = h.max_payload.min(shard.config.max_payload);
+            Reply::HelloOk(HelloOk {
+                version: wire::VERSION,
+                max_payload: *max_payload,
+                max_batch: MAX_BATCH,
+                shards: shard.shards,
+                shard: shard.index,
+                bundle_revision: shard.revision.clone(),
+            })
+        }
+        Request::Ping(b) => Reply::Pong(b),
+        Request::Eval(e) => Reply::Decision(decide(shard, *e).await),
+        Request::EvalBatch(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for e in items {
+                out.push(decide(shard, e).await);
+            }
+            Reply::DecisionBatch(out)
+        }
+        Request::EvalJson(j) => {
+            let input = match pdp::eval::input_from_json(&j.input_json) {
+                Ok(v) => v,
+                Err(e) => return Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
+            };
+            let mut input = input;
+            pdp::input::stamp_now(&mut input, now_ns());
+            let result = shard.evaluator.borrow_mut().evaluate(&j.entrypoint, input);
+            match result {
+                Ok((v, _)) => Reply::Result(pdp::decision::value_to_json(&v).map(|v| v.to_string())),
+                Err(pdp::EvalError::Undefined(_)) => Reply::Result(None),
+                Err(e) => Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
+            }
+        }
+    }
+}
+
+/// One EVAL: decide (cache or evaluator), audit (waiting for ring room), reply.
+async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
+    let t0 = shard.clock.raw();
+    let now = now_ns();
+    let id = shard.ids.borrow_mut().next_id();
+    let (reply, record) = match input_from_eval(e) {
+        Ok(input) => {
+            let answer = shard.point.borrow_mut().decide_typed(&input, now);
+            let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
+            let record = AuditRecord::for_typed(&input, &answer, id, now, us);
+            (decision_to_wire(&answer, id), record)
+        }
+        Err(err) => {
+            let reply = bad_input_to_wire(&err, id);
+            let answer = pdp::point::Answer {
+                decision: Rc::new(pdp::Decision::deny(err, pdp::EngineKind::Rvm, shard.revision.as_str().into())),
+                cache_hit: false,
+                ttl: Duration::ZERO,
+            };
+            let record = AuditRecord::for_document(&pdp::Value::Undefined, &answer, id, now, 0);
+            (reply, record)
+        }
+    };
+    let mut record = record;
+    loop {
+        let pushed = match shard.audit.borrow_mut().as_mut() {
+            Some(ring) => ring.try_push(record),
+            // The shard has stopped: nothing may be answered without its record.
+            None => return bad_input_to_wire(&pdp::EvalError::Unavailable("the PDP is shutting down".into()), id),
+        };
+        match pushed {
+            Ok(()) => break,
+            Err(back) => {
+                // The ring is full: hold the reply (and this connection) until there is room.
+                record = back;
+                monoio::time::sleep(Duration::from_micros(50)).await;
+            }
+        }
+    }
+    reply
+}

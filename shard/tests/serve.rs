@@ -1,0 +1,235 @@
+//! `sark-pdp serve` as a black box: the real binary on 127.0.0.1 port 0, spoken to over
+//! real sockets with `wire::Client` and raw bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use wire::message::{Eval, Tool};
+use wire::{Client, Reply, Request};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    audit: PathBuf,
+}
+
+impl Server {
+    fn start(tag: &str) -> Server {
+        let audit = std::env::temp_dir().join(format!("sark-pdp-serve-{tag}-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&audit);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--audit-ring", "64", "--audit-log"])
+            .arg(&audit)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Server { child, addr, audit }
+    }
+
+    /// SIGTERM, wait, and return the audit log's lines.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        assert!(err.contains("driver"), "the shard did not say which driver it runs: {err}");
+        std::fs::read_to_string(&self.audit)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = std::fs::remove_file(&self.audit);
+    }
+}
+
+fn sample(user: &str) -> Eval {
+    Eval {
+        user_id: user.into(),
+        roles: vec!["developer".into()],
+        teams: vec!["payments".into()],
+        mfa_verified: Some(true),
+        mfa_age_s: Some(120),
+        action: "tool:invoke".into(),
+        tool: Some(Tool {
+            name: "update_ticket".into(),
+            sensitivity_level: Some("medium".into()),
+            teams: vec!["payments".into()],
+            ..Tool::default()
+        }),
+        client_ip: Some("10.20.30.40".into()),
+        parameters_json: Some(r#"{"ticket_id": "T-42", "api_token": "x"}"#.into()),
+        context_json: Some(r#"{"audit_enabled": true, "vpn": true, "geo_country": "US"}"#.into()),
+        ..Eval::default()
+    }
+}
+
+#[test]
+fn decides_caches_pipelines_batches_and_audits_every_decision_once() {
+    let server = Server::start("main");
+    let mut c = Client::connect(server.addr, None).unwrap();
+    assert_eq!(c.hello().bundle_revision, "sark-default-1");
+
+    let first = c.eval(sample("alice")).unwrap();
+    assert!(first.allow, "{first:?}");
+    assert!(!first.cache_hit);
+    assert_eq!(first.filtered_parameters_json.as_deref(), Some(r#"{"ticket_id":"T-42"}"#));
+    let again = c.eval(sample("alice")).unwrap();
+    assert!(again.allow && again.cache_hit, "{again:?}");
+    assert_ne!(first.decision_id, again.decision_id);
+
+    let mut decisions = 2;
+    // 10,000 pipelined EVALs on one connection, matched by request id: ten rounds of
+    // 1,000 in flight (the blocking client reads nothing while it writes).
+    for round in 0..10 {
+        let mut expect = HashMap::new();
+        for i in 0..1000 {
+            let user = format!("user-{}", (round * 1000 + i) % 500);
+            let id = c.send(&Request::Eval(Box::new(sample(&user)))).unwrap();
+            expect.insert(id, user);
+        }
+        c.flush().unwrap();
+        for _ in 0..1000 {
+            let (id, reply) = c.recv().unwrap();
+            let Reply::Decision(d) = reply else { panic!("{reply:?}") };
+            assert!(expect.remove(&id).is_some(), "unknown or repeated id {id}");
+            assert!(d.allow);
+        }
+    }
+    decisions += 10_000;
+
+    // A batch of 1,000: one reply, in order.
+    let batch: Vec<Eval> = (0..1000)
+        .map(|i| {
+            let mut e = sample("bob");
+            if i % 2 == 1 {
+                e.roles = vec!["viewer".into()];
+            }
+            e
+        })
+        .collect();
+    let got = c.eval_batch(batch).unwrap();
+    assert_eq!(got.len(), 1000);
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(d.allow, i % 2 == 0, "item {i}");
+    }
+    decisions += 1000;
+
+    // A context blob that is not JSON: a deny with code 1002, audited like any decision.
+    let mut bad = sample("alice");
+    bad.context_json = Some("{nope".into());
+    let d = c.eval(bad).unwrap();
+    assert!(!d.allow);
+    assert_eq!(d.error_code, 1002);
+    decisions += 1;
+
+    // EVAL_JSON agrees with the evaluator in this process for every shipped case.
+    let bundle = pdp::Bundle::embedded().unwrap();
+    let compiled = std::sync::Arc::new(pdp::CompiledBundle::compile(&bundle, pdp::EvalLimits::default()).unwrap());
+    let mut local = pdp::Evaluator::new(compiled, pdp::EnginePreference::Fastest);
+    for case in pdp::cases::load(&bundle).unwrap() {
+        let remote = c.eval_json(&case.entrypoint, &case.input.to_string()).unwrap();
+        let remote: Option<serde_json::Value> = remote.map(|r| serde_json::from_str(&r).unwrap());
+        let mine = pdp::cases::evaluate(&mut local, &case).unwrap();
+        if case.input["context"].get("now_ns").is_some() {
+            assert_eq!(remote, mine, "case {}", case.name);
+        } else {
+            // Stamped with a different "now" on each side: compare what does not depend on it.
+            assert_eq!(remote.as_ref().map(|r| &r["allow"]), mine.as_ref().map(|m| &m["allow"]), "case {}", case.name);
+        }
+    }
+
+    let records = server.stop();
+    assert_eq!(records.len(), decisions, "one audit record per EVAL answered");
+    let ids: BTreeSet<&str> = records.iter().map(|r| r["decision_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "a decision was audited twice");
+    assert_eq!(records[0]["user_id"], "alice");
+    assert_eq!(records[1]["cache_hit"], true);
+}
+
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn replies(bytes: &[u8]) -> Vec<(u64, Reply)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Ok(wire::Check::Complete { header, total }) = wire::check(rest, wire::DEFAULT_MAX_PAYLOAD) {
+        out.push((header.request_id, wire::decode_reply(&header, &rest[wire::HEADER_LEN..total]).unwrap()));
+        rest = &rest[total..];
+    }
+    out
+}
+
+fn error_code(r: &Reply) -> u16 {
+    match r {
+        Reply::Error(e) => e.code,
+        other => panic!("not an ERROR: {other:?}"),
+    }
+}
+
+#[test]
+fn bad_frames_get_their_error_and_the_shard_keeps_serving() {
+    let server = Server::start("bad");
+    // Unknown opcode: ERROR 3003, and the connection goes on (the PING after it answers).
+    let mut bytes = Vec::new();
+    wire::frame::write_frame(&mut bytes, 0x42, 0, 1, |b| b.extend_from_slice(b"??"));
+    wire::encode_request(&mut bytes, 2, &Request::Ping(b"still here".to_vec()));
+    // Malformed EVAL: ERROR 3004 and the connection closes (the PING after it is not answered).
+    wire::frame::write_frame(&mut bytes, wire::opcode::EVAL, 0, 3, |b| b.extend_from_slice(&[1, 2, 3]));
+    wire::encode_request(&mut bytes, 4, &Request::Ping(vec![]));
+    let got = replies(&raw(server.addr, &bytes));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!((got[0].0, error_code(&got[0].1)), (1, 3003));
+    assert_eq!(got[1], (2, Reply::Pong(b"still here".to_vec())));
+    assert_eq!((got[2].0, error_code(&got[2].1)), (3, 3004));
+
+    // Oversized: refused from the header, ERROR 3001, closed.
+    let mut bytes = Vec::new();
+    wire::Header { len: 64 << 20, version: 1, opcode: wire::opcode::EVAL, flags: 0, request_id: 5 }.write(&mut bytes);
+    let got = replies(&raw(server.addr, &bytes));
+    assert_eq!((got[0].0, error_code(&got[0].1)), (5, 3001));
+
+    // Truncated then closed by the client: no reply, no crash; the next connection works.
+    let mut bytes = Vec::new();
+    wire::encode_request(&mut bytes, 6, &Request::Eval(Box::new(sample("alice"))));
+    bytes.truncate(bytes.len() / 2);
+    {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(&bytes).unwrap();
+    }
+    let mut c = Client::connect(server.addr, None).unwrap();
+    assert_eq!(c.ping(b"ok").unwrap(), b"ok");
+    assert!(c.eval(sample("alice")).unwrap().allow);
+    let records = server.stop();
+    assert_eq!(records.len(), 1, "only the one decision answered is audited");
+}
