@@ -183,7 +183,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) -> anyho
     let acceptor = shard.clone();
     monoio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or similar: back off instead of spinning.
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
             if acceptor.shutdown.load(Ordering::Relaxed) || acceptor.connections.get() >= acceptor.config.max_connections_per_shard {
                 drop(stream); // refused by closing: shutting down, or over the limit
                 continue;
