@@ -78,7 +78,7 @@ pub fn decision_to_wire(answer: &Answer, decision_id: u128) -> WireDecision {
 }
 
 /// A deny for an EVAL that could not be decided (bad fields, or the PDP is stopping).
-pub fn bad_input_to_wire(error: &EvalError, decision_id: u128) -> WireDecision {
+pub fn error_to_wire(error: &EvalError, decision_id: u128) -> WireDecision {
     WireDecision {
         allow: false,
         cache_hit: false,
@@ -173,7 +173,7 @@ mod tests {
         let mut e = sample();
         e.context_json = Some("{not json".into());
         let err = input_from_eval(e).unwrap_err();
-        let w = bad_input_to_wire(&err, 1);
+        let w = error_to_wire(&err, 1);
         assert!(!w.allow);
         assert_eq!(w.error_code, 1002);
         assert!(w.reasons[0].text.starts_with("bad input: context: "), "{}", w.reasons[0].text);

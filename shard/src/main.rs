@@ -1,8 +1,8 @@
 //! `sark-pdp`: the SARK policy decision point.
 //!
-//! Today it decides from the command line (`eval`), runs a bundle's cases (`test`) and
-//! validates bundles (`check`); `serve` (the thread-per-core server) is the next issue.
-//! With no `--bundle`, the SARK bundle embedded from `policies/` is used.
+//! It serves the binary protocol (`serve`), decides from the command line (`eval`), runs a
+//! bundle's cases (`test`) and validates bundles (`check`). With no `--bundle`, the SARK
+//! bundle embedded from `policies/` is used.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -133,10 +133,12 @@ fn read_input(path: &str) -> anyhow::Result<(String, String)> {
     Ok((path.to_string(), text))
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+/// The cache configuration, with TTLs from SARK's `POLICY_CACHE_TTL_*` variables.
+fn cache_config() -> anyhow::Result<CacheConfig> {
+    Ok(CacheConfig {
+        ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
+        ..CacheConfig::default()
+    })
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -161,12 +163,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let out = if entrypoint == DECISION_ENTRYPOINT {
                 // The decision path a shard runs, so the output shows the TTL the decision
                 // would be cached for under this environment's POLICY_CACHE_TTL_*.
-                let cache = CacheConfig {
-                    ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
-                    ..CacheConfig::default()
-                };
+                let cache = cache_config()?;
                 let mut point = DecisionPoint::new(compiled, pref, cache, quanta::Clock::new());
-                let answer = point.decide_document(doc, now_ns());
+                let answer = point.decide_document(doc, shard::server::now_ns());
                 let mut out = answer.decision.to_json();
                 if let Some(obj) = out.as_object_mut() {
                     obj.insert("cache".into(), serde_json::json!({"ttl_s": answer.ttl.as_secs()}));
@@ -174,7 +173,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out
             } else {
                 let mut doc = doc;
-                pdp::input::stamp_now(&mut doc, now_ns());
+                pdp::input::stamp_now(&mut doc, shard::server::now_ns());
                 match Evaluator::new(compiled.clone(), pref).evaluate(&entrypoint, doc) {
                     Ok((v, kind)) => serde_json::json!({
                         "result": pdp::decision::value_to_json(&v),
@@ -205,10 +204,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen,
                 shards,
                 audit_log,
-                cache: CacheConfig {
-                    ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
-                    ..CacheConfig::default()
-                },
+                cache: cache_config()?,
                 ring_capacity: audit_ring.max(1),
                 max_connections_per_shard: max_connections.max(1),
                 idle_timeout: std::time::Duration::from_secs(idle_timeout_s.max(1)),

@@ -26,7 +26,7 @@ use pdp::point::DecisionPoint;
 use wire::message::{Decision as WireDecision, ErrorReply, HelloOk, MAX_BATCH};
 use wire::{Check, HEADER_LEN, Reply, Request, WireError};
 
-use crate::convert::{bad_input_to_wire, decision_to_wire, input_from_eval};
+use crate::convert::{error_to_wire, decision_to_wire, input_from_eval};
 
 /// How long a stopping shard waits for its connections to go quiet.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -50,7 +50,8 @@ pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
-fn now_ns() -> i64 {
+/// The wall clock, ns since the epoch: what `context.now_ns` is stamped with.
+pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -346,7 +347,7 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
             (decision_to_wire(&answer, id), record)
         }
         Err(err) => {
-            let reply = bad_input_to_wire(&err, id);
+            let reply = error_to_wire(&err, id);
             let answer = pdp::point::Answer {
                 decision: Rc::new(pdp::Decision::deny(err, pdp::EngineKind::Rvm, shard.revision.as_str().into())),
                 cache_hit: false,
@@ -361,7 +362,7 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
         let pushed = match shard.audit.borrow_mut().as_mut() {
             Some(ring) => ring.try_push(record),
             // The shard has stopped: nothing may be answered without its record.
-            None => return bad_input_to_wire(&pdp::EvalError::Unavailable("the PDP is shutting down".into()), id),
+            None => return error_to_wire(&pdp::EvalError::Unavailable("the PDP is shutting down".into()), id),
         };
         match pushed {
             Ok(()) => break,
