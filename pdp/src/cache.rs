@@ -175,8 +175,9 @@ impl DecisionCache {
         }
     }
 
-    /// A live decision for `key`, if any. Expired entries are removed and count as misses.
-    pub fn get(&mut self, key: CacheKey) -> Option<Rc<Decision>> {
+    /// A live decision for `key` and the time it has left, if any. Expired entries are
+    /// removed and count as misses.
+    pub fn get(&mut self, key: CacheKey) -> Option<(Rc<Decision>, Duration)> {
         let now = self.clock.now();
         let found = match &mut self.backend {
             Backend::S3Fifo(c) => c.get(&key).map(|e| (e.expires_at, e.decision.clone())),
@@ -185,7 +186,7 @@ impl DecisionCache {
         match found {
             Some((expires_at, d)) if now < expires_at => {
                 self.stats.hits += 1;
-                Some(d)
+                Some((d, expires_at - now))
             }
             Some(_) => {
                 self.stats.expired += 1;

@@ -46,12 +46,12 @@ impl TtlConfig {
         }
     }
 
-    /// The defaults overridden by SARK's `POLICY_CACHE_TTL_*` variables from `env`.
+    /// These TTLs overridden by SARK's `POLICY_CACHE_TTL_*` variables from `env`.
     ///
     /// # Errors
     /// A variable that is not a whole number of seconds, or a TTL over [`MAX_TTL`].
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<TtlConfig, ConfigError> {
-        let mut c = TtlConfig::default();
+    pub fn with_env(self, env: impl Fn(&str) -> Option<String>) -> Result<TtlConfig, ConfigError> {
+        let mut c = self;
         for (var, slot) in [
             ("POLICY_CACHE_TTL_LOW", &mut c.low),
             ("POLICY_CACHE_TTL_MEDIUM", &mut c.medium),
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn sark_variables_override_defaults() {
-        let c = TtlConfig::from_env(|v| match v {
+        let c = TtlConfig::default().with_env(|v| match v {
             "POLICY_CACHE_TTL_HIGH" => Some("15".into()),
             "POLICY_CACHE_TTL_DEFAULT" => Some(" 100 ".into()),
             _ => None,
@@ -113,11 +113,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        let err = TtlConfig::from_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "ten".to_string())).unwrap_err();
+        let err = TtlConfig::default().with_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "ten".to_string())).unwrap_err();
         assert_eq!(err.to_string(), "POLICY_CACHE_TTL_LOW=\"ten\": expected a whole number of seconds");
-        let err = TtlConfig::from_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "-1".to_string())).unwrap_err();
+        let err = TtlConfig::default().with_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "-1".to_string())).unwrap_err();
         assert!(matches!(err, ConfigError::BadEnv { .. }));
-        let err = TtlConfig::from_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "999999".to_string())).unwrap_err();
+        let err = TtlConfig::default().with_env(|v| (v == "POLICY_CACHE_TTL_LOW").then(|| "999999".to_string())).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { .. }));
     }
 }

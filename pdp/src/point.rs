@@ -95,11 +95,11 @@ impl DecisionPoint {
     }
 
     fn decide_keyed(&mut self, key: CacheKey, cacheable: bool, s: Sensitivity, doc: impl FnOnce() -> Value) -> Answer {
-        if cacheable && let Some(decision) = self.cache.get(key) {
+        if cacheable && let Some((decision, ttl)) = self.cache.get(key) {
             return Answer {
                 decision,
                 cache_hit: true,
-                ttl: Duration::ZERO,
+                ttl,
             };
         }
         let decision = Rc::new(self.evaluator.decide(doc()));

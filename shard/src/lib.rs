@@ -2,5 +2,6 @@
 //! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
 //! decision domain).
 
+pub mod config;
 pub mod convert;
 pub mod server;

@@ -14,10 +14,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pdp::bundle::{Bundle, BundleLimits, DECISION_ENTRYPOINT};
-use pdp::cache::CacheConfig;
-use pdp::config::TtlConfig;
 use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits, Evaluator, input_from_json};
 use pdp::point::DecisionPoint;
+use shard::config::{BundleSection, FileConfig, default_listen, in_range};
 
 #[derive(Parser, Debug)]
 #[command(name = "sark-pdp", version, about = "SARK policy decision point")]
@@ -43,27 +42,39 @@ enum Command {
         engine: Engine,
     },
     /// Serve the binary protocol: one pinned shard per core, until SIGTERM/SIGINT.
+    ///
+    /// Settings come from the flags, then their environment variables, then `--config`,
+    /// then the defaults shown.
     Serve {
         #[command(flatten)]
         bundle: BundleArg,
-        /// Address of the binary protocol (every shard listens on it, SO_REUSEPORT).
-        #[arg(long, default_value = "127.0.0.1:7474", env = "SARK_PDP_LISTEN")]
-        listen: std::net::SocketAddr,
-        /// Shards (one pinned thread each); default: cores - 1, at least 1.
+        /// Settings file (TOML; see shard/src/config.rs or the README).
+        #[arg(long, env = "SARK_PDP_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address of the binary protocol, every shard listening on it (SO_REUSEPORT)
+        /// [default: 127.0.0.1:7474].
+        #[arg(long, env = "SARK_PDP_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Shards, one pinned thread each [default: cores - 1, at least 1].
         #[arg(long)]
         shards: Option<usize>,
-        /// Audit log: one JSON line per decision, appended.
-        #[arg(long, default_value = "sark-pdp-audit.jsonl")]
-        audit_log: PathBuf,
-        /// Records each shard's audit ring holds before the shard waits for the writer.
-        #[arg(long, default_value_t = 65_536)]
-        audit_ring: usize,
-        /// Connections each shard accepts at once.
-        #[arg(long, default_value_t = 10_000)]
-        max_connections: usize,
-        /// Seconds a connection may stay silent before it is closed.
-        #[arg(long, default_value_t = 300)]
-        idle_timeout_s: u64,
+        /// Audit log: one JSON line per decision, appended [default: sark-pdp-audit.jsonl].
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Records each shard's audit ring holds before the shard waits for the writer
+        /// [default: 65536].
+        #[arg(long)]
+        audit_ring: Option<usize>,
+        /// Connections each shard accepts at once [default: 10000].
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Seconds a connection may stay silent before it is closed [default: 300].
+        #[arg(long)]
+        idle_timeout_s: Option<u64>,
+        /// Requests answered on one connection before their replies are written and more
+        /// is read (a batch counts its items) [default: 1024].
+        #[arg(long)]
+        max_in_flight: Option<usize>,
     },
     /// Run the bundle's decision cases (cases/*.yaml) and report.
     Test {
@@ -85,9 +96,9 @@ struct BundleArg {
     /// Bundle directory or OPA bundle .tar.gz (default: the embedded SARK bundle).
     #[arg(long, short, env = "SARK_PDP_BUNDLE")]
     bundle: Option<PathBuf>,
-    /// RVM instructions allowed per evaluation.
-    #[arg(long, default_value_t = EvalLimits::default().max_instructions)]
-    max_instructions: usize,
+    /// RVM instructions allowed per evaluation [default: 1000000].
+    #[arg(long)]
+    max_instructions: Option<usize>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -111,13 +122,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(arg: &BundleArg) -> anyhow::Result<(Bundle, Arc<CompiledBundle>)> {
-    let bundle = match &arg.bundle {
+/// The bundle named by the flags, else by a settings file, else the embedded one.
+fn load(arg: &BundleArg, file: &BundleSection) -> anyhow::Result<(Bundle, Arc<CompiledBundle>)> {
+    let bundle = match arg.bundle.as_ref().or(file.path.as_ref()) {
         Some(path) => Bundle::load(path, BundleLimits::default())?,
         None => Bundle::embedded()?,
     };
+    let max_instructions = arg
+        .max_instructions
+        .or(file.max_instructions)
+        .unwrap_or(EvalLimits::default().max_instructions);
     let limits = EvalLimits {
-        max_instructions: arg.max_instructions,
+        max_instructions: in_range("max_instructions", max_instructions, 1, 1 << 30)?,
     };
     let compiled = CompiledBundle::compile(&bundle, limits)?;
     Ok((bundle, Arc::new(compiled)))
@@ -133,13 +149,6 @@ fn read_input(path: &str) -> anyhow::Result<(String, String)> {
     Ok((path.to_string(), text))
 }
 
-/// The cache configuration, with TTLs from SARK's `POLICY_CACHE_TTL_*` variables.
-fn cache_config() -> anyhow::Result<CacheConfig> {
-    Ok(CacheConfig {
-        ttl: TtlConfig::from_env(|v| std::env::var(v).ok())?,
-        ..CacheConfig::default()
-    })
-}
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -149,7 +158,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             entrypoint,
             engine,
         } => {
-            let (_, compiled) = load(&bundle)?;
+            let (_, compiled) = load(&bundle, &BundleSection::default())?;
             if compiled.entrypoints().all(|(ep, _, _)| ep != entrypoint) {
                 let known: Vec<&str> = compiled.entrypoints().map(|(ep, _, _)| ep).collect();
                 anyhow::bail!("unknown entrypoint {entrypoint} (this bundle has: {})", known.join(", "));
@@ -163,7 +172,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let out = if entrypoint == DECISION_ENTRYPOINT {
                 // The decision path a shard runs, so the output shows the TTL the decision
                 // would be cached for under this environment's POLICY_CACHE_TTL_*.
-                let cache = cache_config()?;
+                let cache = FileConfig::default().cache(|v| std::env::var(v).ok())?;
                 let mut point = DecisionPoint::new(compiled, pref, cache, quanta::Clock::new());
                 let answer = point.decide_document(doc, shard::server::now_ns());
                 let mut out = answer.decision.to_json();
@@ -190,25 +199,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Serve {
             bundle,
+            config,
             listen,
             shards,
             audit_log,
             audit_ring,
             max_connections,
             idle_timeout_s,
+            max_in_flight,
         } => {
-            let (bundle, compiled) = load(&bundle)?;
-            let shards = shards.unwrap_or_else(shard::server::default_shards);
-            anyhow::ensure!((1..=1024).contains(&shards), "--shards must be between 1 and 1024");
+            let file = match &config {
+                Some(path) => FileConfig::load(path)?,
+                None => FileConfig::default(),
+            };
+            let (bundle, compiled) = load(&bundle, &file.bundle)?;
+            let srv = &file.server;
+            let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
+            let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
             let config = shard::server::ServeConfig {
-                listen,
-                shards,
-                audit_log,
-                cache: cache_config()?,
-                ring_capacity: audit_ring.max(1),
-                max_connections_per_shard: max_connections.max(1),
-                idle_timeout: std::time::Duration::from_secs(idle_timeout_s.max(1)),
-                max_payload: wire::DEFAULT_MAX_PAYLOAD,
+                listen: listen.or(srv.listen).unwrap_or_else(default_listen),
+                shards: in_range("shards", shards, 1, 1024)?,
+                audit_log: audit_log.or(file.audit.log.clone()).unwrap_or_else(|| "sark-pdp-audit.jsonl".into()),
+                cache: file.cache(|v| std::env::var(v).ok())?,
+                ring_capacity: in_range("audit ring", audit_ring.or(file.audit.ring).unwrap_or(65_536), 1, 1 << 24)?,
+                max_connections_per_shard: in_range("max_connections", max_connections.or(srv.max_connections).unwrap_or(10_000), 1, 1 << 20)?,
+                idle_timeout: std::time::Duration::from_secs(in_range("idle_timeout_s", idle, 1, 86_400)?),
+                max_payload: in_range("max_payload", srv.max_payload.unwrap_or(wire::DEFAULT_MAX_PAYLOAD), 4096, 64 << 20)?,
+                max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
             };
             let revision = bundle.revision.clone();
             shard::server::serve(config, compiled, |addr| {
@@ -218,7 +235,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { bundle, filter } => {
-            let (bundle, compiled) = load(&bundle)?;
+            let (bundle, compiled) = load(&bundle, &BundleSection::default())?;
             let all = pdp::cases::load(&bundle).map_err(|e| anyhow::anyhow!(e))?;
             if all.is_empty() {
                 anyhow::bail!("{}: no cases (cases/*.yaml)", bundle.origin);
@@ -239,7 +256,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Check { bundle } => {
-            let (bundle, compiled) = load(&bundle)?;
+            let (bundle, compiled) = load(&bundle, &BundleSection::default())?;
             let cases = pdp::cases::load(&bundle).map_err(|e| anyhow::anyhow!(e))?;
             println!("bundle {}", bundle.origin);
             println!("revision {}", if bundle.revision.is_empty() { "(none)" } else { &bundle.revision });

@@ -3,9 +3,11 @@
 //! own SO_REUSEPORT listener, decision point (evaluator + cache) and audit ring; one
 //! writer thread, pinned to the last core, appends every shard's audit records.
 //!
-//! Per connection: read into a reused buffer, decode every complete frame in it, answer
-//! each, and write all the replies at once. A full audit ring pauses the connection
-//! (it reads nothing more) until the writer makes room: no record is dropped.
+//! Per connection: read into the spare capacity of a reused buffer, decode every complete
+//! frame in it, answer each, and write the replies at once (every `max_in_flight`
+//! requests, so a burst never grows the reply buffer without bound). A full audit ring
+//! pauses the connection (it reads nothing more) until the writer makes room: no record
+//! is dropped.
 //! SIGTERM/SIGINT: shards stop accepting, connections finish the frames they have
 //! read, the writer drains the rings, and the process exits 0.
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use pdp::audit::{AuditRecord, DecisionIds};
 use pdp::audit_ring::{AuditProducer, rings};
@@ -28,8 +31,8 @@ use wire::{Check, HEADER_LEN, Reply, Request, WireError};
 
 use crate::convert::{error_to_wire, decision_to_wire, input_from_eval};
 
-/// How long a stopping shard waits for its connections to go quiet.
-const DRAIN: Duration = Duration::from_secs(2);
+/// How long a stopping shard waits for connections still answering what they read.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct ServeConfig {
     pub max_connections_per_shard: usize,
     pub idle_timeout: Duration,
     pub max_payload: u32,
+    /// Requests (batch items count one each) answered on a connection before their
+    /// replies are written and more is read.
+    pub max_in_flight: usize,
 }
 
 /// Shards by default: every core but one (the audit writer's), at least one.
@@ -138,9 +144,12 @@ struct Shard {
     ids: RefCell<DecisionIds>,
     clock: quanta::Clock,
     connections: Cell<usize>,
+    /// Connections answering frames they have read (not waiting to read).
+    busy: Cell<usize>,
     shutdown: Arc<AtomicBool>,
     config: ServeConfig,
     revision: String,
+    driver: &'static str,
 }
 
 fn run_shard(
@@ -169,9 +178,11 @@ fn run_shard(
         ids: RefCell::new(DecisionIds::new(u16::try_from(index).unwrap_or(u16::MAX), nonce)),
         clock,
         connections: Cell::new(0),
+        busy: Cell::new(0),
         shutdown,
         config,
         revision: bundle.revision.to_string(),
+        driver,
     });
     runtime.block_on(accept_loop(shard, listener))
 }
@@ -205,58 +216,92 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) -> anyho
     while !shard.shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Busy connections finish the frames they have read and close; idle ones are closed
-    // when the drain period ends (dropping the runtime cancels their reads). A decision
+    // Busy connections finish the frames they have read, write the replies and close;
+    // idle ones are closed when the runtime goes (which cancels their reads). A decision
     // is audited before its reply is written, so the log never lacks an answered one.
     let deadline = std::time::Instant::now() + DRAIN;
-    while shard.connections.get() > 0 && std::time::Instant::now() < deadline {
+    while shard.busy.get() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(shard.audit.borrow_mut().take());
     Ok(())
 }
 
-/// What to do after answering the frames of one read.
+/// What to do after answering the frames at the front of the input buffer.
 enum After {
-    Continue,
+    /// Every whole frame was answered: read more.
+    Read,
+    /// `max_in_flight` requests were answered: write their replies, then answer on.
+    Full,
+    /// A fatal frame: write what is pending and close.
     Close,
 }
 
 async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut max_payload = shard.config.max_payload;
     loop {
-        let read = monoio::time::timeout(shard.config.idle_timeout, stream.read(chunk)).await;
+        // Read straight into the buffer's spare capacity, after any partial frame.
+        if inbuf.capacity() - inbuf.len() < 16 * 1024 {
+            inbuf.reserve(64 * 1024);
+        }
+        let start = inbuf.len();
+        let read = monoio::time::timeout(shard.config.idle_timeout, stream.read(inbuf.slice_mut(start..))).await;
         let Ok((res, buf)) = read else { return }; // idle
-        chunk = buf;
+        inbuf = buf.into_inner();
         match res {
             Ok(0) | Err(_) => return,
-            Ok(_) => inbuf.extend_from_slice(&chunk),
+            Ok(_) => {}
         }
-        let after = answer_all(shard, &mut inbuf, &mut out, &mut max_payload).await;
-        if !out.is_empty() {
-            let (res, buf) = stream.write_all(out).await;
-            out = buf;
-            out.clear();
-            if res.is_err() {
-                return;
-            }
-        }
-        if matches!(after, After::Close) || shard.shutdown.load(Ordering::Relaxed) {
+        shard.busy.set(shard.busy.get() + 1);
+        let answered = answer_and_write(shard, &mut stream, &mut inbuf, &mut out, &mut max_payload).await;
+        shard.busy.set(shard.busy.get() - 1);
+        if !answered || shard.shutdown.load(Ordering::Relaxed) {
             return;
         }
     }
 }
 
-/// Decode and answer every whole frame at the front of `inbuf`.
+/// Answer every whole frame in `inbuf` and write the replies; false when the connection
+/// must close.
+async fn answer_and_write(
+    shard: &Shard,
+    stream: &mut monoio::net::TcpStream,
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    max_payload: &mut u32,
+) -> bool {
+    loop {
+        let after = answer_all(shard, inbuf, out, max_payload).await;
+        if !out.is_empty() {
+            let (res, buf) = stream.write_all(std::mem::take(out)).await;
+            *out = buf;
+            out.clear();
+            if res.is_err() {
+                return false;
+            }
+        }
+        match after {
+            After::Full => {}
+            After::Read => return true,
+            After::Close => return false,
+        }
+    }
+}
+
+/// Decode and answer the whole frames at the front of `inbuf`, stopping once
+/// `max_in_flight` requests (a batch counts its items) have replies waiting to be written.
 async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_payload: &mut u32) -> After {
     let mut consumed = 0;
+    let mut answered = 0;
     let after = loop {
+        if answered >= shard.config.max_in_flight {
+            break After::Full;
+        }
         let rest = inbuf.get(consumed..).unwrap_or(&[]);
         let (header, total) = match wire::check(rest, *max_payload) {
-            Ok(Check::Incomplete) => break After::Continue,
+            Ok(Check::Incomplete) => break After::Read,
             Ok(Check::Complete { header, total }) => (header, total),
             Err(e) => {
                 error_reply(out, wire::Header::peek(rest).map_or(0, |h| h.request_id), &e);
@@ -269,10 +314,15 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_p
         consumed += total;
         match request {
             Ok(req) => {
+                answered += match &req {
+                    Request::EvalBatch(items) => items.len().max(1),
+                    _ => 1,
+                };
                 let reply = answer(shard, req, max_payload).await;
                 wire::encode_reply(out, id, &reply);
             }
             Err(e) => {
+                answered += 1;
                 error_reply(out, id, &e);
                 if e.is_fatal() {
                     break After::Close;
@@ -306,6 +356,7 @@ async fn answer(shard: &Shard, request: Request, max_payload: &mut u32) -> Reply
                 shards: shard.shards,
                 shard: shard.index,
                 bundle_revision: shard.revision.clone(),
+                driver: shard.driver.to_string(),
             })
         }
         Request::Ping(b) => Reply::Pong(b),

@@ -20,10 +20,16 @@ struct Server {
 
 impl Server {
     fn start(tag: &str) -> Server {
+        Server::start_with(tag, &["--shards", "1", "--audit-ring", "64"])
+    }
+
+    fn start_with(tag: &str, args: &[&str]) -> Server {
         let audit = std::env::temp_dir().join(format!("sark-pdp-serve-{tag}-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&audit);
         let mut child = Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--audit-ring", "64", "--audit-log"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--audit-log")
             .arg(&audit)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -38,10 +44,14 @@ impl Server {
         Server { child, addr, audit }
     }
 
-    /// SIGTERM, wait, and return the audit log's lines.
-    fn stop(mut self) -> Vec<serde_json::Value> {
+    fn sigterm(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    /// SIGTERM, wait, and return the audit log's lines.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        self.sigterm();
         let status = self.child.wait().unwrap();
         let mut err = String::new();
         self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -88,6 +98,7 @@ fn decides_caches_pipelines_batches_and_audits_every_decision_once() {
     let server = Server::start("main");
     let mut c = Client::connect(server.addr, None).unwrap();
     assert_eq!(c.hello().bundle_revision, "sark-default-1");
+    assert!(["io_uring", "epoll"].contains(&c.hello().driver.as_str()), "{:?}", c.hello());
 
     let first = c.eval(sample("alice")).unwrap();
     assert!(first.allow, "{first:?}");
@@ -232,4 +243,55 @@ fn bad_frames_get_their_error_and_the_shard_keeps_serving() {
     assert!(c.eval(sample("alice")).unwrap().allow);
     let records = server.stop();
     assert_eq!(records.len(), 1, "only the one decision answered is audited");
+}
+
+#[test]
+fn sigterm_finishes_the_work_in_flight() {
+    // A batch of misses takes the shard a while, and with a one-record audit ring it
+    // waits for the writer after every decision; SIGTERM arrives while it works.
+    let server = Server::start_with("drain", &["--shards", "1", "--audit-ring", "1"]);
+    let mut c = Client::connect(server.addr, None).unwrap();
+    let batch: Vec<Eval> = (0..2000).map(|i| sample(&format!("drain-{i}"))).collect();
+    let id = c.send(&Request::EvalBatch(batch)).unwrap();
+    c.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    server.sigterm();
+    let Reply::DecisionBatch(got) = c.recv_id(id).unwrap() else { panic!("not a batch") };
+    assert_eq!(got.len(), 2000);
+    assert!(got.iter().all(|d| d.allow && d.error_code == 0));
+    // The connection is closed after that, and new ones are refused.
+    assert!(c.ping(b"x").is_err());
+    let records = server.stop();
+    assert_eq!(records.len(), 2000);
+}
+
+#[test]
+fn a_settings_file_configures_the_server_and_flags_override_it() {
+    let dir = std::env::temp_dir().join(format!("sark-pdp-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("pdp.toml");
+    // max_in_flight = 3: replies go out every 3 requests, and all still arrive.
+    std::fs::write(&conf, "[server]\nshards = 4\nmax_in_flight = 3\n[cache.ttl]\nmedium = 7\n").unwrap();
+    let server = Server::start_with("conf", &["--config", conf.to_str().unwrap(), "--shards", "1"]);
+    let mut c = Client::connect(server.addr, None).unwrap();
+    assert_eq!(c.hello().shards, 1, "the flag overrides the file");
+    let ids: Vec<u64> = (0..100).map(|i| c.send(&Request::Eval(Box::new(sample(&format!("u{}", i % 10))))).unwrap()).collect();
+    c.flush().unwrap();
+    for id in ids {
+        let Reply::Decision(d) = c.recv_id(id).unwrap() else { panic!() };
+        // The file's medium TTL on a miss; what is left of it on a hit.
+        if d.cache_hit {
+            assert!((1..=7).contains(&d.ttl_s), "{d:?}");
+        } else {
+            assert_eq!(d.ttl_s, 7, "{d:?}");
+        }
+    }
+    assert_eq!(server.stop().len(), 100);
+
+    std::fs::write(&conf, "[server]\nshard = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sark-pdp")).args(["serve", "--config", conf.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `shard`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

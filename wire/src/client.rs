@@ -63,6 +63,7 @@ impl Client {
                 shards: 0,
                 shard: 0,
                 bundle_revision: String::new(),
+                driver: String::new(),
             },
             stash: HashMap::new(),
         };

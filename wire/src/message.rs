@@ -29,6 +29,8 @@ pub struct HelloOk {
     pub shards: u16,
     pub shard: u16,
     pub bundle_revision: String,
+    /// The answering shard's I/O driver: `io_uring` or `epoll`.
+    pub driver: String,
 }
 
 /// SARK's question as typed fields (SARK-SPEC "Input document").
@@ -368,6 +370,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
             o.u16(h.shards);
             o.u16(h.shard);
             o.str(&h.bundle_revision);
+            o.str(&h.driver);
         }
         Reply::Decision(d) => put_decision(o, d),
         Reply::Result(v) => o.opt_str(v.as_deref()),
@@ -399,6 +402,7 @@ pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError>
             shards: r.u16()?,
             shard: r.u16()?,
             bundle_revision: r.str()?,
+            driver: r.str()?,
         }),
         opcode::DECISION => Reply::Decision(get_decision(&mut r)?),
         opcode::RESULT => Reply::Result(r.opt_str()?),

@@ -31,6 +31,7 @@ fn answer(request: Request) -> Option<Reply> {
             shards: 1,
             shard: 0,
             bundle_revision: "stand-in".into(),
+            driver: "epoll".into(),
         }),
         Request::Eval(e) if e.user_id == "hang-up" => return None,
         Request::Eval(e) => Reply::Decision(decide(&e)),

@@ -85,6 +85,7 @@ fn replies() -> Vec<Reply> {
             shards: 3,
             shard: 2,
             bundle_revision: "sark-default-1".into(),
+            driver: "io_uring".into(),
         }),
         Reply::Decision(d.clone()),
         Reply::Decision(Decision::default()),

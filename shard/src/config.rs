@@ -1,0 +1,225 @@
+//! `sark-pdp serve --config pdp.toml`: the settings file. Every key is optional; a flag
+//! (or its environment variable) overrides the file, and the file overrides the defaults.
+//! SARK's `POLICY_CACHE_TTL_*` variables override `[cache.ttl]`. Unknown keys are refused,
+//! so a misspelt setting is an error rather than a silent default. Relative paths are
+//! resolved against the file's directory.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:7474"
+//! shards = 3                 # default: cores - 1, at least 1
+//! max_connections = 10000    # per shard
+//! idle_timeout_s = 300
+//! max_in_flight = 1024       # requests answered per connection before replies are written
+//! max_payload = 1048576      # bytes per frame
+//!
+//! [bundle]
+//! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
+//! max_instructions = 1000000 # RVM instructions per evaluation
+//!
+//! [audit]
+//! log = "sark-pdp-audit.jsonl"
+//! ring = 65536               # records per shard ring
+//!
+//! [cache]
+//! max_entries = 65536        # per shard
+//! max_bytes = 67108864       # per shard
+//! eviction = "s3fifo"        # or "lru"
+//! [cache.ttl]                # seconds per tool sensitivity
+//! low = 600
+//! medium = 300
+//! high = 60
+//! critical = 30
+//! default = 300
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pdp::cache::{CacheConfig, Eviction};
+use pdp::config::TtlConfig;
+use serde::Deserialize;
+
+/// The largest settings file read.
+const MAX_FILE: u64 = 1 << 20;
+
+/// The settings file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub bundle: BundleSection,
+    pub audit: AuditSection,
+    pub cache: CacheSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: Option<SocketAddr>,
+    pub shards: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_s: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub max_payload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleSection {
+    pub path: Option<PathBuf>,
+    pub max_instructions: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub log: Option<PathBuf>,
+    pub ring: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub max_entries: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub eviction: Option<EvictionName>,
+    pub ttl: TtlSection,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionName {
+    S3fifo,
+    Lru,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtlSection {
+    pub low: Option<u64>,
+    pub medium: Option<u64>,
+    pub high: Option<u64>,
+    pub critical: Option<u64>,
+    pub default: Option<u64>,
+}
+
+impl FileConfig {
+    /// Read and parse a settings file; relative paths in it become relative to its
+    /// directory.
+    ///
+    /// # Errors
+    /// The file missing, over 1 MiB, not TOML, or holding an unknown key or a wrongly
+    /// typed value (the message names the key and line).
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        anyhow::ensure!(meta.len() <= MAX_FILE, "{}: larger than {MAX_FILE} bytes", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut c: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.bundle.path, &mut c.audit.log].into_iter().flatten() {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+
+    /// The cache settings: defaults, then this file, then `POLICY_CACHE_TTL_*` from `env`.
+    ///
+    /// # Errors
+    /// A TTL out of range, a bad variable, or a zero bound.
+    pub fn cache(&self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<CacheConfig> {
+        let d = CacheConfig::default();
+        let t = &self.cache.ttl;
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        let ttl = TtlConfig {
+            low: secs(t.low, d.ttl.low),
+            medium: secs(t.medium, d.ttl.medium),
+            high: secs(t.high, d.ttl.high),
+            critical: secs(t.critical, d.ttl.critical),
+            default: secs(t.default, d.ttl.default),
+        };
+        ttl.validate()?;
+        let c = CacheConfig {
+            max_entries: self.cache.max_entries.unwrap_or(d.max_entries),
+            max_bytes: self.cache.max_bytes.unwrap_or(d.max_bytes),
+            eviction: match self.cache.eviction {
+                None => d.eviction,
+                Some(EvictionName::S3fifo) => Eviction::S3Fifo,
+                Some(EvictionName::Lru) => Eviction::Lru,
+            },
+            ttl: ttl.with_env(env)?,
+        };
+        anyhow::ensure!(c.max_entries >= 1, "cache.max_entries must be at least 1");
+        anyhow::ensure!(c.max_bytes >= 4096, "cache.max_bytes must be at least 4096");
+        Ok(c)
+    }
+}
+
+/// A setting checked against its range, naming it when it is out.
+///
+/// # Errors
+/// `value` outside `lo..=hi`.
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(name: &str, value: T, lo: T, hi: T) -> anyhow::Result<T> {
+    anyhow::ensure!(value >= lo && value <= hi, "{name} = {value}: must be between {lo} and {hi}");
+    Ok(value)
+}
+
+/// The listen address when neither flag nor file gives one.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7474))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let dir = std::env::temp_dir().join(format!("sark-pdp-config-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pdp.toml");
+        std::fs::write(&path, text).unwrap();
+        let c = FileConfig::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        c
+    }
+
+    #[test]
+    fn every_section_parses_and_paths_follow_the_file() {
+        let c = parse(
+            "[server]\nlisten = \"127.0.0.1:9000\"\nshards = 2\nmax_in_flight = 64\n\
+             [bundle]\npath = \"policies\"\n[audit]\nlog = \"/var/log/a.jsonl\"\nring = 128\n\
+             [cache]\neviction = \"lru\"\nmax_entries = 10\n[cache.ttl]\nhigh = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!((c.server.shards, c.server.max_in_flight, c.audit.ring), (Some(2), Some(64), Some(128)));
+        let bundle = c.bundle.path.as_ref().unwrap();
+        assert!(bundle.is_absolute() && bundle.ends_with("policies"), "{bundle:?}");
+        assert_eq!(c.audit.log, Some(PathBuf::from("/var/log/a.jsonl")));
+        let cache = c.cache(|_| None).unwrap();
+        assert_eq!(cache.eviction, Eviction::Lru);
+        assert_eq!(cache.max_entries, 10);
+        assert_eq!(cache.ttl.high, Duration::from_secs(5));
+        assert_eq!(cache.ttl.low, Duration::from_secs(600));
+        // SARK's variable wins over the file.
+        let cache = c.cache(|v| (v == "POLICY_CACHE_TTL_HIGH").then(|| "7".into())).unwrap();
+        assert_eq!(cache.ttl.high, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse("[server]\nshard = 2\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `shard`"), "{e}");
+        let e = parse("[server]\nshards = \"two\"\n").unwrap_err().to_string();
+        assert!(e.contains("shards"), "{e}");
+        let e = parse("[cache]\neviction = \"fifo\"\n").unwrap_err().to_string();
+        assert!(e.contains("fifo"), "{e}");
+        let e = parse("[cache.ttl]\nlow = 99999999\n").unwrap().cache(|_| None).unwrap_err().to_string();
+        assert!(e.contains("low"), "{e}");
+        assert!(in_range("server.shards", 0usize, 1, 1024).unwrap_err().to_string().contains("server.shards = 0"));
+    }
+}
