@@ -1,12 +1,14 @@
 //! Audit records: one per decision, with SARK's fields (SARK-SPEC "Audit record"), encoded
-//! as one JSON line. Built on the shard from data it already holds; the writer core
-//! (issue 3 and 5) appends the lines. The record is plain owned data, so it can cross a
-//! ring to another thread.
+//! as one JSON line. Built on the shard from what it already holds — the input's strings
+//! are moved in, the decision is shared (`Arc`), nothing is copied — and encoded by the
+//! writer thread, off the decision path.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use regorus::Value;
 
+use crate::decision::Decision;
 use crate::input::SarkInput;
 use crate::point::Answer;
 
@@ -17,9 +19,8 @@ pub struct AuditRecord {
     pub decision_id: u128,
     /// Wall-clock time of the decision, ns since the epoch.
     pub timestamp_ns: i64,
-    pub allow: bool,
-    /// `allow`, `deny` or `error`.
-    pub result: &'static str,
+    /// Allow, reasons, policy results, bundle revision and error come from here.
+    pub decision: Arc<Decision>,
     pub user_id: String,
     pub user_roles: Vec<String>,
     pub user_teams: Vec<String>,
@@ -28,18 +29,12 @@ pub struct AuditRecord {
     pub sensitivity_level: Option<String>,
     pub server_id: Option<String>,
     pub server_name: Option<String>,
-    pub reasons: Vec<String>,
-    pub policies_evaluated: Vec<String>,
-    pub policy_results: Vec<(String, bool)>,
     pub evaluation_duration_us: u64,
     pub cache_hit: bool,
     pub client_ip: Option<String>,
     pub request_id: Option<String>,
     pub session_id: Option<String>,
     pub mfa_verified: Option<bool>,
-    pub bundle_revision: String,
-    /// The error code when the decision is an error deny.
-    pub error_code: Option<u16>,
 }
 
 /// Decision ids for one shard: the shard index in the top 16 bits, a process start
@@ -65,41 +60,29 @@ impl DecisionIds {
     }
 }
 
-fn ctx_str(context: &Value, key: &str) -> Option<String> {
-    match &context[key] {
-        Value::String(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
 impl AuditRecord {
-    /// The record of a typed input's decision.
-    pub fn for_typed(input: &SarkInput, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
-        let d = &answer.decision;
+    /// The record of a typed input's decision; the input's strings move into it.
+    pub fn for_typed(input: SarkInput, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
+        let (tool_name, sensitivity_level) = input.tool.map_or((None, None), |t| (Some(t.name), t.sensitivity_level));
+        let (server_id, server_name) = input.server.map_or((None, None), |s| (Some(s.id), s.name));
         AuditRecord {
             decision_id,
             timestamp_ns,
-            allow: d.allow,
-            result: d.result(),
-            user_id: input.user.id.clone(),
-            user_roles: input.user.roles.clone(),
-            user_teams: input.user.teams.clone(),
-            action: input.action.clone(),
-            tool_name: input.tool.as_ref().map(|t| t.name.clone()),
-            sensitivity_level: input.tool.as_ref().and_then(|t| t.sensitivity_level.clone()),
-            server_id: input.server.as_ref().map(|s| s.id.clone()),
-            server_name: input.server.as_ref().and_then(|s| s.name.clone()),
-            reasons: d.reasons.clone(),
-            policies_evaluated: d.policies_evaluated.clone(),
-            policy_results: d.policy_results.clone(),
+            decision: answer.decision.clone(),
+            client_ip: input.client_ip.or_else(|| input.context.top_str("client_ip")),
+            request_id: input.context.top_str("request_id"),
+            session_id: input.context.top_str("session_id"),
+            user_id: input.user.id,
+            user_roles: input.user.roles,
+            user_teams: input.user.teams,
+            action: input.action,
+            tool_name,
+            sensitivity_level,
+            server_id,
+            server_name,
             evaluation_duration_us: duration_us,
             cache_hit: answer.cache_hit,
-            client_ip: input.client_ip.clone().or_else(|| ctx_str(&input.context, "client_ip")),
-            request_id: ctx_str(&input.context, "request_id"),
-            session_id: ctx_str(&input.context, "session_id"),
             mfa_verified: input.user.mfa_verified,
-            bundle_revision: d.bundle_revision.to_string(),
-            error_code: d.error.as_ref().map(crate::EvalError::wire_code),
         }
     }
 
@@ -119,8 +102,7 @@ impl AuditRecord {
         AuditRecord {
             decision_id,
             timestamp_ns,
-            allow: d.allow,
-            result: d.result(),
+            decision: d.clone(),
             user_id: s(&user["id"]).unwrap_or_default(),
             user_roles: strs(&user["roles"]),
             user_teams: strs(&user["teams"]),
@@ -129,9 +111,6 @@ impl AuditRecord {
             sensitivity_level: s(&input["tool"]["sensitivity_level"]),
             server_id: s(&input["server"]["id"]),
             server_name: s(&input["server"]["name"]),
-            reasons: d.reasons.clone(),
-            policies_evaluated: d.policies_evaluated.clone(),
-            policy_results: d.policy_results.clone(),
             evaluation_duration_us: duration_us,
             cache_hit: answer.cache_hit,
             client_ip: s(&ctx["client_ip"]),
@@ -141,51 +120,125 @@ impl AuditRecord {
                 Value::Bool(b) => Some(*b),
                 _ => None,
             },
-            bundle_revision: d.bundle_revision.to_string(),
-            error_code: d.error.as_ref().map(crate::EvalError::wire_code),
         }
     }
 
     /// One JSON line (newline included) with SARK's field names: `timestamp` in RFC 3339
-    /// UTC with nanoseconds, `decision_id` as 32 hex digits. Parameters are left out on
-    /// purpose: they may hold the secrets the policy filtered.
+    /// UTC with nanoseconds, `decision_id` as 32 hex digits, `error_code` only on an error
+    /// deny. Parameters are left out on purpose: they may hold the secrets the policy
+    /// filtered.
     pub fn to_json_line(&self) -> String {
-        let mut v = serde_json::json!({
-            "decision_id": format!("{:032x}", self.decision_id),
-            "timestamp": rfc3339(self.timestamp_ns),
-            "allow": self.allow,
-            "result": self.result,
-            "user_id": self.user_id,
-            "user_roles": self.user_roles,
-            "user_teams": self.user_teams,
-            "action": self.action,
-            "tool_name": self.tool_name,
-            "sensitivity_level": self.sensitivity_level,
-            "server_id": self.server_id,
-            "server_name": self.server_name,
-            "reasons": self.reasons,
-            "policies_evaluated": self.policies_evaluated,
-            "policy_results": self.policy_results.iter().map(|(k, b)| (k.clone(), serde_json::Value::Bool(*b))).collect::<serde_json::Map<_, _>>(),
-            "evaluation_duration_us": self.evaluation_duration_us,
-            "cache_hit": self.cache_hit,
-            "client_ip": self.client_ip,
-            "request_id": self.request_id,
-            "session_id": self.session_id,
-            "mfa_verified": self.mfa_verified,
-            "bundle_revision": self.bundle_revision,
-        });
-        if let (Some(code), Some(obj)) = (self.error_code, v.as_object_mut()) {
-            obj.insert("error_code".into(), code.into());
-        }
-        let mut line = v.to_string();
-        let _ = writeln!(line);
+        let mut line = String::with_capacity(768);
+        self.write_json_line(&mut line);
         line
+    }
+
+    /// [`Self::to_json_line`], appended to `out` (the writer reuses one buffer).
+    pub fn write_json_line(&self, out: &mut String) {
+        let d = &*self.decision;
+        let _ = write!(out, "{{\"decision_id\":\"{:032x}\",\"timestamp\":\"", self.decision_id);
+        rfc3339_into(out, self.timestamp_ns);
+        let _ = write!(out, "\",\"allow\":{},\"result\":\"{}\",\"user_id\":", d.allow, d.result());
+        json_str(out, &self.user_id);
+        out.push_str(",\"user_roles\":");
+        json_strs(out, &self.user_roles);
+        out.push_str(",\"user_teams\":");
+        json_strs(out, &self.user_teams);
+        out.push_str(",\"action\":");
+        json_str(out, &self.action);
+        for (name, v) in [
+            ("tool_name", &self.tool_name),
+            ("sensitivity_level", &self.sensitivity_level),
+            ("server_id", &self.server_id),
+            ("server_name", &self.server_name),
+        ] {
+            let _ = write!(out, ",\"{name}\":");
+            json_opt_str(out, v.as_deref());
+        }
+        out.push_str(",\"reasons\":");
+        json_strs(out, &d.reasons);
+        out.push_str(",\"policies_evaluated\":");
+        json_strs(out, &d.policies_evaluated);
+        out.push_str(",\"policy_results\":{");
+        for (i, (name, ok)) in d.policy_results.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(out, name);
+            let _ = write!(out, ":{ok}");
+        }
+        let _ = write!(out, "}},\"evaluation_duration_us\":{},\"cache_hit\":{}", self.evaluation_duration_us, self.cache_hit);
+        for (name, v) in [("client_ip", &self.client_ip), ("request_id", &self.request_id), ("session_id", &self.session_id)] {
+            let _ = write!(out, ",\"{name}\":");
+            json_opt_str(out, v.as_deref());
+        }
+        match self.mfa_verified {
+            Some(b) => {
+                let _ = write!(out, ",\"mfa_verified\":{b}");
+            }
+            None => out.push_str(",\"mfa_verified\":null"),
+        }
+        out.push_str(",\"bundle_revision\":");
+        json_str(out, &d.bundle_revision);
+        if let Some(e) = &d.error {
+            let _ = write!(out, ",\"error_code\":{}", e.wire_code());
+        }
+        out.push_str("}\n");
     }
 }
 
+/// `s` as a JSON string (RFC 8259 escaping).
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(s.get(start..i).unwrap_or(""));
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + c.len_utf8();
+    }
+    out.push_str(s.get(start..).unwrap_or(""));
+    out.push('"');
+}
+
+fn json_opt_str(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn json_strs(out: &mut String, v: &[String]) {
+    out.push('[');
+    for (i, s) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, s);
+    }
+    out.push(']');
+}
 
 /// `ns` since the epoch as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (proleptic Gregorian, UTC).
 pub fn rfc3339(ns: i64) -> String {
+    let mut s = String::with_capacity(30);
+    rfc3339_into(&mut s, ns);
+    s
+}
+
+fn rfc3339_into(out: &mut String, ns: i64) {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -199,17 +252,18 @@ pub fn rfc3339(ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
         sod / 3600,
         sod % 3600 / 60,
         sod % 60
-    )
+    );
 }
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -218,12 +272,13 @@ mod tests {
 
     fn answer(allow: bool) -> Answer {
         Answer {
-            decision: Rc::new(Decision {
+            decision: Arc::new(Decision {
                 allow,
                 reasons: vec!["r".into()],
                 policies_evaluated: vec!["rbac".into()],
                 policy_results: vec![("rbac".into(), allow)],
                 filtered_parameters: Value::Undefined,
+                filtered_parameters_json: None,
                 cache_ttl_s: Some(60),
                 restrictions: Default::default(),
                 error: None,
@@ -270,12 +325,12 @@ mod tests {
                 ..ToolFields::default()
             }),
             client_ip: Some("10.0.0.1".into()),
-            context: Value::from_json_str(r#"{"request_id": "q-1", "session_id": "s-1"}"#).unwrap(),
+            context: crate::input::Blob::Json(r#"{"request_id": "q-1", "session_id": "s-1"}"#.into()),
             ..SarkInput::default()
         };
         let a = answer(true);
-        let typed = AuditRecord::for_typed(&input, &a, 5, 1_795_428_000_000_000_000, 12);
-        let doc = AuditRecord::for_document(&input.to_value(), &a, 5, 1_795_428_000_000_000_000, 12);
+        let doc = AuditRecord::for_document(&input.to_value().unwrap(), &a, 5, 1_795_428_000_000_000_000, 12);
+        let typed = AuditRecord::for_typed(input, &a, 5, 1_795_428_000_000_000_000, 12);
         assert_eq!(typed, doc);
         let line = typed.to_json_line();
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -292,5 +347,30 @@ mod tests {
         assert_eq!(v["request_id"], "q-1");
         assert_eq!(v["policy_results"]["rbac"], true);
         assert!(v.get("error_code").is_none());
+    }
+
+    #[test]
+    fn strings_are_escaped_so_every_line_parses_back() {
+        let tricky = "a\"b\\c\nd\re\tf\u{1}g é 🎉";
+        let input = SarkInput {
+            user: UserFields {
+                id: tricky.into(),
+                roles: vec![tricky.into(), "plain".into()],
+                ..UserFields::default()
+            },
+            action: "tool:invoke".into(),
+            ..SarkInput::default()
+        };
+        let mut a = answer(false);
+        a.decision = Arc::new(Decision::deny(crate::EvalError::Policy("boom".into()), EngineKind::Rvm, "rev-\"2".into()));
+        let line = AuditRecord::for_typed(input, &a, 1, 0, 0).to_json_line();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["user_id"], tricky);
+        assert_eq!(v["user_roles"], serde_json::json!([tricky, "plain"]));
+        assert_eq!(v["bundle_revision"], "rev-\"2");
+        assert_eq!(v["result"], "error");
+        assert_eq!(v["error_code"], 1004);
+        assert_eq!(v["tool_name"], serde_json::Value::Null);
     }
 }

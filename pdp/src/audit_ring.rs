@@ -68,7 +68,7 @@ impl AuditDrain {
                 for _ in 0..batch.max(1) {
                     match ring.pop() {
                         Ok(r) => {
-                            buf.push_str(&r.to_json_line());
+                            r.write_json_line(&mut buf);
                             took += 1;
                         }
                         Err(_) => break,
@@ -107,8 +107,10 @@ mod tests {
         AuditRecord {
             decision_id: (u128::from(shard) << 64) | u128::from(n),
             timestamp_ns: 0,
-            allow: n.is_multiple_of(2),
-            result: if n.is_multiple_of(2) { "allow" } else { "deny" },
+            decision: std::sync::Arc::new(crate::Decision {
+                allow: n.is_multiple_of(2),
+                ..crate::Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())
+            }),
             user_id: format!("u{n}"),
             user_roles: vec![],
             user_teams: vec![],
@@ -117,17 +119,12 @@ mod tests {
             sensitivity_level: None,
             server_id: None,
             server_name: None,
-            reasons: vec![],
-            policies_evaluated: vec![],
-            policy_results: vec![],
             evaluation_duration_us: 1,
             cache_hit: false,
             client_ip: None,
             request_id: None,
             session_id: None,
             mfa_verified: None,
-            bundle_revision: "r".into(),
-            error_code: None,
         }
     }
 

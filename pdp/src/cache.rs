@@ -1,7 +1,7 @@
 //! The shard-local decision cache.
 //!
-//! `!Send` by construction (values are `Rc<Decision>`): each shard owns one and no lock is
-//! ever taken. Bounded both by entries and by bytes; an entry lives until
+//! Each shard owns one and no lock is ever taken. Values are `Arc<Decision>` so that an
+//! answer's audit record can carry the decision to the writer thread without copying it. Bounded both by entries and by bytes; an entry lives until
 //! TTL = min(sensitivity TTL from [`TtlConfig`], the policy's `cache_ttl_s`), measured on
 //! an injected [`quanta::Clock`] so tests drive expiry without sleeping. Decisions that
 //! carry an error, or whose TTL is zero, are never cached.
@@ -13,7 +13,7 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroUsize;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quanta::{Clock, Instant};
@@ -63,7 +63,7 @@ pub struct CacheStats {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    decision: Rc<Decision>,
+    decision: Arc<Decision>,
     expires_at: Instant,
     /// Approximate bytes this entry holds, fixed when inserted.
     bytes: u64,
@@ -135,11 +135,8 @@ pub struct DecisionCache {
 pub fn entry_bytes(d: &Decision) -> u64 {
     let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
     let fixed = std::mem::size_of::<Decision>() + std::mem::size_of::<Entry>() + 16 + 16;
-    let params = match &d.filtered_parameters {
-        regorus::Value::Undefined => 0,
-        // Cheap estimate of a parameter object: its JSON length, times two for the tree.
-        v => crate::decision::value_to_json(v).map_or(0, |j| j.to_string().len() * 2),
-    };
+    // The parameters' JSON text, held twice: as text, and (estimated) as a value tree.
+    let params = d.filtered_parameters_json.as_ref().map_or(0, |j| j.len() * 3);
     (fixed
         + strings(&d.reasons)
         + strings(&d.policies_evaluated)
@@ -177,7 +174,7 @@ impl DecisionCache {
 
     /// A live decision for `key` and the time it has left, if any. Expired entries are
     /// removed and count as misses.
-    pub fn get(&mut self, key: CacheKey) -> Option<(Rc<Decision>, Duration)> {
+    pub fn get(&mut self, key: CacheKey) -> Option<(Arc<Decision>, Duration)> {
         let now = self.clock.now();
         let found = match &mut self.backend {
             Backend::S3Fifo(c) => c.get(&key).map(|e| (e.expires_at, e.decision.clone())),
@@ -215,7 +212,7 @@ impl DecisionCache {
     }
 
     /// Remember a decision. Returns the TTL it got (zero: not cached).
-    pub fn insert(&mut self, key: CacheKey, decision: Rc<Decision>, sensitivity: Sensitivity) -> Duration {
+    pub fn insert(&mut self, key: CacheKey, decision: Arc<Decision>, sensitivity: Sensitivity) -> Duration {
         let ttl = self.ttl_for(&decision, sensitivity);
         if ttl.is_zero() {
             self.stats.uncacheable += 1;
@@ -300,13 +297,14 @@ mod tests {
     use crate::decision::EngineKind;
     use crate::error::EvalError;
 
-    fn decision(allow: bool, ttl: Option<u64>) -> Rc<Decision> {
-        Rc::new(Decision {
+    fn decision(allow: bool, ttl: Option<u64>) -> Arc<Decision> {
+        Arc::new(Decision {
             allow,
             reasons: vec!["r".into()],
             policies_evaluated: vec!["rbac".into()],
             policy_results: vec![("rbac".into(), allow)],
             filtered_parameters: regorus::Value::Undefined,
+            filtered_parameters_json: None,
             cache_ttl_s: ttl,
             restrictions: Default::default(),
             error: None,
@@ -355,7 +353,7 @@ mod tests {
     #[test]
     fn errors_and_zero_ttls_are_not_cached() {
         for (mut c, _) in both(CacheConfig::default()) {
-            let err = Rc::new(Decision::deny(EvalError::Policy("x".into()), EngineKind::Rvm, "r".into()));
+            let err = Arc::new(Decision::deny(EvalError::Policy("x".into()), EngineKind::Rvm, "r".into()));
             assert_eq!(c.insert(CacheKey(1), err, Sensitivity::Low), Duration::ZERO);
             assert_eq!(c.insert(CacheKey(2), decision(false, Some(0)), Sensitivity::Low), Duration::ZERO);
             assert!(c.get(CacheKey(1)).is_none());

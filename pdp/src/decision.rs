@@ -84,6 +84,9 @@ pub struct Decision {
     pub policy_results: Vec<(String, bool)>,
     /// The tool call's parameters with sensitive ones removed (`Undefined` when absent).
     pub filtered_parameters: Value,
+    /// The same as JSON text, rendered once when the decision is made (every reply that
+    /// carries it, cache hits included, copies this).
+    pub filtered_parameters_json: Option<String>,
     /// The policy's own TTL bound; `Some(0)` means do not cache, `None` means no bound.
     pub cache_ttl_s: Option<u64>,
     pub restrictions: Restrictions,
@@ -102,6 +105,7 @@ impl Decision {
             policies_evaluated: Vec::new(),
             policy_results: Vec::new(),
             filtered_parameters: Value::Undefined,
+            filtered_parameters_json: None,
             cache_ttl_s: Some(0),
             restrictions: Restrictions::default(),
             error: Some(error),
@@ -225,12 +229,14 @@ fn parse_document(doc: &Value, engine: EngineKind, bundle_revision: Arc<str>) ->
             }
         }
     };
+    let filtered_parameters = field("filtered_parameters").cloned().unwrap_or(Value::Undefined);
     Ok(Decision {
         allow,
         reasons,
         policies_evaluated,
         policy_results,
-        filtered_parameters: field("filtered_parameters").cloned().unwrap_or(Value::Undefined),
+        filtered_parameters_json: value_to_json(&filtered_parameters).map(|v| v.to_string()),
+        filtered_parameters,
         cache_ttl_s,
         restrictions,
         error: None,

@@ -227,9 +227,9 @@ impl Evaluator {
         Ok((value, kind))
     }
 
-    /// SARK's decision (`data.sark.decision`) for an input document. Never fails: any
-    /// error is a deny carrying it.
-    pub fn decide(&mut self, input: Value) -> Decision {
+    /// SARK's decision (`data.sark.decision`) for an input document, or for an input
+    /// that could not be built (`Err`). Never fails: any error is a deny carrying it.
+    pub fn decide(&mut self, input: Result<Value, EvalError>) -> Decision {
         let revision = self.bundle.revision.clone();
         let Some(index) = self.decision_index else {
             return Decision::deny(
@@ -243,9 +243,11 @@ impl Evaluator {
         } else {
             EngineKind::Interpreter
         };
-        if !matches!(input, Value::Object(_)) {
-            return Decision::deny(EvalError::BadInput("input is not an object".into()), engine, revision);
-        }
+        let input = match input {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return Decision::deny(EvalError::BadInput("input is not an object".into()), engine, revision),
+            Err(e) => return Decision::deny(e, engine, revision),
+        };
         match self.evaluate_index(index, input) {
             Ok((doc, kind)) => Decision::from_document(&doc, kind, revision),
             Err(e) => Decision::deny(e, engine, revision),
@@ -272,10 +274,9 @@ fn locate(diagnostic: &str) -> (Option<&str>, String) {
 /// # Errors
 /// [`EvalError::BadInput`] with the position of the problem.
 pub fn input_from_json(json: &str) -> Result<Value, EvalError> {
-    // serde_json reports line and column; regorus's own parser does not.
-    let parsed: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| EvalError::BadInput(e.to_string()))?;
-    Ok(Value::from(parsed))
+    // One pass straight into regorus values (no serde_json tree in between), with
+    // serde_json's errors (line and column) and its nesting limit (128).
+    serde_json::from_str::<Value>(json).map_err(|e| EvalError::BadInput(e.to_string()))
 }
 
 #[cfg(test)]
@@ -308,15 +309,15 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
         let b = compile(&[("p.rego", POLICY), ("data.json", r#"{"cfg": {"ttl": 60}}"#)]).unwrap();
         for pref in [EnginePreference::Fastest, EnginePreference::Interpreter] {
             let mut ev = Evaluator::new(b.clone(), pref);
-            let d = ev.decide(input_from_json(r#"{"user": {"id": "alice"}}"#).unwrap());
+            let d = ev.decide(Ok(input_from_json(r#"{"user": {"id": "alice"}}"#).unwrap()));
             assert!(d.allow, "{pref:?}");
             assert_eq!(d.cache_ttl_s, Some(60));
-            let d = ev.decide(input_from_json(r#"{"user": {"id": "bob"}}"#).unwrap());
+            let d = ev.decide(Ok(input_from_json(r#"{"user": {"id": "bob"}}"#).unwrap()));
             assert!(!d.allow);
             assert_eq!(d.reasons, vec!["default deny".to_string()]);
         }
         let mut ev = Evaluator::new(b, EnginePreference::Fastest);
-        assert_eq!(ev.decide(Value::new_object()).engine, EngineKind::Rvm);
+        assert_eq!(ev.decide(Ok(Value::new_object())).engine, EngineKind::Rvm);
     }
 
     #[test]
@@ -329,17 +330,17 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
         for pref in [EnginePreference::Fastest, EnginePreference::Interpreter] {
             let mut ev = Evaluator::new(b.clone(), pref);
             // Undefined: no rule body matches.
-            let d = ev.decide(input_from_json(r#"{"x": 2}"#).unwrap());
+            let d = ev.decide(Ok(input_from_json(r#"{"x": 2}"#).unwrap()));
             assert!(!d.allow);
             assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(1003), "{pref:?} {d:?}");
             // Conflicting complete-rule values: OPA and the interpreter report a conflict;
             // the RVM (regorus 0.14.1) yields undefined. Either way: a deny with an error.
-            let d = ev.decide(input_from_json(r#"{"x": 1}"#).unwrap());
+            let d = ev.decide(Ok(input_from_json(r#"{"x": 1}"#).unwrap()));
             assert!(!d.allow);
             let want = if pref == EnginePreference::Fastest { 1003 } else { 1004 };
             assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(want), "{pref:?} {d:?}");
             // Not an object.
-            let d = ev.decide(Value::from(3));
+            let d = ev.decide(Ok(Value::from(3)));
             assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(1002));
         }
     }
@@ -358,7 +359,7 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
         .unwrap();
         let b = Arc::new(CompiledBundle::compile(&b, EvalLimits { max_instructions: 1000 }).unwrap());
         let mut ev = Evaluator::new(b, EnginePreference::Fastest);
-        let d = ev.decide(Value::new_object());
+        let d = ev.decide(Ok(Value::new_object()));
         assert!(!d.allow);
         assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(1005), "{d:?}");
     }

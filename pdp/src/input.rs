@@ -9,7 +9,61 @@ use std::collections::BTreeMap;
 
 use regorus::Value;
 
-use crate::key::{CacheKey, KeyHasher};
+use crate::error::EvalError;
+use crate::key::{CacheKey, EXCLUDED_CONTEXT_FIELDS, KeyHasher};
+
+/// A JSON part of a typed input (`parameters`, `agent`, `context`). Callers on the wire
+/// send it as text, which stays text until the evaluator needs it: the cache key is hashed
+/// from the text in one pass that also checks it is JSON, so a cache hit never builds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Blob {
+    #[default]
+    Absent,
+    Json(String),
+    Value(Value),
+}
+
+impl Blob {
+    /// The value (`Undefined` when absent).
+    ///
+    /// # Errors
+    /// [`EvalError::BadInput`] naming the part, when the text is not JSON.
+    pub fn to_value(&self, name: &str) -> Result<Value, EvalError> {
+        match self {
+            Blob::Absent => Ok(Value::Undefined),
+            Blob::Json(text) => crate::eval::input_from_json(text).map_err(|e| bad(name, &e)),
+            Blob::Value(v) => Ok(v.clone()),
+        }
+    }
+
+    fn hash(&self, h: &mut KeyHasher, name: &str, skip: &[&str]) -> Result<(), EvalError> {
+        match self {
+            Blob::Absent => h.absent(),
+            Blob::Json(text) => h.json(text, skip).map_err(|e| bad(name, &e))?,
+            Blob::Value(v) if skip.is_empty() => h.value(v),
+            Blob::Value(v) => h.context(v),
+        }
+        Ok(())
+    }
+
+    /// The string at `key` of a top-level object, if there is one.
+    pub fn top_str(&self, key: &str) -> Option<String> {
+        match self {
+            Blob::Absent => None,
+            Blob::Json(text) => crate::key::json_top_str(text, key),
+            Blob::Value(Value::Object(fields)) => fields.iter().find_map(|(k, v)| match (k, v) {
+                (Value::String(k), Value::String(s)) if &**k == key => Some(s.to_string()),
+                _ => None,
+            }),
+            Blob::Value(_) => None,
+        }
+    }
+}
+
+fn bad(name: &str, e: &dyn std::fmt::Display) -> EvalError {
+    let e = e.to_string();
+    EvalError::BadInput(format!("{name}: {}", e.strip_prefix("bad input: ").unwrap_or(&e)))
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserFields {
@@ -52,13 +106,13 @@ pub struct SarkInput {
     pub client_ip: Option<String>,
     /// `context.now_ns`; the server sets it when the caller does not.
     pub now_ns: Option<i64>,
-    /// The tool call's arguments (`Undefined` when absent).
-    pub parameters: Value,
-    /// The agent-to-agent block (`Undefined` when absent).
-    pub agent: Value,
-    /// Further `context` fields (an object, or `Undefined`); `client_ip` and `now_ns`
-    /// above take precedence over the same names here.
-    pub context: Value,
+    /// The tool call's arguments.
+    pub parameters: Blob,
+    /// The agent-to-agent block.
+    pub agent: Blob,
+    /// Further `context` fields (an object); `client_ip` and `now_ns` above take
+    /// precedence over the same names here.
+    pub context: Blob,
 }
 
 impl Default for SarkInput {
@@ -70,9 +124,9 @@ impl Default for SarkInput {
             server: None,
             client_ip: None,
             now_ns: None,
-            parameters: Value::Undefined,
-            agent: Value::Undefined,
-            context: Value::Undefined,
+            parameters: Blob::Absent,
+            agent: Blob::Absent,
+            context: Blob::Absent,
         }
     }
 }
@@ -100,7 +154,10 @@ fn opt_str(v: &Option<String>) -> Value {
 
 impl SarkInput {
     /// The input document, built directly as regorus values.
-    pub fn to_value(&self) -> Value {
+    ///
+    /// # Errors
+    /// [`EvalError::BadInput`] when a JSON part is not JSON.
+    pub fn to_value(&self) -> Result<Value, EvalError> {
         let u = &self.user;
         let user = object(vec![
             ("id", s(&u.id)),
@@ -130,7 +187,7 @@ impl SarkInput {
                 ("managed_by_team", opt_str(&v.managed_by_team)),
             ])
         });
-        let mut context: BTreeMap<Value, Value> = match &self.context {
+        let mut context: BTreeMap<Value, Value> = match self.context.to_value("context")? {
             Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             _ => BTreeMap::new(),
         };
@@ -140,20 +197,23 @@ impl SarkInput {
         if let Some(now) = self.now_ns {
             context.insert(s("now_ns"), Value::from(now));
         }
-        object(vec![
+        Ok(object(vec![
             ("user", user),
             ("action", s(&self.action)),
             ("tool", tool),
             ("server", server),
-            ("parameters", self.parameters.clone()),
-            ("agent", self.agent.clone()),
+            ("parameters", self.parameters.to_value("parameters")?),
+            ("agent", self.agent.to_value("agent")?),
             ("context", Value::from(context)),
-        ])
+        ]))
     }
 
     /// The cache key for this input under `hasher`'s revision and entrypoint. Covers every
     /// field except `now_ns` and the context's request and session ids.
-    pub fn cache_key(&self, h: &mut KeyHasher) -> CacheKey {
+    ///
+    /// # Errors
+    /// [`EvalError::BadInput`] when a JSON part is not JSON.
+    pub fn cache_key(&self, h: &mut KeyHasher) -> Result<CacheKey, EvalError> {
         let h = h.start();
         // A tag of its own: typed and JSON inputs use separate key spaces.
         h.str("typed-v1");
@@ -194,10 +254,10 @@ impl SarkInput {
             None => h.absent(),
         }
         opt(h, &self.client_ip);
-        h.value(&self.parameters);
-        h.value(&self.agent);
-        h.context(&self.context);
-        h.finish()
+        self.parameters.hash(h, "parameters", &[])?;
+        self.agent.hash(h, "agent", &[])?;
+        self.context.hash(h, "context", &EXCLUDED_CONTEXT_FIELDS)?;
+        Ok(h.finish())
     }
 }
 
@@ -232,9 +292,9 @@ mod tests {
             server: None,
             client_ip: Some("10.1.2.3".into()),
             now_ns: Some(1_795_428_000_000_000_000),
-            parameters: Value::from_json_str(r#"{"query": "select 1", "password": "x"}"#).unwrap(),
-            agent: Value::Undefined,
-            context: Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored"}"#).unwrap(),
+            parameters: Blob::Json(r#"{"query": "select 1", "password": "x"}"#.into()),
+            agent: Blob::Absent,
+            context: Blob::Json(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored"}"#.into()),
         }
     }
 
@@ -250,18 +310,24 @@ mod tests {
                             "now_ns": 1795428000000000000}}"#,
         )
         .unwrap();
-        assert_eq!(sample().to_value(), want);
+        assert_eq!(sample().to_value().unwrap(), want);
     }
 
     #[test]
     fn key_ignores_time_and_request_ids_but_nothing_else() {
         let mut hasher = KeyHasher::new("r1", "data.sark.decision");
         let h = &mut hasher;
-        let base = sample().cache_key(h);
+        let base = sample().cache_key(h).unwrap();
         let mut same = sample();
         same.now_ns = Some(5);
-        same.context = Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored"}"#).unwrap();
-        assert_eq!(same.cache_key(h), base);
+        same.context = Blob::Json(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored", "session_id": "s"}"#.into());
+        assert_eq!(same.cache_key(h).unwrap(), base);
+        // A value and text holding the same JSON: separate key spaces, each stable.
+        let mut as_value = sample();
+        as_value.context = Blob::Value(Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored"}"#).unwrap());
+        let value_key = as_value.cache_key(h).unwrap();
+        as_value.context = Blob::Value(Value::from_json_str(r#"{"client_ip": "ignored", "audit_enabled": true, "request_id": "r-3"}"#).unwrap());
+        assert_eq!(as_value.cache_key(h).unwrap(), value_key);
         type Change = Box<dyn Fn(&mut SarkInput)>;
         let changes: Vec<Change> = vec![
             Box::new(|i| i.user.roles.push("admin".into())),
@@ -272,8 +338,15 @@ mod tests {
             Box::new(|i| i.action = "tool:delete".into()),
             Box::new(|i| i.tool = None),
             Box::new(|i| i.client_ip = Some("10.1.2.4".into())),
-            Box::new(|i| i.parameters = Value::new_object()),
-            Box::new(|i| i.context = Value::new_object()),
+            Box::new(|i| i.parameters = Blob::Json("{}".into())),
+            Box::new(|i| i.parameters = Blob::Json(r#"{"query": "select 2", "password": "x"}"#.into())),
+            Box::new(|i| i.parameters = Blob::Json(r#"{"query": "select 1", "password": ["x"]}"#.into())),
+            Box::new(|i| i.parameters = Blob::Absent),
+            Box::new(|i| i.agent = Blob::Json("null".into())),
+            Box::new(|i| i.context = Blob::Json("{}".into())),
+            Box::new(|i| i.context = Blob::Json(r#"{"audit_enabled": false, "request_id": "r-1", "client_ip": "ignored"}"#.into())),
+            // A nested request_id is not the excluded top-level one.
+            Box::new(|i| i.context = Blob::Json(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored", "x": {"request_id": 1}}"#.into())),
             // Moving a role into teams must not collide (length-prefixed lists).
             Box::new(|i| {
                 i.user.roles.clear();
@@ -283,9 +356,38 @@ mod tests {
         for (n, change) in changes.iter().enumerate() {
             let mut i = sample();
             change(&mut i);
-            assert_ne!(i.cache_key(h), base, "change {n} kept the key");
+            assert_ne!(i.cache_key(h).unwrap(), base, "change {n} kept the key");
         }
-        assert_ne!(sample().cache_key(&mut KeyHasher::new("r2", "data.sark.decision")), base);
+        assert_ne!(sample().cache_key(&mut KeyHasher::new("r2", "data.sark.decision")).unwrap(), base);
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_refused_by_the_key_and_by_the_document() {
+        let mut h = KeyHasher::new("r1", "data.sark.decision");
+        for bad in ["{nope", "{\"a\": 1} trailing", "", "[1,]"] {
+            let mut i = sample();
+            i.parameters = Blob::Json(bad.into());
+            let e = i.cache_key(&mut h).unwrap_err();
+            assert!(matches!(&e, EvalError::BadInput(m) if m.starts_with("parameters: ")), "{bad:?}: {e}");
+            assert!(i.to_value().is_err(), "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let mut i = sample();
+        i.context = Blob::Json(deep);
+        assert!(i.cache_key(&mut h).is_err(), "nesting beyond serde_json's limit is refused");
+    }
+
+    #[test]
+    fn context_strings_are_found_in_text_and_values() {
+        let i = sample();
+        assert_eq!(i.context.top_str("request_id").as_deref(), Some("r-1"));
+        assert_eq!(i.context.top_str("session_id"), None);
+        let j = Blob::Json(r#"{"x": {"request_id": "nested"}, "request_id": 7, "session_id": "s\"1"}"#.into());
+        assert_eq!(j.top_str("request_id"), None, "not a string");
+        assert_eq!(j.top_str("session_id").as_deref(), Some("s\"1"));
+        let v = Blob::Value(Value::from_json_str(r#"{"request_id": "v-1"}"#).unwrap());
+        assert_eq!(v.top_str("request_id").as_deref(), Some("v-1"));
+        assert_eq!(Blob::Json("{bad".into()).top_str("request_id"), None);
     }
 }
 

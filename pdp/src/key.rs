@@ -40,6 +40,10 @@ const T_ARR: u8 = 5;
 const T_SET: u8 = 6;
 const T_OBJ: u8 = 7;
 const T_UNDEF: u8 = 8;
+/// JSON text hashed as it streams: its items in text order, then [`T_END`] for each
+/// array and object (an item's tags make the stream self-delimiting).
+const T_JSON: u8 = 9;
+const T_END: u8 = 10;
 
 impl KeyHasher {
     /// A hasher for one bundle revision and entrypoint.
@@ -177,11 +181,145 @@ impl KeyHasher {
 }
 
 impl KeyHasher {
+    /// JSON text, hashed in one pass without building a value, leaving out the
+    /// top-level object's `skip` fields. Objects hash in text order: the same members in
+    /// another order (or `1.0` for `1`) make another key — a miss, never a wrong hit.
+    ///
+    /// # Errors
+    /// The text is not one JSON value (serde_json's message, line and column), or nests
+    /// deeper than serde_json's limit (128).
+    pub fn json(&mut self, text: &str, skip: &[&str]) -> Result<(), serde_json::Error> {
+        self.tag(T_JSON);
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::de::DeserializeSeed::deserialize(Json { h: self, skip }, &mut de)?;
+        de.end()
+    }
+
     /// The key of an input document under this hasher's revision and entrypoint.
     pub fn document_key(&mut self, input: &Value) -> CacheKey {
         self.start().input_document(input);
         self.finish()
     }
+}
+
+/// Streams one JSON value into a [`KeyHasher`].
+struct Json<'h, 's> {
+    h: &'h mut KeyHasher,
+    /// Object members to leave out, at this level only.
+    skip: &'s [&'s str],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Json<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Json<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.h.tag(T_NULL);
+        Ok(())
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.h.bool(b);
+        Ok(())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        self.h.int(n);
+        Ok(())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        match i64::try_from(n) {
+            Ok(i) => self.h.int(i),
+            Err(_) => {
+                self.h.tag(T_NUM);
+                self.h.str(&n.to_string());
+            }
+        }
+        Ok(())
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+        self.h.tag(T_NUM);
+        self.h.buf.extend_from_slice(&n.to_bits().to_le_bytes());
+        Ok(())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.h.str(s);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.h.tag(T_ARR);
+        while seq.next_element_seed(Json { h: &mut *self.h, skip: &[] })?.is_some() {}
+        self.h.tag(T_END);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.h.tag(T_OBJ);
+        while let Some(key) = map.next_key_seed(Key)? {
+            if self.skip.contains(&&*key) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            self.h.str(&key);
+            map.next_value_seed(Json { h: &mut *self.h, skip: &[] })?;
+        }
+        self.h.tag(T_END);
+        Ok(())
+    }
+}
+
+/// An object member's name, borrowed from the text unless it holds escapes.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = std::borrow::Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(s.to_string()))
+    }
+}
+
+/// The string member `key` of the top-level object in JSON `text`, if there is one (not
+/// an object, not JSON, or not a string: `None`).
+pub fn json_top_str(text: &str, key: &str) -> Option<String> {
+    struct Find<'k>(&'k str);
+    impl<'de> serde::de::Visitor<'de> for Find<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key_seed(Key)? {
+                if k == self.0 {
+                    // The last occurrence wins, as when the text is parsed.
+                    found = map.next_value::<serde_json::Value>()?.as_str().map(str::to_string);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, Find(key)).ok().flatten()
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 //! own clock (a what-if question about another time) is evaluated but neither served from
 //! nor stored in the cache.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use regorus::Value;
 use crate::bundle::DECISION_ENTRYPOINT;
 use crate::cache::{CacheConfig, DecisionCache};
 use crate::decision::{Decision, Sensitivity};
+use crate::error::EvalError;
 use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
 use crate::input::{SarkInput, stamp_now};
 use crate::key::{CacheKey, KeyHasher};
@@ -23,7 +23,7 @@ use crate::key::{CacheKey, KeyHasher};
 /// A decision and how it was reached.
 #[derive(Debug, Clone)]
 pub struct Answer {
-    pub decision: Rc<Decision>,
+    pub decision: Arc<Decision>,
     pub cache_hit: bool,
     /// How long it stays cached from now (zero: not cached).
     pub ttl: Duration,
@@ -65,16 +65,25 @@ impl DecisionPoint {
 
     /// Decide typed fields. `now_ns` is the PDP's wall clock, used when the input has none.
     pub fn decide_typed(&mut self, input: &SarkInput, now_ns: i64) -> Answer {
-        let key = input.cache_key(&mut self.hasher);
+        let key = match input.cache_key(&mut self.hasher) {
+            Ok(key) => key,
+            Err(e) => {
+                return Answer {
+                    decision: Arc::new(self.evaluator.decide(Err(e))),
+                    cache_hit: false,
+                    ttl: Duration::ZERO,
+                };
+            }
+        };
         let sensitivity = input
             .tool
             .as_ref()
             .and_then(|t| t.sensitivity_level.as_deref())
             .map_or(Sensitivity::Unknown, Sensitivity::parse);
         self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, || {
-            let mut doc = input.to_value();
+            let mut doc = input.to_value()?;
             stamp_now(&mut doc, now_ns);
-            doc
+            Ok(doc)
         })
     }
 
@@ -90,11 +99,11 @@ impl DecisionPoint {
         let sensitivity = Sensitivity::of_input(&input);
         self.decide_keyed(key, cacheable(given, now_ns), sensitivity, || {
             stamp_now(&mut input, now_ns);
-            input
+            Ok(input)
         })
     }
 
-    fn decide_keyed(&mut self, key: CacheKey, cacheable: bool, s: Sensitivity, doc: impl FnOnce() -> Value) -> Answer {
+    fn decide_keyed(&mut self, key: CacheKey, cacheable: bool, s: Sensitivity, doc: impl FnOnce() -> Result<Value, EvalError>) -> Answer {
         if cacheable && let Some((decision, ttl)) = self.cache.get(key) {
             return Answer {
                 decision,
@@ -102,7 +111,7 @@ impl DecisionPoint {
                 ttl,
             };
         }
-        let decision = Rc::new(self.evaluator.decide(doc()));
+        let decision = Arc::new(self.evaluator.decide(doc()));
         let ttl = if cacheable {
             self.cache.insert(key, decision.clone(), s)
         } else {

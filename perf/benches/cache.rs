@@ -7,11 +7,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::rc::Rc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pdp::cache::{CacheConfig, DecisionCache, Eviction};
-use pdp::input::{SarkInput, ToolFields, UserFields};
+use pdp::input::{Blob, SarkInput, ToolFields, UserFields};
 use pdp::key::{CacheKey, KeyHasher};
 use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits};
 use pdp::point::DecisionPoint;
@@ -36,19 +35,20 @@ fn sample() -> SarkInput {
         }),
         client_ip: Some("10.20.30.40".into()),
         now_ns: Some(1_795_428_000_000_000_000),
-        parameters: Value::from_json_str(r#"{"ticket_id": "T-42", "status": "closed"}"#).unwrap(),
-        context: Value::from_json_str(r#"{"audit_enabled": true, "vpn": true, "request_id": "r"}"#).unwrap(),
+        parameters: Blob::Json(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
+        context: Blob::Json(r#"{"audit_enabled": true, "vpn": true, "request_id": "r"}"#.into()),
         ..SarkInput::default()
     }
 }
 
-fn decision() -> Rc<Decision> {
-    Rc::new(Decision {
+fn decision() -> Arc<Decision> {
+    Arc::new(Decision {
         allow: true,
         reasons: vec!["allowed".into()],
         policies_evaluated: vec!["rbac".into()],
         policy_results: vec![("rbac".into(), true)],
         filtered_parameters: Value::Undefined,
+        filtered_parameters_json: None,
         cache_ttl_s: Some(300),
         restrictions: Default::default(),
         error: None,
@@ -59,7 +59,7 @@ fn decision() -> Rc<Decision> {
 
 fn cache(c: &mut Criterion) {
     let input = sample();
-    let doc = input.to_value();
+    let doc = input.to_value().unwrap();
     let mut hasher = KeyHasher::new("bench", "data.sark.decision");
     let mut g = c.benchmark_group("cache");
     g.bench_function("key_typed", |b| b.iter(|| black_box(black_box(&input).cache_key(&mut hasher))));

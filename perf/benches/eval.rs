@@ -28,21 +28,21 @@ fn eval(c: &mut Criterion) {
     g.bench_function("rvm_preparsed", |b| {
         b.iter(|| {
             for v in &parsed {
-                black_box(rvm.decide(v.clone()));
+                black_box(rvm.decide(Ok(v.clone())));
             }
         })
     });
     g.bench_function("rvm_json", |b| {
         b.iter(|| {
             for text in &inputs {
-                black_box(rvm.decide(input_from_json(text).unwrap()));
+                black_box(rvm.decide(input_from_json(text)));
             }
         })
     });
     g.bench_function("interpreter_json", |b| {
         b.iter(|| {
             for text in &inputs {
-                black_box(interp.decide(input_from_json(text).unwrap()));
+                black_box(interp.decide(input_from_json(text)));
             }
         })
     });

@@ -3,28 +3,23 @@
 //! decision becomes a DECISION body. A blob that is not JSON is a deny with code 1002,
 //! never an error frame and never an allow.
 
-use pdp::Value;
+use pdp::input::Blob;
 use pdp::error::EvalError;
 use pdp::input::{SarkInput, ServerFields, ToolFields, UserFields};
 use pdp::point::Answer;
 use wire::message::{Decision as WireDecision, Eval, Reason};
 
-fn blob(name: &str, json: Option<&str>) -> Result<Value, EvalError> {
-    match json {
-        None => Ok(Value::Undefined),
-        Some(text) => pdp::eval::input_from_json(text).map_err(|e| EvalError::BadInput(format!("{name}: {e}"))),
-    }
+fn blob(json: Option<String>) -> Blob {
+    json.map_or(Blob::Absent, Blob::Json)
 }
 
-/// The typed input an EVAL carries.
-///
-/// # Errors
-/// [`EvalError::BadInput`] when `parameters`, `agent` or `context` is not JSON.
-pub fn input_from_eval(e: Eval) -> Result<SarkInput, EvalError> {
-    Ok(SarkInput {
-        parameters: blob("parameters", e.parameters_json.as_deref())?,
-        agent: blob("agent", e.agent_json.as_deref())?,
-        context: blob("context", e.context_json.as_deref())?,
+/// The typed input an EVAL carries. Its JSON parts stay text: the decision point checks
+/// them while it hashes the cache key, and parses them only on a miss.
+pub fn input_from_eval(e: Eval) -> SarkInput {
+    SarkInput {
+        parameters: blob(e.parameters_json),
+        agent: blob(e.agent_json),
+        context: blob(e.context_json),
         user: UserFields {
             id: e.user_id,
             roles: e.roles,
@@ -52,7 +47,7 @@ pub fn input_from_eval(e: Eval) -> Result<SarkInput, EvalError> {
         }),
         client_ip: e.client_ip,
         now_ns: e.now_ns,
-    })
+    }
 }
 
 /// The DECISION body for an answer.
@@ -73,7 +68,7 @@ pub fn decision_to_wire(answer: &Answer, decision_id: u128) -> WireDecision {
                 text: text.clone(),
             })
             .collect(),
-        filtered_parameters_json: pdp::decision::value_to_json(&d.filtered_parameters).map(|v| v.to_string()),
+        filtered_parameters_json: d.filtered_parameters_json.clone(),
     }
 }
 
@@ -153,7 +148,7 @@ mod tests {
     #[test]
     fn typed_fields_decide_as_the_json_document_does() {
         let mut p = point();
-        let typed = p.decide_typed(&input_from_eval(sample()).unwrap(), NOW);
+        let typed = p.decide_typed(&input_from_eval(sample()), NOW);
         let json = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/invoke-medium.json")).unwrap();
         let doc = p.decide_document(pdp::eval::input_from_json(&json).unwrap(), NOW);
         assert!(typed.decision.allow);
@@ -164,25 +159,32 @@ mod tests {
         let params: serde_json::Value = serde_json::from_str(w.filtered_parameters_json.as_deref().unwrap()).unwrap();
         assert_eq!(params, serde_json::json!({"ticket_id": "T-42", "status": "closed"}));
         // The repeat is a hit, and says so on the wire.
-        let again = p.decide_typed(&input_from_eval(sample()).unwrap(), NOW);
+        let again = p.decide_typed(&input_from_eval(sample()), NOW);
         assert!(decision_to_wire(&again, 10).cache_hit);
     }
 
     #[test]
     fn blobs_that_are_not_json_are_a_deny_with_code_1002() {
-        let mut e = sample();
-        e.context_json = Some("{not json".into());
-        let err = input_from_eval(e).unwrap_err();
-        let w = error_to_wire(&err, 1);
-        assert!(!w.allow);
-        assert_eq!(w.error_code, 1002);
-        assert!(w.reasons[0].text.starts_with("bad input: context: "), "{}", w.reasons[0].text);
+        let mut p = point();
+        for (part, set) in [
+            ("context", (|e: &mut Eval| e.context_json = Some("{not json".into())) as fn(&mut Eval)),
+            ("parameters", |e: &mut Eval| e.parameters_json = Some("[1,".into())),
+            ("agent", |e: &mut Eval| e.agent_json = Some("".into())),
+        ] {
+            let mut e = sample();
+            set(&mut e);
+            let answer = p.decide_typed(&input_from_eval(e), NOW);
+            let w = decision_to_wire(&answer, 1);
+            assert!(!w.allow && !w.cache_hit && w.ttl_s == 0, "{w:?}");
+            assert_eq!(w.error_code, 1002);
+            assert!(w.reasons[0].text.starts_with(&format!("bad input: {part}: ")), "{}", w.reasons[0].text);
+        }
     }
 
     #[test]
     fn error_decisions_carry_their_code_on_every_reason() {
         let mut p = point();
-        let answer = p.decide_document(Value::from(1), NOW);
+        let answer = p.decide_document(pdp::Value::from(1), NOW);
         let w = decision_to_wire(&answer, 3);
         assert!(!w.allow);
         assert_eq!(w.error_code, 1002);

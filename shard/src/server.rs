@@ -390,24 +390,11 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
-    let (reply, record) = match input_from_eval(e) {
-        Ok(input) => {
-            let answer = shard.point.borrow_mut().decide_typed(&input, now);
-            let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
-            let record = AuditRecord::for_typed(&input, &answer, id, now, us);
-            (decision_to_wire(&answer, id), record)
-        }
-        Err(err) => {
-            let reply = error_to_wire(&err, id);
-            let answer = pdp::point::Answer {
-                decision: Rc::new(pdp::Decision::deny(err, pdp::EngineKind::Rvm, shard.revision.as_str().into())),
-                cache_hit: false,
-                ttl: Duration::ZERO,
-            };
-            let record = AuditRecord::for_document(&pdp::Value::Undefined, &answer, id, now, 0);
-            (reply, record)
-        }
-    };
+    let input = input_from_eval(e);
+    let answer = shard.point.borrow_mut().decide_typed(&input, now);
+    let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
+    let reply = decision_to_wire(&answer, id);
+    let record = AuditRecord::for_typed(input, &answer, id, now, us);
     let mut record = record;
     loop {
         let pushed = match shard.audit.borrow_mut().as_mut() {

@@ -254,7 +254,12 @@ fn sigterm_finishes_the_work_in_flight() {
     let batch: Vec<Eval> = (0..2000).map(|i| sample(&format!("drain-{i}"))).collect();
     let id = c.send(&Request::EvalBatch(batch)).unwrap();
     c.flush().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Signal once the shard is working on the batch (its first records are in the log).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&server.audit).map_or(0, |m| m.len()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no audit record within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     server.sigterm();
     let Reply::DecisionBatch(got) = c.recv_id(id).unwrap() else { panic!("not a batch") };
     assert_eq!(got.len(), 2000);

@@ -20,7 +20,7 @@ fn rss_bytes() -> anyhow::Result<f64> {
 }
 
 use std::collections::HashSet;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use pdp::cache::{CacheConfig, DecisionCache, Eviction, entry_bytes};
 use pdp::key::KeyHasher;
@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let warm = requests / 10;
 
     // A realistic cached value: the decision document SARK's policy returns for an allow.
-    let decision = Rc::new(Decision {
+    let decision = Arc::new(Decision {
         allow: true,
         reasons: vec!["allowed: all policies passed".into()],
         policies_evaluated: ["ip_filtering", "mfa", "rate_limits", "rbac", "sensitivity", "team_access", "time_based"]
@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             .map(|p| (p.to_string(), true))
             .to_vec(),
         filtered_parameters: pdp::Value::from_json_str(r#"{"ticket_id": "T-42", "status": "closed"}"#)?,
+        filtered_parameters_json: Some(r#"{"status":"closed","ticket_id":"T-42"}"#.into()),
         cache_ttl_s: Some(300),
         restrictions: Default::default(),
         error: None,
@@ -75,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             clock,
         );
         for i in 0..entries as u128 {
-            cache.insert(pdp::key::CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Rc::new((*decision).clone()), Sensitivity::Low);
+            cache.insert(pdp::key::CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), Arc::new((*decision).clone()), Sensitivity::Low);
         }
         let used = rss_bytes()? - before;
         used / cache.len().max(1) as f64

@@ -80,9 +80,9 @@ fn main() -> anyhow::Result<()> {
                 for (text, value) in inputs.iter().zip(&parsed) {
                     let t0 = clock.raw();
                     let allow = match run.which {
-                        Which::RvmParsed => rvm.decide(value.clone()).allow,
-                        Which::Rvm => rvm.decide(input_from_json(text)?).allow,
-                        Which::Interpreter => interp.decide(input_from_json(text)?).allow,
+                        Which::RvmParsed => rvm.decide(Ok(value.clone())).allow,
+                        Which::Rvm => rvm.decide(Ok(input_from_json(text)?)).allow,
+                        Which::Interpreter => interp.decide(Ok(input_from_json(text)?)).allow,
                         Which::Opa => opa
                             .eval_document("data.sark.decision", text)?
                             .and_then(|d| d.get("allow").and_then(serde_json::Value::as_bool))
