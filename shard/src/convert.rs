@@ -7,7 +7,8 @@ use pdp::input::Blob;
 use pdp::error::EvalError;
 use pdp::input::{SarkInput, ServerFields, ToolFields, UserFields};
 use pdp::point::Answer;
-use wire::message::{Decision as WireDecision, Eval, Reason};
+use wire::DecisionView;
+use wire::message::Eval;
 
 fn blob(json: Option<String>) -> Blob {
     json.map_or(Blob::Absent, Blob::Json)
@@ -50,41 +51,17 @@ pub fn input_from_eval(e: Eval) -> SarkInput {
     }
 }
 
-/// The DECISION body for an answer.
-pub fn decision_to_wire(answer: &Answer, decision_id: u128) -> WireDecision {
+/// The DECISION body for an answer, borrowing the decision's strings.
+pub fn view(answer: &Answer, decision_id: u128) -> DecisionView<'_> {
     let d = &answer.decision;
-    let error_code = d.error.as_ref().map_or(0, EvalError::wire_code);
-    WireDecision {
+    DecisionView {
         allow: d.allow,
         cache_hit: answer.cache_hit,
         ttl_s: u32::try_from(answer.ttl.as_secs()).unwrap_or(u32::MAX),
         decision_id,
-        error_code,
-        reasons: d
-            .reasons
-            .iter()
-            .map(|text| Reason {
-                code: error_code,
-                text: text.clone(),
-            })
-            .collect(),
-        filtered_parameters_json: d.filtered_parameters_json.clone(),
-    }
-}
-
-/// A deny for an EVAL that could not be decided (bad fields, or the PDP is stopping).
-pub fn error_to_wire(error: &EvalError, decision_id: u128) -> WireDecision {
-    WireDecision {
-        allow: false,
-        cache_hit: false,
-        ttl_s: 0,
-        decision_id,
-        error_code: error.wire_code(),
-        reasons: vec![Reason {
-            code: error.wire_code(),
-            text: error.to_string(),
-        }],
-        filtered_parameters_json: None,
+        error_code: d.error.as_ref().map_or(0, EvalError::wire_code),
+        reasons: &d.reasons,
+        filtered_parameters_json: d.filtered_parameters_json.as_deref(),
     }
 }
 
@@ -153,14 +130,14 @@ mod tests {
         let doc = p.decide_document(pdp::eval::input_from_json(&json).unwrap(), NOW);
         assert!(typed.decision.allow);
         assert_eq!(*typed.decision, *doc.decision);
-        let w = decision_to_wire(&typed, 9);
+        let w = view(&typed, 9);
         assert!(w.allow && !w.cache_hit && w.error_code == 0);
-        assert_eq!(w.reasons[0].text, "allowed: all policies passed");
-        let params: serde_json::Value = serde_json::from_str(w.filtered_parameters_json.as_deref().unwrap()).unwrap();
+        assert_eq!(w.reasons[0], "allowed: all policies passed");
+        let params: serde_json::Value = serde_json::from_str(w.filtered_parameters_json.unwrap()).unwrap();
         assert_eq!(params, serde_json::json!({"ticket_id": "T-42", "status": "closed"}));
         // The repeat is a hit, and says so on the wire.
         let again = p.decide_typed(&input_from_eval(sample()), NOW);
-        assert!(decision_to_wire(&again, 10).cache_hit);
+        assert!(view(&again, 10).cache_hit);
     }
 
     #[test]
@@ -174,10 +151,10 @@ mod tests {
             let mut e = sample();
             set(&mut e);
             let answer = p.decide_typed(&input_from_eval(e), NOW);
-            let w = decision_to_wire(&answer, 1);
+            let w = view(&answer, 1);
             assert!(!w.allow && !w.cache_hit && w.ttl_s == 0, "{w:?}");
             assert_eq!(w.error_code, 1002);
-            assert!(w.reasons[0].text.starts_with(&format!("bad input: {part}: ")), "{}", w.reasons[0].text);
+            assert!(w.reasons[0].starts_with(&format!("bad input: {part}: ")), "{}", w.reasons[0]);
         }
     }
 
@@ -185,10 +162,14 @@ mod tests {
     fn error_decisions_carry_their_code_on_every_reason() {
         let mut p = point();
         let answer = p.decide_document(pdp::Value::from(1), NOW);
-        let w = decision_to_wire(&answer, 3);
+        let w = view(&answer, 3);
         assert!(!w.allow);
         assert_eq!(w.error_code, 1002);
-        assert!(w.reasons.iter().all(|r| r.code == 1002));
+        let mut bytes = Vec::new();
+        wire::encode_decision(&mut bytes, 1, &w);
+        let wire::Check::Complete { header, total } = wire::check(&bytes, wire::DEFAULT_MAX_PAYLOAD).unwrap() else { panic!() };
+        let wire::Reply::Decision(d) = wire::decode_reply(&header, &bytes[wire::HEADER_LEN..total]).unwrap() else { panic!() };
+        assert!(!d.reasons.is_empty() && d.reasons.iter().all(|r| r.code == 1002));
         assert_eq!(w.ttl_s, 0);
     }
 }

@@ -25,11 +25,11 @@ use pdp::audit::{AuditRecord, DecisionIds};
 use pdp::audit_ring::{AuditProducer, rings};
 use pdp::cache::CacheConfig;
 use pdp::eval::{CompiledBundle, EnginePreference, Evaluator};
-use pdp::point::DecisionPoint;
-use wire::message::{Decision as WireDecision, ErrorReply, HelloOk, MAX_BATCH};
+use pdp::point::{Answer, DecisionPoint};
+use wire::message::{ErrorReply, HelloOk, MAX_BATCH};
 use wire::{Check, HEADER_LEN, Reply, Request, WireError};
 
-use crate::convert::{error_to_wire, decision_to_wire, input_from_eval};
+use crate::convert::{input_from_eval, view};
 
 /// How long a stopping shard waits for connections still answering what they read.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -313,13 +313,31 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_p
         let request = wire::decode_request(&header, payload);
         consumed += total;
         match request {
-            Ok(req) => {
-                answered += match &req {
-                    Request::EvalBatch(items) => items.len().max(1),
-                    _ => 1,
-                };
-                let reply = answer(shard, req, max_payload).await;
-                wire::encode_reply(out, id, &reply);
+            Ok(Request::Eval(e)) => {
+                answered += 1;
+                let (answer, decision_id) = decide(shard, *e).await;
+                wire::encode_decision(out, id, &view(&answer, decision_id));
+            }
+            Ok(Request::EvalBatch(items)) => {
+                answered += items.len().max(1);
+                let mut answers = Vec::with_capacity(items.len());
+                for e in items {
+                    answers.push(decide(shard, e).await);
+                }
+                let views: Vec<_> = answers.iter().map(|(a, decision_id)| view(a, *decision_id)).collect();
+                wire::encode_decision_batch(out, id, &views);
+            }
+            Ok(Request::Hello(h)) => {
+                answered += 1;
+                wire::encode_reply(out, id, &hello(shard, &h, max_payload));
+            }
+            Ok(Request::Ping(b)) => {
+                answered += 1;
+                wire::encode_reply(out, id, &Reply::Pong(b));
+            }
+            Ok(Request::EvalJson(j)) => {
+                answered += 1;
+                wire::encode_reply(out, id, &eval_json(shard, &j));
             }
             Err(e) => {
                 answered += 1;
@@ -345,62 +363,57 @@ fn error_reply(out: &mut Vec<u8>, id: u64, e: &WireError) {
     );
 }
 
-async fn answer(shard: &Shard, request: Request, max_payload: &mut u32) -> Reply {
-    match request {
-        Request::Hello(h) => {
-            *max_payload = h.max_payload.min(shard.config.max_payload);
-            Reply::HelloOk(HelloOk {
-                version: wire::VERSION,
-                max_payload: *max_payload,
-                max_batch: MAX_BATCH,
-                shards: shard.shards,
-                shard: shard.index,
-                bundle_revision: shard.revision.clone(),
-                driver: shard.driver.to_string(),
-            })
-        }
-        Request::Ping(b) => Reply::Pong(b),
-        Request::Eval(e) => Reply::Decision(decide(shard, *e).await),
-        Request::EvalBatch(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for e in items {
-                out.push(decide(shard, e).await);
-            }
-            Reply::DecisionBatch(out)
-        }
-        Request::EvalJson(j) => {
-            let input = match pdp::eval::input_from_json(&j.input_json) {
-                Ok(v) => v,
-                Err(e) => return Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
-            };
-            let mut input = input;
-            pdp::input::stamp_now(&mut input, now_ns());
-            let result = shard.evaluator.borrow_mut().evaluate(&j.entrypoint, input);
-            match result {
-                Ok((v, _)) => Reply::Result(pdp::decision::value_to_json(&v).map(|v| v.to_string())),
-                Err(pdp::EvalError::Undefined(_)) => Reply::Result(None),
-                Err(e) => Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
-            }
-        }
+fn hello(shard: &Shard, h: &wire::message::Hello, max_payload: &mut u32) -> Reply {
+    *max_payload = h.max_payload.min(shard.config.max_payload);
+    Reply::HelloOk(HelloOk {
+        version: wire::VERSION,
+        max_payload: *max_payload,
+        max_batch: MAX_BATCH,
+        shards: shard.shards,
+        shard: shard.index,
+        bundle_revision: shard.revision.clone(),
+        driver: shard.driver.to_string(),
+    })
+}
+
+/// EVAL_JSON: any entrypoint, straight to the evaluator (not cached, not audited).
+fn eval_json(shard: &Shard, j: &wire::message::EvalJson) -> Reply {
+    let mut input = match pdp::eval::input_from_json(&j.input_json) {
+        Ok(v) => v,
+        Err(e) => return Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
+    };
+    pdp::input::stamp_now(&mut input, now_ns());
+    let result = shard.evaluator.borrow_mut().evaluate(&j.entrypoint, input);
+    match result {
+        Ok((v, _)) => Reply::Result(pdp::decision::value_to_json(&v).map(|v| v.to_string())),
+        Err(pdp::EvalError::Undefined(_)) => Reply::Result(None),
+        Err(e) => Reply::Error(ErrorReply { code: e.wire_code(), message: e.to_string() }),
     }
 }
 
-/// One EVAL: decide (cache or evaluator), audit (waiting for ring room), reply.
-async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
+/// One EVAL: decide (cache or evaluator), audit (waiting for ring room), and return the
+/// answer to reply with and its decision id.
+async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
     let input = input_from_eval(e);
     let answer = shard.point.borrow_mut().decide_typed(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
-    let reply = decision_to_wire(&answer, id);
-    let record = AuditRecord::for_typed(input, &answer, id, now, us);
-    let mut record = record;
+    let mut record = AuditRecord::for_typed(input, &answer, id, now, us);
     loop {
         let pushed = match shard.audit.borrow_mut().as_mut() {
             Some(ring) => ring.try_push(record),
             // The shard has stopped: nothing may be answered without its record.
-            None => return error_to_wire(&pdp::EvalError::Unavailable("the PDP is shutting down".into()), id),
+            None => {
+                let stopping = pdp::EvalError::Unavailable("the PDP is shutting down".into());
+                let refused = Answer {
+                    decision: Arc::new(shard.evaluator.borrow_mut().decide(Err(stopping))),
+                    cache_hit: false,
+                    ttl: Duration::ZERO,
+                };
+                return (refused, id);
+            }
         };
         match pushed {
             Ok(()) => break,
@@ -411,5 +424,5 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> WireDecision {
             }
         }
     }
-    reply
+    (answer, id)
 }

@@ -25,4 +25,6 @@ pub mod opcode;
 pub use client::{Client, ClientError};
 pub use error::WireError;
 pub use frame::{Check, DEFAULT_MAX_PAYLOAD, HEADER_LEN, Header, VERSION, check};
-pub use message::{Reply, Request, decode_reply, decode_request, encode_reply, encode_request};
+pub use message::{
+    DecisionView, Reply, Request, decode_reply, decode_request, encode_decision, encode_decision_batch, encode_reply, encode_request,
+};

@@ -245,6 +245,47 @@ fn put_decision(o: &mut Vec<u8>, d: &Decision) {
     o.opt_str(d.filtered_parameters_json.as_deref());
 }
 
+/// A DECISION body that borrows its strings, so a server encodes its own decision
+/// without copying it into a [`Decision`]. Every reason carries `error_code`.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionView<'a> {
+    pub allow: bool,
+    pub cache_hit: bool,
+    pub ttl_s: u32,
+    pub decision_id: u128,
+    pub error_code: u16,
+    pub reasons: &'a [String],
+    pub filtered_parameters_json: Option<&'a str>,
+}
+
+fn put_view(o: &mut Vec<u8>, d: &DecisionView<'_>) {
+    o.u8(u8::from(d.allow) | (u8::from(d.cache_hit) << 1));
+    o.u32(d.ttl_s);
+    o.u128(d.decision_id);
+    o.u16(d.error_code);
+    o.u32(u32::try_from(d.reasons.len()).unwrap_or(u32::MAX));
+    for text in d.reasons {
+        o.u16(d.error_code);
+        o.str(text);
+    }
+    o.opt_str(d.filtered_parameters_json);
+}
+
+/// Append a DECISION frame from a view (the same bytes as [`Reply::Decision`]).
+pub fn encode_decision(out: &mut Vec<u8>, request_id: u64, d: &DecisionView<'_>) {
+    write_frame(out, opcode::DECISION, 0, request_id, |o| put_view(o, d));
+}
+
+/// Append a DECISION_BATCH frame from views (the same bytes as [`Reply::DecisionBatch`]).
+pub fn encode_decision_batch(out: &mut Vec<u8>, request_id: u64, items: &[DecisionView<'_>]) {
+    write_frame(out, opcode::DECISION_BATCH, 0, request_id, |o| {
+        o.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
+        for d in items {
+            put_view(o, d);
+        }
+    });
+}
+
 fn get_decision(r: &mut Reader<'_>) -> Result<Decision, WireError> {
     let flags = r.u8()?;
     if flags & !0b11 != 0 {

@@ -244,3 +244,34 @@ fn random_bytes_never_panic() {
         let _ = decode_reply(&h, &payload);
     }
 }
+
+#[test]
+fn decision_views_encode_the_same_bytes_as_owned_decisions() {
+    let reasons = vec!["denied: mfa required".to_string(), "second".to_string()];
+    let view = wire::DecisionView {
+        allow: false,
+        cache_hit: true,
+        ttl_s: 30,
+        decision_id: 0xabcdef,
+        error_code: 1004,
+        reasons: &reasons,
+        filtered_parameters_json: Some("{\"a\":1}"),
+    };
+    let owned = Decision {
+        allow: false,
+        cache_hit: true,
+        ttl_s: 30,
+        decision_id: 0xabcdef,
+        error_code: 1004,
+        reasons: reasons.iter().map(|t| Reason { code: 1004, text: t.clone() }).collect(),
+        filtered_parameters_json: Some("{\"a\":1}".into()),
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    wire::encode_decision(&mut a, 7, &view);
+    wire::encode_reply(&mut b, 7, &Reply::Decision(owned.clone()));
+    assert_eq!(a, b);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    wire::encode_decision_batch(&mut a, 8, &[view, view]);
+    wire::encode_reply(&mut b, 8, &Reply::DecisionBatch(vec![owned.clone(), owned]));
+    assert_eq!(a, b);
+}
