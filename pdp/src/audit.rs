@@ -1,7 +1,7 @@
 //! Audit records: one per decision, with SARK's fields (SARK-SPEC "Audit record"), encoded
-//! as one JSON line. Built on the shard from what it already holds — the input's strings
-//! are moved in, the decision is shared (`Arc`), nothing is copied — and encoded by the
-//! writer thread, off the decision path.
+//! as one JSON line. Built on the shard with one allocation — the record's strings copied
+//! back to back into one buffer, the decision shared (`Arc`) — and encoded by the writer
+//! thread, off the decision path, which also frees it.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -21,20 +21,83 @@ pub struct AuditRecord {
     pub timestamp_ns: i64,
     /// Allow, reasons, policy results, bundle revision and error come from here.
     pub decision: Arc<Decision>,
-    pub user_id: String,
-    pub user_roles: Vec<String>,
-    pub user_teams: Vec<String>,
-    pub action: String,
-    pub tool_name: Option<String>,
-    pub sensitivity_level: Option<String>,
-    pub server_id: Option<String>,
-    pub server_name: Option<String>,
     pub evaluation_duration_us: u64,
     pub cache_hit: bool,
-    pub client_ip: Option<String>,
-    pub request_id: Option<String>,
-    pub session_id: Option<String>,
     pub mfa_verified: Option<bool>,
+    /// The string fields, in [`Fields`] order, each behind a u32 length (`u32::MAX`:
+    /// absent); roles and teams behind a u32 count.
+    text: Vec<u8>,
+}
+
+/// The string fields of a record, borrowed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub user_id: &'a str,
+    pub action: &'a str,
+    pub tool_name: Option<&'a str>,
+    pub sensitivity_level: Option<&'a str>,
+    pub server_id: Option<&'a str>,
+    pub server_name: Option<&'a str>,
+    pub client_ip: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub user_roles: Vec<&'a str>,
+    pub user_teams: Vec<&'a str>,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+/// Writes a record's text.
+struct Text(Vec<u8>);
+
+impl Text {
+    fn with_capacity(n: usize) -> Text {
+        Text(Vec::with_capacity(n))
+    }
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(ABSENT - 1).to_le_bytes());
+                self.0.extend_from_slice(s.as_bytes().get(..s.len().min((ABSENT - 1) as usize)).unwrap_or(&[]));
+            }
+            None => self.0.extend_from_slice(&ABSENT.to_le_bytes()),
+        }
+    }
+    fn list<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a str>) {
+        self.0.extend_from_slice(&u32::try_from(items.len()).unwrap_or(0).to_le_bytes());
+        for s in items {
+            self.opt(Some(s));
+        }
+    }
+}
+
+/// Reads a record's text back.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn u32(&mut self) -> u32 {
+        let (head, rest) = self.0.split_at_checked(4).unwrap_or((&[], &[]));
+        self.0 = rest;
+        head.try_into().map_or(ABSENT, u32::from_le_bytes)
+    }
+    fn opt(&mut self) -> Option<&'a str> {
+        let n = self.u32();
+        if n == ABSENT {
+            return None;
+        }
+        let (head, rest) = self.0.split_at_checked(n as usize).unwrap_or((&[], &[]));
+        self.0 = rest;
+        // Written from `&str`s by `Text`, so always UTF-8.
+        std::str::from_utf8(head).ok()
+    }
+    fn list(&mut self) -> Vec<&'a str> {
+        let n = self.u32();
+        let mut out = Vec::with_capacity((n as usize).min(self.0.len() / 4));
+        for _ in 0..n {
+            out.push(self.opt().unwrap_or(""));
+        }
+        out
+    }
 }
 
 /// Decision ids for one shard: the shard index in the top 16 bits, a process start
@@ -61,34 +124,66 @@ impl DecisionIds {
 }
 
 impl AuditRecord {
-    /// The record of a typed input's decision; the input's strings move into it.
-    pub fn for_typed(input: SarkInput, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
-        let (tool_name, sensitivity_level) = input.tool.map_or((None, None), |t| (Some(t.name), t.sensitivity_level));
-        let (server_id, server_name) = input.server.map_or((None, None), |s| (Some(s.id), s.name));
+    /// A record from its parts (the string fields in [`Fields`]).
+    pub fn new(decision_id: u128, timestamp_ns: i64, answer: &Answer, duration_us: u64, mfa_verified: Option<bool>, f: &Fields<'_>) -> AuditRecord {
+        let strs = [f.user_id, f.action].into_iter().chain([f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id].into_iter().flatten());
+        let len: usize = strs.chain(f.user_roles.iter().copied()).chain(f.user_teams.iter().copied()).map(|s| s.len() + 4).sum::<usize>() + 9 * 4 + 8;
+        let mut t = Text::with_capacity(len);
+        for s in [Some(f.user_id), Some(f.action), f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id] {
+            t.opt(s);
+        }
+        t.list(f.user_roles.iter().copied());
+        t.list(f.user_teams.iter().copied());
         AuditRecord {
             decision_id,
             timestamp_ns,
             decision: answer.decision.clone(),
-            client_ip: input.client_ip.or_else(|| input.context.top_str("client_ip")),
-            request_id: input.context.top_str("request_id"),
-            session_id: input.context.top_str("session_id"),
-            user_id: input.user.id,
-            user_roles: input.user.roles,
-            user_teams: input.user.teams,
-            action: input.action,
-            tool_name,
-            sensitivity_level,
-            server_id,
-            server_name,
             evaluation_duration_us: duration_us,
             cache_hit: answer.cache_hit,
-            mfa_verified: input.user.mfa_verified,
+            mfa_verified,
+            text: t.0,
         }
+    }
+
+    /// The record's string fields.
+    pub fn fields(&self) -> Fields<'_> {
+        let mut c = Cursor(&self.text);
+        Fields {
+            user_id: c.opt().unwrap_or(""),
+            action: c.opt().unwrap_or(""),
+            tool_name: c.opt(),
+            sensitivity_level: c.opt(),
+            server_id: c.opt(),
+            server_name: c.opt(),
+            client_ip: c.opt(),
+            request_id: c.opt(),
+            session_id: c.opt(),
+            user_roles: c.list(),
+            user_teams: c.list(),
+        }
+    }
+
+    /// The record of a typed input's decision.
+    pub fn for_typed(input: &SarkInput, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
+        let [ctx_ip, request_id, session_id] = input.context.top_strs(["client_ip", "request_id", "session_id"]);
+        let f = Fields {
+            user_id: &input.user.id,
+            action: &input.action,
+            tool_name: input.tool.as_ref().map(|t| t.name.as_str()),
+            sensitivity_level: input.tool.as_ref().and_then(|t| t.sensitivity_level.as_deref()),
+            server_id: input.server.as_ref().map(|s| s.id.as_str()),
+            server_name: input.server.as_ref().and_then(|s| s.name.as_deref()),
+            client_ip: input.client_ip.as_deref().or(ctx_ip.as_deref()),
+            request_id: request_id.as_deref(),
+            session_id: session_id.as_deref(),
+            user_roles: input.user.roles.iter().map(String::as_str).collect(),
+            user_teams: input.user.teams.iter().map(String::as_str).collect(),
+        };
+        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, input.user.mfa_verified, &f)
     }
 
     /// The record of a JSON input document's decision; fields of the wrong type are absent.
     pub fn for_document(input: &Value, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
-        let d = &answer.decision;
         let s = |v: &Value| match v {
             Value::String(s) => Some(s.to_string()),
             _ => None,
@@ -99,28 +194,37 @@ impl AuditRecord {
         };
         let user = &input["user"];
         let ctx = &input["context"];
-        AuditRecord {
-            decision_id,
-            timestamp_ns,
-            decision: d.clone(),
-            user_id: s(&user["id"]).unwrap_or_default(),
-            user_roles: strs(&user["roles"]),
-            user_teams: strs(&user["teams"]),
-            action: s(&input["action"]).unwrap_or_default(),
-            tool_name: s(&input["tool"]["name"]),
-            sensitivity_level: s(&input["tool"]["sensitivity_level"]),
-            server_id: s(&input["server"]["id"]),
-            server_name: s(&input["server"]["name"]),
-            evaluation_duration_us: duration_us,
-            cache_hit: answer.cache_hit,
-            client_ip: s(&ctx["client_ip"]),
-            request_id: s(&ctx["request_id"]),
-            session_id: s(&ctx["session_id"]),
-            mfa_verified: match &user["mfa_verified"] {
-                Value::Bool(b) => Some(*b),
-                _ => None,
-            },
-        }
+        let owned = [
+            s(&user["id"]),
+            s(&input["action"]),
+            s(&input["tool"]["name"]),
+            s(&input["tool"]["sensitivity_level"]),
+            s(&input["server"]["id"]),
+            s(&input["server"]["name"]),
+            s(&ctx["client_ip"]),
+            s(&ctx["request_id"]),
+            s(&ctx["session_id"]),
+        ];
+        let [user_id, action, tool_name, sensitivity_level, server_id, server_name, client_ip, request_id, session_id] = owned.each_ref().map(Option::as_deref);
+        let (roles, teams): (Vec<String>, Vec<String>) = (strs(&user["roles"]), strs(&user["teams"]));
+        let f = Fields {
+            user_id: user_id.unwrap_or(""),
+            action: action.unwrap_or(""),
+            tool_name,
+            sensitivity_level,
+            server_id,
+            server_name,
+            client_ip,
+            request_id,
+            session_id,
+            user_roles: roles.iter().map(String::as_str).collect(),
+            user_teams: teams.iter().map(String::as_str).collect(),
+        };
+        let mfa = match &user["mfa_verified"] {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        };
+        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, mfa, &f)
     }
 
     /// One JSON line (newline included) with SARK's field names: `timestamp` in RFC 3339
@@ -136,24 +240,25 @@ impl AuditRecord {
     /// [`Self::to_json_line`], appended to `out` (the writer reuses one buffer).
     pub fn write_json_line(&self, out: &mut String) {
         let d = &*self.decision;
+        let f = self.fields();
         let _ = write!(out, "{{\"decision_id\":\"{:032x}\",\"timestamp\":\"", self.decision_id);
         rfc3339_into(out, self.timestamp_ns);
         let _ = write!(out, "\",\"allow\":{},\"result\":\"{}\",\"user_id\":", d.allow, d.result());
-        json_str(out, &self.user_id);
+        json_str(out, f.user_id);
         out.push_str(",\"user_roles\":");
-        json_strs(out, &self.user_roles);
+        json_strs(out, &f.user_roles);
         out.push_str(",\"user_teams\":");
-        json_strs(out, &self.user_teams);
+        json_strs(out, &f.user_teams);
         out.push_str(",\"action\":");
-        json_str(out, &self.action);
+        json_str(out, f.action);
         for (name, v) in [
-            ("tool_name", &self.tool_name),
-            ("sensitivity_level", &self.sensitivity_level),
-            ("server_id", &self.server_id),
-            ("server_name", &self.server_name),
+            ("tool_name", f.tool_name),
+            ("sensitivity_level", f.sensitivity_level),
+            ("server_id", f.server_id),
+            ("server_name", f.server_name),
         ] {
             let _ = write!(out, ",\"{name}\":");
-            json_opt_str(out, v.as_deref());
+            json_opt_str(out, v);
         }
         out.push_str(",\"reasons\":");
         json_strs(out, &d.reasons);
@@ -168,9 +273,9 @@ impl AuditRecord {
             let _ = write!(out, ":{ok}");
         }
         let _ = write!(out, "}},\"evaluation_duration_us\":{},\"cache_hit\":{}", self.evaluation_duration_us, self.cache_hit);
-        for (name, v) in [("client_ip", &self.client_ip), ("request_id", &self.request_id), ("session_id", &self.session_id)] {
+        for (name, v) in [("client_ip", f.client_ip), ("request_id", f.request_id), ("session_id", f.session_id)] {
             let _ = write!(out, ",\"{name}\":");
-            json_opt_str(out, v.as_deref());
+            json_opt_str(out, v);
         }
         match self.mfa_verified {
             Some(b) => {
@@ -220,13 +325,13 @@ fn json_opt_str(out: &mut String, s: Option<&str>) {
     }
 }
 
-fn json_strs(out: &mut String, v: &[String]) {
+fn json_strs<S: AsRef<str>>(out: &mut String, v: &[S]) {
     out.push('[');
     for (i, s) in v.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        json_str(out, s);
+        json_str(out, s.as_ref());
     }
     out.push(']');
 }
@@ -330,7 +435,7 @@ mod tests {
         };
         let a = answer(true);
         let doc = AuditRecord::for_document(&input.to_value().unwrap(), &a, 5, 1_795_428_000_000_000_000, 12);
-        let typed = AuditRecord::for_typed(input, &a, 5, 1_795_428_000_000_000_000, 12);
+        let typed = AuditRecord::for_typed(&input, &a, 5, 1_795_428_000_000_000_000, 12);
         assert_eq!(typed, doc);
         let line = typed.to_json_line();
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -363,7 +468,7 @@ mod tests {
         };
         let mut a = answer(false);
         a.decision = Arc::new(Decision::deny(crate::EvalError::Policy("boom".into()), EngineKind::Rvm, "rev-\"2".into()));
-        let line = AuditRecord::for_typed(input, &a, 1, 0, 0).to_json_line();
+        let line = AuditRecord::for_typed(&input, &a, 1, 0, 0).to_json_line();
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["user_id"], tricky);

@@ -5,6 +5,7 @@
 //! The document shape is SARK-SPEC's "Input document". Fields the caller leaves out are
 //! absent from the document, exactly as in JSON.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use regorus::Value;
@@ -46,16 +47,18 @@ impl Blob {
         Ok(())
     }
 
-    /// The string at `key` of a top-level object, if there is one.
-    pub fn top_str(&self, key: &str) -> Option<String> {
+    /// The strings at `keys` of a top-level object, where there are strings, borrowed.
+    pub fn top_strs<const N: usize>(&self, keys: [&str; N]) -> [Option<Cow<'_, str>>; N] {
         match self {
-            Blob::Absent => None,
-            Blob::Json(text) => crate::key::json_top_str(text, key),
-            Blob::Value(Value::Object(fields)) => fields.iter().find_map(|(k, v)| match (k, v) {
-                (Value::String(k), Value::String(s)) if &**k == key => Some(s.to_string()),
-                _ => None,
+            Blob::Absent => [const { None }; N],
+            Blob::Json(text) => crate::key::json_top_strs(text, keys),
+            Blob::Value(Value::Object(fields)) => keys.map(|key| {
+                fields.iter().find_map(|(k, v)| match (k, v) {
+                    (Value::String(k), Value::String(s)) if &**k == key => Some(Cow::Borrowed(&**s)),
+                    _ => None,
+                })
             }),
-            Blob::Value(_) => None,
+            Blob::Value(_) => [const { None }; N],
         }
     }
 }
@@ -380,14 +383,13 @@ mod tests {
     #[test]
     fn context_strings_are_found_in_text_and_values() {
         let i = sample();
-        assert_eq!(i.context.top_str("request_id").as_deref(), Some("r-1"));
-        assert_eq!(i.context.top_str("session_id"), None);
-        let j = Blob::Json(r#"{"x": {"request_id": "nested"}, "request_id": 7, "session_id": "s\"1"}"#.into());
-        assert_eq!(j.top_str("request_id"), None, "not a string");
-        assert_eq!(j.top_str("session_id").as_deref(), Some("s\"1"));
+        assert_eq!(i.context.top_strs(["request_id", "session_id"]), [Some("r-1".into()), None]);
+        let j = Blob::Json(r#"{"x": {"request_id": "nested"}, "request_id": 7, "session_id": "s\"1", "y": [1, {"a": 2}], "z": "last", "z": "final"}"#.into());
+        assert_eq!(j.top_strs(["request_id", "session_id", "z"]), [None, Some("s\"1".into()), Some("final".into())]);
         let v = Blob::Value(Value::from_json_str(r#"{"request_id": "v-1"}"#).unwrap());
-        assert_eq!(v.top_str("request_id").as_deref(), Some("v-1"));
-        assert_eq!(Blob::Json("{bad".into()).top_str("request_id"), None);
+        assert_eq!(v.top_strs(["request_id"]), [Some("v-1".into())]);
+        assert_eq!(Blob::Json("{bad".into()).top_strs(["request_id"]), [None]);
+        assert_eq!(Blob::Json("[1]".into()).top_strs(["request_id"]), [None]);
     }
 }
 

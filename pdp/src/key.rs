@@ -11,6 +11,8 @@
 //! keying allocates nothing once warm) and hashed in one XXH3 call: many tiny streaming
 //! updates cost more than the hash itself.
 
+use std::borrow::Cow;
+
 use regorus::Value;
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -277,49 +279,101 @@ impl<'de> serde::de::Visitor<'de> for Json<'_, '_> {
 struct Key;
 
 impl<'de> serde::de::DeserializeSeed<'de> for Key {
-    type Value = std::borrow::Cow<'de, str>;
+    type Value = Cow<'de, str>;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Key {
-    type Value = std::borrow::Cow<'de, str>;
+    type Value = Cow<'de, str>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a member name")
     }
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Borrowed(s))
+        Ok(Cow::Borrowed(s))
     }
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(std::borrow::Cow::Owned(s.to_string()))
+        Ok(Cow::Owned(s.to_string()))
     }
 }
 
-/// The string member `key` of the top-level object in JSON `text`, if there is one (not
-/// an object, not JSON, or not a string: `None`).
-pub fn json_top_str(text: &str, key: &str) -> Option<String> {
-    struct Find<'k>(&'k str);
-    impl<'de> serde::de::Visitor<'de> for Find<'_> {
-        type Value = Option<String>;
+/// The string members named `keys` of the top-level object in JSON `text`, borrowed
+/// from it where they hold no escapes (not an object, not JSON, or not a string: `None`;
+/// a repeated member: the last, as when the text is parsed).
+pub fn json_top_strs<'t, const N: usize>(text: &'t str, keys: [&str; N]) -> [Option<Cow<'t, str>>; N] {
+    struct Find<'k, const N: usize>([&'k str; N]);
+    impl<'de, const N: usize> serde::de::Visitor<'de> for Find<'_, N> {
+        type Value = [Option<Cow<'de, str>>; N];
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object")
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
+            let mut found = [const { None }; N];
             while let Some(k) = map.next_key_seed(Key)? {
-                if k == self.0 {
-                    // The last occurrence wins, as when the text is parsed.
-                    found = map.next_value::<serde_json::Value>()?.as_str().map(str::to_string);
-                } else {
-                    map.next_value::<serde::de::IgnoredAny>()?;
+                match self.0.iter().position(|want| *want == k) {
+                    Some(i) => {
+                        let v = map.next_value_seed(StrOrSkip)?;
+                        if let Some(slot) = found.get_mut(i) {
+                            *slot = v;
+                        }
+                    }
+                    None => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
                 }
             }
             Ok(found)
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    serde::Deserializer::deserialize_map(&mut de, Find(key)).ok().flatten()
+    serde::Deserializer::deserialize_map(&mut de, Find(keys)).unwrap_or([const { None }; N])
+}
+
+/// A string (borrowed where it can be), or any other value skipped.
+struct StrOrSkip;
+
+impl<'de> serde::de::DeserializeSeed<'de> for StrOrSkip {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for StrOrSkip {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(s.to_string())))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
