@@ -32,8 +32,16 @@ const HIT_POOL: usize = 64;
 /// a blocking reader on each side must never both wait on full socket buffers.
 const MAX_BYTES_IN_FLIGHT: usize = 1 << 20;
 
-/// SARK's typical question: a developer invoking a medium-sensitivity tool of their team.
+/// The request id placeholder in a pre-encoded frame, rewritten on every send.
+const REQUEST_ID: &[u8] = b"req-0000000000000000";
+
+/// SARK's typical question: a developer invoking a medium-sensitivity tool of their team,
+/// with a request id that differs on every request (the cache key leaves it out).
 pub fn sample(user: String) -> Eval {
+    sample_with(user, 0)
+}
+
+fn sample_with(user: String, request: u64) -> Eval {
     Eval {
         user_id: user,
         roles: vec!["developer".into()],
@@ -49,7 +57,9 @@ pub fn sample(user: String) -> Eval {
         }),
         client_ip: Some("10.20.30.40".into()),
         parameters_json: Some(r#"{"ticket_id": "T-42", "api_token": "x"}"#.into()),
-        context_json: Some(r#"{"audit_enabled": true, "vpn": true, "geo_country": "US"}"#.into()),
+        context_json: Some(format!(
+            r#"{{"audit_enabled": true, "vpn": true, "geo_country": "US", "request_id": "req-{request:016x}", "session_id": "sess-1"}}"#
+        )),
         ..Eval::default()
     }
 }
@@ -58,8 +68,9 @@ pub fn sample(user: String) -> Eval {
 pub struct Generator {
     scenario: Scenario,
     batch: usize,
-    /// Pre-encoded frames (ping, hit) whose request id is patched per send.
-    frames: Vec<Vec<u8>>,
+    /// Pre-encoded frames (ping, hit) whose request id is patched per send, and where
+    /// in each the context's request ids are (rewritten per send too).
+    frames: Vec<(Vec<u8>, Vec<usize>)>,
     next: usize,
     /// Unique-user prefix for misses: run nonce and connection.
     prefix: String,
@@ -79,7 +90,8 @@ impl Generator {
         let encode = |req: &Request| {
             let mut b = Vec::new();
             wire::encode_request(&mut b, 0, req);
-            b
+            let at = b.windows(REQUEST_ID.len()).enumerate().filter(|(_, w)| *w == REQUEST_ID).map(|(i, _)| i + 4).collect();
+            (b, at)
         };
         match scenario {
             Scenario::Ping => g.frames.push(encode(&Request::Ping(Vec::new()))),
@@ -107,7 +119,7 @@ impl Generator {
         if self.scenario == Scenario::Miss {
             let mut user = || {
                 self.counter += 1;
-                sample(format!("{}{}", self.prefix, self.counter))
+                sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
             };
             let req = if self.batch == 1 {
                 Request::Eval(Box::new(user()))
@@ -117,12 +129,21 @@ impl Generator {
             wire::encode_request(out, id, &req);
             return;
         }
-        let frame = self.frames.get(self.next % self.frames.len()).map_or(&[][..], Vec::as_slice);
+        let Some((frame, ids)) = self.frames.get(self.next % self.frames.len()) else { return };
         self.next += 1;
         let at = out.len();
         out.extend_from_slice(frame);
         if let Some(slot) = out.get_mut(at + 8..at + 16) {
             slot.copy_from_slice(&id.to_le_bytes());
+        }
+        for &i in ids {
+            self.counter += 1;
+            if let Some(slot) = out.get_mut(at + i..at + i + 16) {
+                for (k, b) in slot.iter_mut().enumerate() {
+                    let d = ((self.counter >> (60 - 4 * k)) & 0xf) as u8;
+                    *b = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+                }
+            }
         }
     }
 }

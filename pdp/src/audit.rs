@@ -9,7 +9,7 @@ use std::sync::Arc;
 use regorus::Value;
 
 use crate::decision::Decision;
-use crate::input::SarkInput;
+use crate::input::{ContextIds, SarkInput};
 use crate::point::Answer;
 
 /// One decision's audit record.
@@ -163,9 +163,12 @@ impl AuditRecord {
         }
     }
 
-    /// The record of a typed input's decision.
-    pub fn for_typed(input: &SarkInput, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
-        let [ctx_ip, request_id, session_id] = input.context.top_strs(["client_ip", "request_id", "session_id"]);
+    /// The record of a typed input's decision; `ids` from its cache key
+    /// ([`crate::point::DecisionPoint::decide_typed_ids`]).
+    pub fn for_typed(input: &SarkInput, ids: &ContextIds<'_>, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
+        // The context's client_ip only counts when the typed field is absent.
+        let [ctx_ip] = if input.client_ip.is_none() { input.context.top_strs(["client_ip"]) } else { [None] };
+        let ContextIds { request_id, session_id } = ids;
         let f = Fields {
             user_id: &input.user.id,
             action: &input.action,
@@ -435,7 +438,8 @@ mod tests {
         };
         let a = answer(true);
         let doc = AuditRecord::for_document(&input.to_value().unwrap(), &a, 5, 1_795_428_000_000_000_000, 12);
-        let typed = AuditRecord::for_typed(&input, &a, 5, 1_795_428_000_000_000_000, 12);
+        let (_, ids) = input.cache_key(&mut crate::key::KeyHasher::new("r", "e")).unwrap();
+        let typed = AuditRecord::for_typed(&input, &ids, &a, 5, 1_795_428_000_000_000_000, 12);
         assert_eq!(typed, doc);
         let line = typed.to_json_line();
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -468,7 +472,7 @@ mod tests {
         };
         let mut a = answer(false);
         a.decision = Arc::new(Decision::deny(crate::EvalError::Policy("boom".into()), EngineKind::Rvm, "rev-\"2".into()));
-        let line = AuditRecord::for_typed(&input, &a, 1, 0, 0).to_json_line();
+        let line = AuditRecord::for_typed(&input, &ContextIds::default(), &a, 1, 0, 0).to_json_line();
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["user_id"], tricky);

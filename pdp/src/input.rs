@@ -15,7 +15,9 @@ use crate::key::{CacheKey, EXCLUDED_CONTEXT_FIELDS, KeyHasher};
 
 /// A JSON part of a typed input (`parameters`, `agent`, `context`). Callers on the wire
 /// send it as text, which stays text until the evaluator needs it: the cache key is hashed
-/// from the text in one pass that also checks it is JSON, so a cache hit never builds it.
+/// from the text (`parameters` and `agent` as bytes; `context` in one streaming pass that
+/// leaves out the per-request fields and picks up the request and session ids), so a
+/// cache hit never builds it. Text that is not JSON is refused when a miss parses it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Blob {
     #[default]
@@ -37,14 +39,29 @@ impl Blob {
         }
     }
 
-    fn hash(&self, h: &mut KeyHasher, name: &str, skip: &[&str]) -> Result<(), EvalError> {
+    /// Hash a part with nothing left out.
+    fn hash(&self, h: &mut KeyHasher) {
         match self {
             Blob::Absent => h.absent(),
-            Blob::Json(text) => h.json(text, skip).map_err(|e| bad(name, &e))?,
-            Blob::Value(v) if skip.is_empty() => h.value(v),
-            Blob::Value(v) => h.context(v),
+            Blob::Json(text) => h.raw(text),
+            Blob::Value(v) => h.value(v),
         }
-        Ok(())
+    }
+
+    /// Hash a `context`, leaving out [`EXCLUDED_CONTEXT_FIELDS`] and picking up the ids.
+    fn hash_context(&self, h: &mut KeyHasher) -> Result<ContextIds<'_>, EvalError> {
+        let [request_id, session_id] = match self {
+            Blob::Absent => {
+                h.absent();
+                [None, None]
+            }
+            Blob::Json(text) => h.json(text, &EXCLUDED_CONTEXT_FIELDS, ["request_id", "session_id"]).map_err(|e| bad("context", &e))?,
+            Blob::Value(v) => {
+                h.context(v);
+                self.top_strs(["request_id", "session_id"])
+            }
+        };
+        Ok(ContextIds { request_id, session_id })
     }
 
     /// The strings at `keys` of a top-level object, where there are strings, borrowed.
@@ -61,6 +78,14 @@ impl Blob {
             Blob::Value(_) => [const { None }; N],
         }
     }
+}
+
+/// The context's request and session ids (left out of the cache key; kept for the audit
+/// record), borrowed from the input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextIds<'a> {
+    pub request_id: Option<Cow<'a, str>>,
+    pub session_id: Option<Cow<'a, str>>,
 }
 
 fn bad(name: &str, e: &dyn std::fmt::Display) -> EvalError {
@@ -211,12 +236,14 @@ impl SarkInput {
         ]))
     }
 
-    /// The cache key for this input under `hasher`'s revision and entrypoint. Covers every
-    /// field except `now_ns` and the context's request and session ids.
+    /// The cache key for this input under `hasher`'s revision and entrypoint, and the
+    /// context's ids. Covers every field except `now_ns` and the context's request and
+    /// session ids.
     ///
     /// # Errors
-    /// [`EvalError::BadInput`] when a JSON part is not JSON.
-    pub fn cache_key(&self, h: &mut KeyHasher) -> Result<CacheKey, EvalError> {
+    /// [`EvalError::BadInput`] when the context is not JSON (the other parts are checked
+    /// when parsed, on a miss).
+    pub fn cache_key(&self, h: &mut KeyHasher) -> Result<(CacheKey, ContextIds<'_>), EvalError> {
         let h = h.start();
         // A tag of its own: typed and JSON inputs use separate key spaces.
         h.str("typed-v1");
@@ -257,10 +284,10 @@ impl SarkInput {
             None => h.absent(),
         }
         opt(h, &self.client_ip);
-        self.parameters.hash(h, "parameters", &[])?;
-        self.agent.hash(h, "agent", &[])?;
-        self.context.hash(h, "context", &EXCLUDED_CONTEXT_FIELDS)?;
-        Ok(h.finish())
+        self.parameters.hash(h);
+        self.agent.hash(h);
+        let ids = self.context.hash_context(h)?;
+        Ok((h.finish(), ids))
     }
 }
 
@@ -320,17 +347,17 @@ mod tests {
     fn key_ignores_time_and_request_ids_but_nothing_else() {
         let mut hasher = KeyHasher::new("r1", "data.sark.decision");
         let h = &mut hasher;
-        let base = sample().cache_key(h).unwrap();
+        let base = sample().cache_key(h).unwrap().0;
         let mut same = sample();
         same.now_ns = Some(5);
         same.context = Blob::Json(r#"{"audit_enabled": true, "request_id": "r-2", "client_ip": "ignored", "session_id": "s"}"#.into());
-        assert_eq!(same.cache_key(h).unwrap(), base);
+        assert_eq!(same.cache_key(h).unwrap().0, base);
         // A value and text holding the same JSON: separate key spaces, each stable.
         let mut as_value = sample();
         as_value.context = Blob::Value(Value::from_json_str(r#"{"audit_enabled": true, "request_id": "r-1", "client_ip": "ignored"}"#).unwrap());
-        let value_key = as_value.cache_key(h).unwrap();
+        let value_key = as_value.cache_key(h).unwrap().0;
         as_value.context = Blob::Value(Value::from_json_str(r#"{"client_ip": "ignored", "audit_enabled": true, "request_id": "r-3"}"#).unwrap());
-        assert_eq!(as_value.cache_key(h).unwrap(), value_key);
+        assert_eq!(as_value.cache_key(h).unwrap().0, value_key);
         type Change = Box<dyn Fn(&mut SarkInput)>;
         let changes: Vec<Change> = vec![
             Box::new(|i| i.user.roles.push("admin".into())),
@@ -359,25 +386,41 @@ mod tests {
         for (n, change) in changes.iter().enumerate() {
             let mut i = sample();
             change(&mut i);
-            assert_ne!(i.cache_key(h).unwrap(), base, "change {n} kept the key");
+            assert_ne!(i.cache_key(h).unwrap().0, base, "change {n} kept the key");
         }
-        assert_ne!(sample().cache_key(&mut KeyHasher::new("r2", "data.sark.decision")).unwrap(), base);
+        assert_ne!(sample().cache_key(&mut KeyHasher::new("r2", "data.sark.decision")).unwrap().0, base);
     }
 
     #[test]
-    fn text_that_is_not_json_is_refused_by_the_key_and_by_the_document() {
+    fn text_that_is_not_json_is_refused() {
         let mut h = KeyHasher::new("r1", "data.sark.decision");
         for bad in ["{nope", "{\"a\": 1} trailing", "", "[1,]"] {
+            // The context is checked by the key pass; the other parts when parsed.
+            let mut i = sample();
+            i.context = Blob::Json(bad.into());
+            let e = i.cache_key(&mut h).unwrap_err();
+            assert!(matches!(&e, EvalError::BadInput(m) if m.starts_with("context: ")), "{bad:?}: {e}");
             let mut i = sample();
             i.parameters = Blob::Json(bad.into());
-            let e = i.cache_key(&mut h).unwrap_err();
+            let e = i.to_value().unwrap_err();
             assert!(matches!(&e, EvalError::BadInput(m) if m.starts_with("parameters: ")), "{bad:?}: {e}");
-            assert!(i.to_value().is_err(), "{bad:?}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let mut i = sample();
         i.context = Blob::Json(deep);
         assert!(i.cache_key(&mut h).is_err(), "nesting beyond serde_json's limit is refused");
+    }
+
+    #[test]
+    fn the_key_pass_picks_up_the_context_ids() {
+        let mut h = KeyHasher::new("r1", "data.sark.decision");
+        let mut i = sample();
+        i.context = Blob::Json(r#"{"request_id": "q-\u0031", "vpn": true, "session_id": "s-1", "nested": {"request_id": "no"}}"#.into());
+        let (_, ids) = i.cache_key(&mut h).unwrap();
+        assert_eq!(ids, ContextIds { request_id: Some("q-1".into()), session_id: Some("s-1".into()) });
+        i.context = Blob::Value(Value::from_json_str(r#"{"request_id": "v-1"}"#).unwrap());
+        let (_, ids) = i.cache_key(&mut h).unwrap();
+        assert_eq!(ids, ContextIds { request_id: Some("v-1".into()), session_id: None });
     }
 
     #[test]

@@ -46,6 +46,8 @@ const T_UNDEF: u8 = 8;
 /// array and object (an item's tags make the stream self-delimiting).
 const T_JSON: u8 = 9;
 const T_END: u8 = 10;
+/// Text hashed as bytes (see [`KeyHasher::raw`]).
+const T_RAW: u8 = 11;
 
 impl KeyHasher {
     /// A hasher for one bundle revision and entrypoint.
@@ -190,11 +192,26 @@ impl KeyHasher {
     /// # Errors
     /// The text is not one JSON value (serde_json's message, line and column), or nests
     /// deeper than serde_json's limit (128).
-    pub fn json(&mut self, text: &str, skip: &[&str]) -> Result<(), serde_json::Error> {
+    ///
+    /// The top-level string members named in `capture` (which must also be in `skip`)
+    /// are returned, borrowed from `text` where they hold no escapes.
+    pub fn json<'t, const N: usize>(&mut self, text: &'t str, skip: &[&str], capture: [&str; N]) -> Result<[Option<Cow<'t, str>>; N], serde_json::Error> {
         self.tag(T_JSON);
+        let mut found = [const { None }; N];
         let mut de = serde_json::Deserializer::from_str(text);
-        serde::de::DeserializeSeed::deserialize(Json { h: self, skip }, &mut de)?;
-        de.end()
+        let top = Json { h: self, skip, capture: Some((&capture, &mut found)) };
+        serde::de::DeserializeSeed::deserialize(top, &mut de)?;
+        de.end()?;
+        Ok(found)
+    }
+
+    /// Text hashed as its bytes, unchecked: for a JSON part with nothing to leave out.
+    /// Another spelling of the same value is another key (a miss, never a wrong hit), and
+    /// text that is not JSON is refused when a miss parses it — a refusal is never cached,
+    /// so such text can never hit.
+    pub fn raw(&mut self, text: &str) {
+        self.tag(T_RAW);
+        self.str(text);
     }
 
     /// The key of an input document under this hasher's revision and entrypoint.
@@ -204,21 +221,32 @@ impl KeyHasher {
     }
 }
 
+/// Where a top-level visit stores the skipped members it captures.
+type Capture<'c, 'de, const N: usize> = Option<(&'c [&'c str; N], &'c mut [Option<Cow<'de, str>>; N])>;
+
 /// Streams one JSON value into a [`KeyHasher`].
-struct Json<'h, 's> {
+struct Json<'h, 's, 'c, 'de, const N: usize> {
     h: &'h mut KeyHasher,
     /// Object members to leave out, at this level only.
     skip: &'s [&'s str],
+    capture: Capture<'c, 'de, N>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for Json<'_, '_> {
+impl<'h, 'de> Json<'h, '_, '_, 'de, 0> {
+    /// A nested value: nothing skipped, nothing captured.
+    fn nested(h: &'h mut KeyHasher) -> Self {
+        Json { h, skip: &[], capture: None }
+    }
+}
+
+impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for Json<'_, '_, '_, 'de, N> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Json<'_, '_> {
+impl<'de, const N: usize> serde::de::Visitor<'de> for Json<'_, '_, '_, 'de, N> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JSON")
@@ -256,19 +284,28 @@ impl<'de> serde::de::Visitor<'de> for Json<'_, '_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.h.tag(T_ARR);
-        while seq.next_element_seed(Json { h: &mut *self.h, skip: &[] })?.is_some() {}
+        while seq.next_element_seed(Json::nested(&mut *self.h))?.is_some() {}
         self.h.tag(T_END);
         Ok(())
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         self.h.tag(T_OBJ);
         while let Some(key) = map.next_key_seed(Key)? {
             if self.skip.contains(&&*key) {
-                map.next_value::<serde::de::IgnoredAny>()?;
+                let slot = self.capture.as_mut().and_then(|(names, found)| {
+                    let i = names.iter().position(|n| *n == key)?;
+                    found.get_mut(i)
+                });
+                match slot {
+                    Some(slot) => *slot = map.next_value_seed(StrOrSkip)?,
+                    None => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
                 continue;
             }
             self.h.str(&key);
-            map.next_value_seed(Json { h: &mut *self.h, skip: &[] })?;
+            map.next_value_seed(Json::nested(&mut *self.h))?;
         }
         self.h.tag(T_END);
         Ok(())
@@ -302,32 +339,9 @@ impl<'de> serde::de::Visitor<'de> for Key {
 /// from it where they hold no escapes (not an object, not JSON, or not a string: `None`;
 /// a repeated member: the last, as when the text is parsed).
 pub fn json_top_strs<'t, const N: usize>(text: &'t str, keys: [&str; N]) -> [Option<Cow<'t, str>>; N] {
-    struct Find<'k, const N: usize>([&'k str; N]);
-    impl<'de, const N: usize> serde::de::Visitor<'de> for Find<'_, N> {
-        type Value = [Option<Cow<'de, str>>; N];
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = [const { None }; N];
-            while let Some(k) = map.next_key_seed(Key)? {
-                match self.0.iter().position(|want| *want == k) {
-                    Some(i) => {
-                        let v = map.next_value_seed(StrOrSkip)?;
-                        if let Some(slot) = found.get_mut(i) {
-                            *slot = v;
-                        }
-                    }
-                    None => {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(found)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde::Deserializer::deserialize_map(&mut de, Find(keys)).unwrap_or([const { None }; N])
+    // The hashing visit, into a scratch hasher, with every member of interest skipped
+    // and captured.
+    KeyHasher::new("", "").json(text, &keys, keys).unwrap_or([const { None }; N])
 }
 
 /// A string (borrowed where it can be), or any other value skipped.

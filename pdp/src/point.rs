@@ -17,7 +17,7 @@ use crate::cache::{CacheConfig, DecisionCache};
 use crate::decision::{Decision, Sensitivity};
 use crate::error::EvalError;
 use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
-use crate::input::{SarkInput, stamp_now};
+use crate::input::{ContextIds, SarkInput, stamp_now};
 use crate::key::{CacheKey, KeyHasher};
 
 /// A decision and how it was reached.
@@ -65,14 +65,21 @@ impl DecisionPoint {
 
     /// Decide typed fields. `now_ns` is the PDP's wall clock, used when the input has none.
     pub fn decide_typed(&mut self, input: &SarkInput, now_ns: i64) -> Answer {
-        let key = match input.cache_key(&mut self.hasher) {
-            Ok(key) => key,
+        self.decide_typed_ids(input, now_ns).0
+    }
+
+    /// [`Self::decide_typed`], also returning the context's request and session ids
+    /// (found while keying; the audit record wants them).
+    pub fn decide_typed_ids<'a>(&mut self, input: &'a SarkInput, now_ns: i64) -> (Answer, ContextIds<'a>) {
+        let (key, ids) = match input.cache_key(&mut self.hasher) {
+            Ok(k) => k,
             Err(e) => {
-                return Answer {
+                let refused = Answer {
                     decision: Arc::new(self.evaluator.decide(Err(e))),
                     cache_hit: false,
                     ttl: Duration::ZERO,
                 };
+                return (refused, ContextIds::default());
             }
         };
         let sensitivity = input
@@ -80,11 +87,12 @@ impl DecisionPoint {
             .as_ref()
             .and_then(|t| t.sensitivity_level.as_deref())
             .map_or(Sensitivity::Unknown, Sensitivity::parse);
-        self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, || {
+        let answer = self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, || {
             let mut doc = input.to_value()?;
             stamp_now(&mut doc, now_ns);
             Ok(doc)
-        })
+        });
+        (answer, ids)
     }
 
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].

@@ -398,9 +398,10 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
     let input = input_from_eval(e);
-    let answer = shard.point.borrow_mut().decide_typed(&input, now);
+    let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
-    let mut record = AuditRecord::for_typed(&input, &answer, id, now, us);
+    let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
+    drop(ids);
     drop(input); // freed here, on the thread that allocated it
     loop {
         let pushed = match shard.audit.borrow_mut().as_mut() {
