@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use wire::message::{Eval, Hello, HelloOk, Tool};
+use wire::message::{Eval, Hello, HelloOk};
 use wire::{Check, HEADER_LEN, Reply, Request};
 
 /// What the requests ask.
@@ -43,24 +43,10 @@ pub fn sample(user: String) -> Eval {
 
 fn sample_with(user: String, request: u64) -> Eval {
     Eval {
-        user_id: user,
-        roles: vec!["developer".into()],
-        teams: vec!["payments".into()],
-        mfa_verified: Some(true),
-        mfa_age_s: Some(120),
-        action: "tool:invoke".into(),
-        tool: Some(Tool {
-            name: "update_ticket".into(),
-            sensitivity_level: Some("medium".into()),
-            teams: vec!["payments".into()],
-            ..Tool::default()
-        }),
-        client_ip: Some("10.20.30.40".into()),
-        parameters_json: Some(r#"{"ticket_id": "T-42", "api_token": "x"}"#.into()),
         context_json: Some(format!(
             r#"{{"audit_enabled": true, "vpn": true, "geo_country": "US", "request_id": "req-{request:016x}", "session_id": "sess-1"}}"#
         )),
-        ..Eval::default()
+        ..Eval::example(user)
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use wire::message::{Eval, Tool};
+use wire::message::Eval;
 use wire::{Client, Reply, Request};
 
 struct Server {
@@ -73,24 +73,7 @@ impl Drop for Server {
 }
 
 fn sample(user: &str) -> Eval {
-    Eval {
-        user_id: user.into(),
-        roles: vec!["developer".into()],
-        teams: vec!["payments".into()],
-        mfa_verified: Some(true),
-        mfa_age_s: Some(120),
-        action: "tool:invoke".into(),
-        tool: Some(Tool {
-            name: "update_ticket".into(),
-            sensitivity_level: Some("medium".into()),
-            teams: vec!["payments".into()],
-            ..Tool::default()
-        }),
-        client_ip: Some("10.20.30.40".into()),
-        parameters_json: Some(r#"{"ticket_id": "T-42", "api_token": "x"}"#.into()),
-        context_json: Some(r#"{"audit_enabled": true, "vpn": true, "geo_country": "US"}"#.into()),
-        ..Eval::default()
-    }
+    Eval::example(user)
 }
 
 #[test]

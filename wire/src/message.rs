@@ -55,6 +55,32 @@ pub struct Eval {
     pub context_json: Option<String>,
 }
 
+impl Eval {
+    /// SARK's typical question, for examples, tests and benchmarks: a developer of the
+    /// payments team invoking `update_ticket` (medium sensitivity) from 10.20.30.40 over
+    /// VPN, with MFA, passing a ticket id and an API token (which the policy filters).
+    pub fn example(user_id: impl Into<String>) -> Eval {
+        Eval {
+            user_id: user_id.into(),
+            roles: vec!["developer".into()],
+            teams: vec!["payments".into()],
+            mfa_verified: Some(true),
+            mfa_age_s: Some(120),
+            action: "tool:invoke".into(),
+            tool: Some(Tool {
+                name: "update_ticket".into(),
+                sensitivity_level: Some("medium".into()),
+                teams: vec!["payments".into()],
+                ..Tool::default()
+            }),
+            client_ip: Some("10.20.30.40".into()),
+            parameters_json: Some(r#"{"ticket_id": "T-42", "api_token": "x"}"#.into()),
+            context_json: Some(r#"{"audit_enabled": true, "vpn": true, "geo_country": "US"}"#.into()),
+            ..Eval::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tool {
     pub name: String,
