@@ -13,6 +13,13 @@
 //! max_in_flight = 1024       # requests answered per connection before replies are written
 //! max_payload = 1048576      # bytes per frame
 //!
+//! [http]
+//! listen = "127.0.0.1:8181"  # or "off"
+//! max_header_bytes = 16384
+//! max_body_bytes = 1048576
+//! request_timeout_s = 10     # first byte to last of one request (slowloris)
+//! max_requests_per_connection = 100000
+//!
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
 //! max_instructions = 1000000 # RVM instructions per evaluation
@@ -49,6 +56,7 @@ const MAX_FILE: u64 = 1 << 20;
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub server: ServerSection,
+    pub http: HttpSection,
     pub bundle: BundleSection,
     pub audit: AuditSection,
     pub cache: CacheSection,
@@ -63,6 +71,45 @@ pub struct ServerSection {
     pub idle_timeout_s: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_payload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// An address, or "off".
+    pub listen: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_s: Option<u64>,
+    pub max_requests_per_connection: Option<usize>,
+}
+
+impl HttpSection {
+    /// The HTTP front door: `flag` (an address or "off") over the file's `listen` over
+    /// 127.0.0.1:8181, with the file's limits.
+    ///
+    /// # Errors
+    /// An address that does not parse, or a limit out of range.
+    pub fn resolve(&self, flag: Option<&str>) -> anyhow::Result<Option<crate::http::HttpConfig>> {
+        let listen = flag.or(self.listen.as_deref()).unwrap_or("127.0.0.1:8181");
+        if listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let addr: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("http listen address {listen:?}: {e}"))?;
+        let d = crate::http::HttpConfig::new(addr);
+        Ok(Some(crate::http::HttpConfig {
+            listen: addr,
+            max_header_bytes: in_range("http.max_header_bytes", self.max_header_bytes.unwrap_or(d.max_header_bytes), 1024, 1 << 20)?,
+            max_body_bytes: in_range("http.max_body_bytes", self.max_body_bytes.unwrap_or(d.max_body_bytes), 1024, 64 << 20)?,
+            request_timeout: Duration::from_secs(in_range("http.request_timeout_s", self.request_timeout_s.unwrap_or(d.request_timeout.as_secs()), 1, 3600)?),
+            max_requests_per_connection: in_range(
+                "http.max_requests_per_connection",
+                self.max_requests_per_connection.unwrap_or(d.max_requests_per_connection),
+                1,
+                usize::MAX,
+            )?,
+        }))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,6 +2,9 @@
 //! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
 //! decision domain).
 
+pub mod authzen;
 pub mod config;
 pub mod convert;
+pub mod http;
+mod metrics;
 pub mod server;

@@ -75,6 +75,10 @@ enum Command {
         /// is read (a batch counts its items) [default: 1024].
         #[arg(long)]
         max_in_flight: Option<usize>,
+        /// Address of the HTTP front door (OPA's data API, AuthZEN, SARK's endpoints,
+        /// /health, /metrics), or "off" [default: 127.0.0.1:8181].
+        #[arg(long, env = "SARK_PDP_HTTP_LISTEN")]
+        http_listen: Option<String>,
     },
     /// Run the bundle's decision cases (cases/*.yaml) and report.
     Test {
@@ -207,6 +211,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             max_connections,
             idle_timeout_s,
             max_in_flight,
+            http_listen,
         } => {
             let file = match &config {
                 Some(path) => FileConfig::load(path)?,
@@ -226,10 +231,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 idle_timeout: std::time::Duration::from_secs(in_range("idle_timeout_s", idle, 1, 86_400)?),
                 max_payload: in_range("max_payload", srv.max_payload.unwrap_or(wire::DEFAULT_MAX_PAYLOAD), 4096, 64 << 20)?,
                 max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
+                http: file.http.resolve(http_listen.as_deref())?,
             };
             let revision = bundle.revision.clone();
-            shard::server::serve(config, compiled, |addr| {
-                println!("sark-pdp: listening on {addr} ({shards} shards, bundle {revision})");
+            shard::server::serve(config, compiled, |addr, http| {
+                let http = http.map_or(String::new(), |h| format!(" and {h} (HTTP)"));
+                println!("sark-pdp: listening on {addr} (binary){http}; {shards} shards, bundle {revision}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)

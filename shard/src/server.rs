@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -49,6 +49,8 @@ pub struct ServeConfig {
     /// Requests (batch items count one each) answered on a connection before their
     /// replies are written and more is read.
     pub max_in_flight: usize,
+    /// The HTTP front door (`None`: off).
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// Shards by default: every core but one (the audit writer's), at least one.
@@ -75,12 +77,12 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(s.into())
 }
 
-/// Run until SIGTERM/SIGINT. `ready` is called with the bound address once every shard
-/// listens.
+/// Run until SIGTERM/SIGINT. `ready` is called with the bound addresses (binary, HTTP)
+/// once every shard listens.
 ///
 /// # Errors
 /// Binding, the audit log, or a shard's runtime failing to start.
-pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr, Option<SocketAddr>)) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     {
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -99,6 +101,17 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     for _ in 1..config.shards {
         listeners.push(reuse_port_listener(addr)?);
     }
+    let mut http_listeners: Vec<Option<std::net::TcpListener>> = (0..config.shards).map(|_| None).collect();
+    let mut http_addr = None;
+    if let Some(h) = &config.http {
+        let first = reuse_port_listener(h.listen)?;
+        let a = first.local_addr()?;
+        http_addr = Some(a);
+        for (i, slot) in http_listeners.iter_mut().enumerate() {
+            *slot = Some(if i == 0 { first.try_clone()? } else { reuse_port_listener(a)? });
+        }
+    }
+    let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -112,13 +125,13 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     })?;
     let nonce = u64::try_from(now_ns()).unwrap_or(0);
     let mut shards = Vec::new();
-    for (index, (listener, producer)) in listeners.into_iter().zip(producers).enumerate() {
-        let (bundle, config, shutdown) = (bundle.clone(), config.clone(), shutdown.clone());
+    for (index, ((listener, http), producer)) in listeners.into_iter().zip(http_listeners).zip(producers).enumerate() {
+        let (bundle, config, shutdown, stats) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone());
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard(index, listener, producer, bundle, config, shutdown, nonce)
+            run_shard(index, (listener, http), producer, bundle, config, shutdown, nonce, stats)
         })?);
     }
-    ready(addr);
+    ready(addr, http_addr);
     let mut result = Ok(());
     for s in shards {
         match s.join() {
@@ -132,34 +145,80 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     result
 }
 
-/// One shard's state, owned by its thread.
-struct Shard {
-    index: u16,
-    shards: u16,
-    point: RefCell<DecisionPoint>,
-    evaluator: RefCell<Evaluator>,
+/// One shard's state, owned by its thread (the HTTP front door shares it).
+pub(crate) struct Shard {
+    pub(crate) index: u16,
+    pub(crate) shards: u16,
+    pub(crate) point: RefCell<DecisionPoint>,
+    pub(crate) evaluator: RefCell<Evaluator>,
     /// Taken (and so dropped, which tells the writer this shard is done) when the shard
     /// stops; monoio does not drop tasks still pending when its runtime goes away.
     audit: RefCell<Option<AuditProducer>>,
-    ids: RefCell<DecisionIds>,
-    clock: quanta::Clock,
+    pub(crate) ids: RefCell<DecisionIds>,
+    pub(crate) clock: quanta::Clock,
     connections: Cell<usize>,
-    /// Connections answering frames they have read (not waiting to read).
-    busy: Cell<usize>,
-    shutdown: Arc<AtomicBool>,
-    config: ServeConfig,
-    revision: String,
-    driver: &'static str,
+    /// Connections answering what they have read (not waiting to read).
+    pub(crate) busy: Cell<usize>,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) config: ServeConfig,
+    pub(crate) revision: String,
+    pub(crate) driver: &'static str,
+    /// This shard's counters (it alone writes them) and every shard's, for `/metrics`.
+    pub(crate) stats: Arc<ShardStats>,
+    pub(crate) all_stats: Arc<Vec<Arc<ShardStats>>>,
 }
 
+/// A shard's counters for `/metrics`. Each cell has one writer, its shard (a plain load
+/// and store, no locked instruction); a scrape reads every shard's with relaxed loads.
+#[derive(Debug, Default)]
+pub(crate) struct ShardStats {
+    /// Decisions by tool sensitivity (low, medium, high, critical, unknown) and result
+    /// (allow, deny, error).
+    pub(crate) decisions: [[AtomicU64; 3]; 5],
+    pub(crate) hits: [AtomicU64; 5],
+    pub(crate) misses: [AtomicU64; 5],
+    pub(crate) http_requests: AtomicU64,
+    /// Published by the shard every 20 ms.
+    pub(crate) connections: AtomicU64,
+    pub(crate) cache_entries: AtomicU64,
+    pub(crate) ring_depth: AtomicU64,
+    pub(crate) io_uring: AtomicBool,
+}
+
+/// Add one to a cell this thread alone writes.
+pub(crate) fn bump(cell: &AtomicU64) {
+    cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+impl ShardStats {
+    /// Count one answered decision.
+    pub(crate) fn decided(&self, sensitivity: pdp::Sensitivity, answer: &Answer) {
+        let s = sensitivity as usize;
+        let r = match answer.decision.result() {
+            "allow" => 0,
+            "deny" => 1,
+            _ => 2,
+        };
+        if let Some(cell) = self.decisions.get(s).and_then(|row| row.get(r)) {
+            bump(cell);
+        }
+        let hm = if answer.cache_hit { &self.hits } else { &self.misses };
+        if let Some(cell) = hm.get(s) {
+            bump(cell);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_shard(
     index: usize,
-    listener: std::net::TcpListener,
+    (listener, http): (std::net::TcpListener, Option<std::net::TcpListener>),
     audit: AuditProducer,
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
     shutdown: Arc<AtomicBool>,
     nonce: u64,
+    all_stats: Arc<Vec<Arc<ShardStats>>>,
 ) -> anyhow::Result<()> {
     let _ = monoio::utils::bind_to_cpu_set([index]);
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build()?;
@@ -183,16 +242,30 @@ fn run_shard(
         config,
         revision: bundle.revision.to_string(),
         driver,
+        stats: all_stats.get(index).cloned().unwrap_or_default(),
+        all_stats,
     });
-    runtime.block_on(accept_loop(shard, listener))
+    shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
+    runtime.block_on(async move {
+        let listener = monoio::net::TcpListener::from_std(listener)?;
+        spawn_acceptor(shard.clone(), listener, |s, stream| async move { connection(&s, stream).await });
+        if let Some(http) = http {
+            let http = monoio::net::TcpListener::from_std(http)?;
+            spawn_acceptor(shard.clone(), http, |s, stream| async move { crate::http::connection(&s, stream).await });
+        }
+        watch(shard).await;
+        Ok(())
+    })
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) -> anyhow::Result<()> {
-    let listener = monoio::net::TcpListener::from_std(listener)?;
-    // Accepting runs as its own task and is never cancelled mid-flight (a cancelled
-    // io_uring accept can lose a connection the kernel already completed); this task only
-    // watches for shutdown.
-    let acceptor = shard.clone();
+/// Accept connections on `listener` and run `handle` for each, as a task of its own that
+/// is never cancelled mid-accept (a cancelled io_uring accept can lose a connection the
+/// kernel already completed).
+fn spawn_acceptor<F, Fut>(shard: Rc<Shard>, listener: monoio::net::TcpListener, handle: F)
+where
+    F: Fn(Rc<Shard>, monoio::net::TcpStream) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     monoio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -200,31 +273,40 @@ async fn accept_loop(shard: Rc<Shard>, listener: std::net::TcpListener) -> anyho
                 monoio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            if acceptor.shutdown.load(Ordering::Relaxed) || acceptor.connections.get() >= acceptor.config.max_connections_per_shard {
+            if shard.shutdown.load(Ordering::Relaxed) || shard.connections.get() >= shard.config.max_connections_per_shard {
                 drop(stream); // refused by closing: shutting down, or over the limit
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            acceptor.connections.set(acceptor.connections.get() + 1);
-            let s = acceptor.clone();
+            shard.connections.set(shard.connections.get() + 1);
+            let s = shard.clone();
+            let task = handle(s.clone(), stream);
             monoio::spawn(async move {
-                connection(&s, stream).await;
+                task.await;
                 s.connections.set(s.connections.get() - 1);
             });
         }
     });
+}
+
+/// Publish the gauges every 20 ms until shutdown, then drain.
+async fn watch(shard: Rc<Shard>) {
     while !shard.shutdown.load(Ordering::Relaxed) {
+        let st = &shard.stats;
+        st.connections.store(shard.connections.get() as u64, Ordering::Relaxed);
+        st.cache_entries.store(shard.point.borrow_mut().cache_mut().len() as u64, Ordering::Relaxed);
+        let depth = shard.audit.borrow().as_ref().map_or(0, |p| shard.config.ring_capacity.saturating_sub(p.slots()));
+        st.ring_depth.store(depth as u64, Ordering::Relaxed);
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Busy connections finish the frames they have read, write the replies and close;
-    // idle ones are closed when the runtime goes (which cancels their reads). A decision
-    // is audited before its reply is written, so the log never lacks an answered one.
+    // Busy connections finish what they have read, write the replies and close; idle
+    // ones are closed when the runtime goes (which cancels their reads). A decision is
+    // audited before its reply is written, so the log never lacks an answered one.
     let deadline = std::time::Instant::now() + DRAIN;
     while shard.busy.get() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(shard.audit.borrow_mut().take());
-    Ok(())
 }
 
 /// What to do after answering the frames at the front of the input buffer.
@@ -400,13 +482,26 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
     let input = input_from_eval(e);
     let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
-    let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
+    let record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
+    let sensitivity = input
+        .tool
+        .as_ref()
+        .and_then(|t| t.sensitivity_level.as_deref())
+        .map_or(pdp::Sensitivity::Unknown, pdp::Sensitivity::parse);
     drop(ids);
     drop(input); // freed here, on the thread that allocated it
+    audited(shard, record, answer, sensitivity).await
+}
+
+/// Hand a decision's record to the audit ring (waiting for room: a full ring holds the
+/// reply, and the connection, rather than drop a record) and count it; the answer to give
+/// and its decision id. Once the shard has stopped nothing is answered without its record:
+/// the answer becomes a deny with code 1007.
+pub(crate) async fn audited(shard: &Shard, mut record: AuditRecord, answer: Answer, sensitivity: pdp::Sensitivity) -> (Answer, u128) {
+    let id = record.decision_id;
     loop {
         let pushed = match shard.audit.borrow_mut().as_mut() {
             Some(ring) => ring.try_push(record),
-            // The shard has stopped: nothing may be answered without its record.
             None => {
                 let stopping = pdp::EvalError::Unavailable("the PDP is shutting down".into());
                 let refused = Answer {
@@ -414,17 +509,18 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
                     cache_hit: false,
                     ttl: Duration::ZERO,
                 };
+                shard.stats.decided(sensitivity, &refused);
                 return (refused, id);
             }
         };
         match pushed {
             Ok(()) => break,
             Err(back) => {
-                // The ring is full: hold the reply (and this connection) until there is room.
                 record = back;
                 monoio::time::sleep(Duration::from_micros(50)).await;
             }
         }
     }
+    shard.stats.decided(sensitivity, &answer);
     (answer, id)
 }

@@ -1,0 +1,548 @@
+//! The HTTP/1.1 front door, on every shard beside the binary protocol (its own
+//! SO_REUSEPORT listener, default 127.0.0.1:8181, OPA's port). Same decision path:
+//! the shard's decision point (key → cache → evaluator), audit ring and counters.
+//!
+//! Requests are parsed with `httparse`, bodies with `simd-json` (straight into regorus
+//! values); keep-alive and pipelining; every limit answers with a status and a JSON body
+//! naming the problem (`{"code": …, "message": …}`, OPA's error shape):
+//! 400 malformed request or body, 404 unknown path or entrypoint, 405 wrong method,
+//! 408 request not complete within the request timeout (slowloris), 411 no
+//! Content-Length (chunked bodies are not accepted), 413 body over the limit, 431 headers
+//! over the limit. The endpoints are listed in `shard/HTTP.md`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use pdp::Value;
+use pdp::audit::AuditRecord;
+use pdp::point::Answer;
+use serde::Deserialize;
+
+use crate::server::{Shard, audited, bump, now_ns};
+
+/// The HTTP front door's limits.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Request line and headers, bytes.
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    /// From a request's first byte to its last (headers and body): slowloris's bound.
+    pub request_timeout: Duration,
+    /// Requests served on one connection before it is closed (`Connection: close`).
+    pub max_requests_per_connection: usize,
+}
+
+impl HttpConfig {
+    pub fn new(listen: SocketAddr) -> HttpConfig {
+        HttpConfig {
+            listen,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+            max_requests_per_connection: 100_000,
+        }
+    }
+}
+
+/// Deepest JSON nesting a body may have (regorus values are built recursively).
+const MAX_JSON_DEPTH: usize = 128;
+/// Headers one request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// One response, before it is framed.
+struct Response {
+    status: u16,
+    body: String,
+    content_type: &'static str,
+    allow: Option<&'static str>,
+}
+
+impl Response {
+    fn json(status: u16, body: &serde_json::Value) -> Response {
+        Response { status, body: body.to_string(), content_type: "application/json", allow: None }
+    }
+    fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Response {
+        Response::json(status, &serde_json::json!({"code": code, "message": message.to_string()}))
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+fn frame(out: &mut Vec<u8>, r: &Response, close: bool, request_id: Option<&str>) {
+    let mut head = String::with_capacity(160);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
+    );
+    if let Some(a) = r.allow {
+        let _ = write!(head, "allow: {a}\r\n");
+    }
+    if let Some(id) = request_id {
+        let _ = write!(head, "x-request-id: {id}\r\n");
+    }
+    head.push_str(if close { "connection: close\r\n\r\n" } else { "connection: keep-alive\r\n\r\n" });
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(r.body.as_bytes());
+}
+
+/// What the parser found at the front of the buffer.
+enum Step {
+    /// A whole request was answered (its bytes consumed); `close` after it.
+    Answered { close: bool },
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Serve one HTTP connection until it closes, errs, idles out or asks to close.
+pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
+    let Some(cfg) = shard.config.http.clone() else { return };
+    let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut served = 0usize;
+    // When the request now in the buffer began arriving.
+    let mut started: Option<Instant> = None;
+    loop {
+        let mut close = false;
+        if !inbuf.is_empty() {
+            shard.busy.set(shard.busy.get() + 1);
+            loop {
+                let step = answer_one(shard, &cfg, &mut inbuf, &mut out, &mut served).await;
+                match step {
+                    Step::Answered { close: c } => {
+                        started = None;
+                        if c {
+                            close = true;
+                            break;
+                        }
+                        if inbuf.is_empty() {
+                            break;
+                        }
+                    }
+                    Step::Incomplete => break,
+                }
+            }
+            shard.busy.set(shard.busy.get() - 1);
+        }
+        if !out.is_empty() {
+            let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
+            out = buf;
+            out.clear();
+            if res.is_err() {
+                return;
+            }
+        }
+        if close || shard.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        if !inbuf.is_empty() && started.is_none() {
+            started = Some(Instant::now());
+        }
+        let wait = match started {
+            Some(t) => cfg.request_timeout.saturating_sub(t.elapsed()),
+            None => shard.config.idle_timeout,
+        };
+        if inbuf.capacity() - inbuf.len() < 8 * 1024 {
+            inbuf.reserve(16 * 1024);
+        }
+        let at = inbuf.len();
+        let read = monoio::time::timeout(wait, stream.read(inbuf.slice_mut(at..))).await;
+        let Ok((res, buf)) = read else {
+            if started.is_some() {
+                let r = Response::error(408, "request_timeout", format!("the request was not complete within {:?}", cfg.request_timeout));
+                frame(&mut out, &r, true, None);
+                let _ = stream.write_all(out).await;
+            }
+            return;
+        };
+        inbuf = buf.into_inner();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a request head the handlers need, copied out of the buffer.
+struct Head {
+    method: String,
+    path: String,
+    query: String,
+    close: bool,
+    request_id: Option<String>,
+    host: Option<String>,
+    body_len: usize,
+    head_len: usize,
+}
+
+/// Parse (and answer) the request at the front of `inbuf`, if it is all there.
+async fn answer_one(shard: &Shard, cfg: &HttpConfig, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, served: &mut usize) -> Step {
+    let head = match parse_head(cfg, inbuf) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Step::Incomplete,
+        Err(r) => {
+            frame(out, &r, true, None);
+            inbuf.clear();
+            return Step::Answered { close: true };
+        }
+    };
+    let total = head.head_len + head.body_len;
+    if inbuf.len() < total {
+        return Step::Incomplete;
+    }
+    *served += 1;
+    bump(&shard.stats.http_requests);
+    let close = head.close || *served >= cfg.max_requests_per_connection;
+    let body = inbuf.get_mut(head.head_len..total).unwrap_or(&mut []);
+    let response = route(shard, &head, body).await;
+    frame(out, &response, close, head.request_id.as_deref());
+    inbuf.drain(..total);
+    Step::Answered { close }
+}
+
+fn parse_head(cfg: &HttpConfig, buf: &[u8]) -> Result<Option<Head>, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > cfg.max_header_bytes {
+                return Err(Response::error(431, "headers_too_large", format!("request line and headers exceed {} bytes", cfg.max_header_bytes)));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Response::error(431, "headers_too_large", format!("more than {MAX_HEADERS} headers")));
+        }
+        Err(e) => return Err(Response::error(400, "bad_request", format!("malformed HTTP request: {e}"))),
+    };
+    if head_len > cfg.max_header_bytes {
+        return Err(Response::error(431, "headers_too_large", format!("request line and headers exceed {} bytes", cfg.max_header_bytes)));
+    }
+    let method = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let http10 = req.version == Some(0);
+    let mut close = http10;
+    let (mut content_length, mut request_id, mut host) = (None, None, None);
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match value.parse::<usize>() {
+                Ok(n) if content_length.is_none_or(|c| c == n) => content_length = Some(n),
+                _ => return Err(Response::error(400, "bad_request", format!("bad content-length {value:?}"))),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Response::error(411, "length_required", "chunked bodies are not accepted: send content-length"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if value.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if value.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        } else if h.name.eq_ignore_ascii_case("x-request-id") {
+            // Echoed back: keep it printable and short.
+            if value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()) {
+                request_id = Some(value.to_string());
+            }
+        } else if h.name.eq_ignore_ascii_case("host") && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()) {
+            host = Some(value.to_string());
+        }
+    }
+    let body_len = match (content_length, method.as_str()) {
+        (Some(n), _) => n,
+        (None, "POST" | "PUT" | "PATCH") => {
+            return Err(Response::error(411, "length_required", format!("{method} needs a content-length")));
+        }
+        (None, _) => 0,
+    };
+    if body_len > cfg.max_body_bytes {
+        return Err(Response::error(413, "body_too_large", format!("body of {body_len} bytes exceeds {} bytes", cfg.max_body_bytes)));
+    }
+    Ok(Some(Head {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        close,
+        request_id,
+        host,
+        body_len,
+        head_len,
+    }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    Response {
+        allow: Some(allow),
+        ..Response::error(405, "method_not_allowed", format!("use {allow}"))
+    }
+}
+
+async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
+    let (m, p) = (head.method.as_str(), head.path.as_str());
+    let query_flag = |name: &str| head.query.split('&').any(|kv| kv == name || kv == format!("{name}=true"));
+    match p {
+        "/health" | "/health/live" | "/health/ready" => match m {
+            "GET" if shard.shutdown.load(Ordering::Relaxed) && p == "/health/ready" => {
+                Response::error(503, "shutting_down", "the PDP is stopping")
+            }
+            "GET" => Response::json(200, &serde_json::json!({})),
+            _ => method_not_allowed("GET"),
+        },
+        "/metrics" => match m {
+            "GET" => Response {
+                status: 200,
+                body: crate::metrics::render(&shard.all_stats, &shard.revision),
+                content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                allow: None,
+            },
+            _ => method_not_allowed("GET"),
+        },
+        "/.well-known/authzen-configuration" => match m {
+            "GET" => {
+                let base = format!("http://{}", head.host.as_deref().unwrap_or("127.0.0.1:8181"));
+                Response::json(200, &crate::authzen::configuration(&base))
+            }
+            _ => method_not_allowed("GET"),
+        },
+        "/access/v1/evaluation" | "/access/v1/evaluations" | "/api/v1/policy/evaluate" | "/api/v1/policy/batch-evaluate"
+        | "/api/v1/gateway/authorize" => match m {
+            "POST" => match parse_body::<serde_json::Value>(body) {
+                Ok(req) => shaped(shard, p, req).await,
+                Err(r) => r,
+            },
+            _ => method_not_allowed("POST"),
+        },
+        _ => {
+            if let Some(rest) = p.strip_prefix("/v1/data") {
+                match m {
+                    "POST" | "GET" => {
+                        let input = if m == "POST" && !body.is_empty() {
+                            match parse_body::<DataRequest>(body) {
+                                Ok(r) => r.input.unwrap_or(Value::Undefined),
+                                Err(r) => return r,
+                            }
+                        } else {
+                            Value::Undefined
+                        };
+                        data(shard, rest, input, query_flag("metrics"), false).await
+                    }
+                    _ => method_not_allowed("GET, POST"),
+                }
+            } else if let Some(rest) = p.strip_prefix("/v0/data") {
+                match m {
+                    "POST" => {
+                        let input = if body.is_empty() {
+                            Value::Undefined
+                        } else {
+                            match parse_body::<Value>(body) {
+                                Ok(v) => v,
+                                Err(r) => return r,
+                            }
+                        };
+                        data(shard, rest, input, false, true).await
+                    }
+                    _ => method_not_allowed("POST"),
+                }
+            } else {
+                Response::error(404, "not_found", format!("no endpoint {p}"))
+            }
+        }
+    }
+}
+
+/// OPA's `{"input": …}` request body.
+#[derive(Deserialize)]
+struct DataRequest {
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// Parse a JSON body with simd-json (in place), refusing nesting deeper than
+/// [`MAX_JSON_DEPTH`] before building anything.
+fn parse_body<'a, T: Deserialize<'a>>(body: &'a mut [u8]) -> Result<T, Response> {
+    if !depth_within(body, MAX_JSON_DEPTH) {
+        return Err(Response::error(400, "invalid_parameter", format!("request body nests deeper than {MAX_JSON_DEPTH}")));
+    }
+    simd_json::serde::from_slice(body).map_err(|e| Response::error(400, "invalid_parameter", format!("error(s) occurred while decoding request body: {e}")))
+}
+
+/// Whether JSON `bytes` nests at most `max` arrays/objects deep (strings skipped).
+fn depth_within(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in bytes {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Decide a SARK input document on the shard's decision path (cache, evaluator, audit).
+async fn decide_document(shard: &Shard, input: Value) -> (Answer, u128) {
+    let t0 = shard.clock.raw();
+    let now = now_ns();
+    let id = shard.ids.borrow_mut().next_id();
+    let sensitivity = pdp::Sensitivity::of_input(&input);
+    let answer = shard.point.borrow_mut().decide_document(input.clone(), now);
+    let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
+    let record = AuditRecord::for_document(&input, &answer, id, now, us);
+    audited(shard, record, answer, sensitivity).await
+}
+
+/// The data API: `path` is what follows `/v1/data` (or `/v0/data`).
+async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool) -> Response {
+    let t0 = Instant::now();
+    let entrypoint = format!("data{}", path.trim_end_matches('/').replace('/', "."));
+    let mut eval_ns = 0u64;
+    // SARK's decision and its legacy projections share the decision path; any other
+    // entrypoint of the bundle goes to the evaluator (not cached, not audited).
+    let (result, decision_id) = match entrypoint.as_str() {
+        pdp::bundle::DECISION_ENTRYPOINT | "data.mcp.allow" | "data.mcp.result" => {
+            let t = Instant::now();
+            let (answer, id) = decide_document(shard, input).await;
+            eval_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let d = &answer.decision;
+            let v = match entrypoint.as_str() {
+                "data.mcp.allow" => Some(serde_json::Value::Bool(d.allow)),
+                "data.mcp.result" => crate::authzen::mcp_result(d),
+                _ => Some(d.to_json()),
+            };
+            (v, Some(id))
+        }
+        _ => {
+            let mut input = input;
+            pdp::input::stamp_now(&mut input, now_ns());
+            let known = shard.evaluator.borrow().bundle().entrypoints().any(|(ep, _, _)| ep == entrypoint);
+            if !known {
+                return Response::error(404, "undefined_document", format!("{entrypoint} is not an entrypoint of bundle {}", shard.revision));
+            }
+            let t = Instant::now();
+            let evaluated = shard.evaluator.borrow_mut().evaluate(&entrypoint, input);
+            eval_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            match evaluated {
+                Ok((v, _)) => (pdp::decision::value_to_json(&v), None),
+                Err(pdp::EvalError::Undefined(_)) => (None, None),
+                Err(e) => {
+                    return Response::json(
+                        500,
+                        &serde_json::json!({"code": "internal_error", "message": e.to_string(), "sark_pdp_code": e.wire_code()}),
+                    );
+                }
+            }
+        }
+    };
+    if bare {
+        return match result {
+            Some(v) => Response::json(200, &v),
+            None => Response::error(404, "undefined_document", format!("{entrypoint} is undefined")),
+        };
+    }
+    let mut out = serde_json::Map::new();
+    if let Some(v) = result {
+        out.insert("result".into(), v);
+    }
+    if let Some(id) = decision_id {
+        out.insert("decision_id".into(), format!("{id:032x}").into());
+    }
+    if metrics {
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // The query timer covers the decision point (key, cache, evaluator) or the evaluator.
+        out.insert("metrics".into(), serde_json::json!({"timer_server_handler_ns": ns, "timer_rego_query_eval_ns": eval_ns}));
+    }
+    Response::json(200, &serde_json::Value::Object(out))
+}
+
+/// AuthZEN and SARK's own endpoints: map the request to SARK inputs, decide each on the
+/// decision path, shape the answers.
+async fn shaped(shard: &Shard, path: &str, req: serde_json::Value) -> Response {
+    use crate::authzen as az;
+    let plan = match path {
+        "/access/v1/evaluation" => az::evaluation(&req).map(|i| (vec![i], az::Semantic::ExecuteAll)),
+        "/access/v1/evaluations" => az::evaluations(&req),
+        "/api/v1/policy/evaluate" => az::sark_evaluate(&req).map(|i| (vec![i], az::Semantic::ExecuteAll)),
+        "/api/v1/policy/batch-evaluate" => az::sark_batch(&req).map(|v| (v, az::Semantic::ExecuteAll)),
+        _ => az::sark_gateway(&req).map(|i| (vec![i], az::Semantic::ExecuteAll)),
+    };
+    let (inputs, semantic) = match plan {
+        Ok(p) => p,
+        Err(why) => return Response::error(400, "invalid_parameter", why),
+    };
+    let mut answers = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let value = Value::from(input);
+        let (answer, id) = decide_document(shard, value).await;
+        let stop = semantic.stops_after(answer.decision.allow);
+        answers.push((answer, id));
+        if stop {
+            break;
+        }
+    }
+    let body = match path {
+        "/access/v1/evaluation" => answers.first().map(|(a, id)| az::evaluation_response(a, *id)),
+        "/access/v1/evaluations" => Some(serde_json::json!({
+            "evaluations": answers.iter().map(|(a, id)| az::evaluation_response(a, *id)).collect::<Vec<_>>()
+        })),
+        "/api/v1/policy/evaluate" => answers.first().map(|(a, id)| az::sark_response(a, *id)),
+        "/api/v1/policy/batch-evaluate" => Some(serde_json::Value::Array(answers.iter().map(|(a, id)| az::sark_response(a, *id)).collect())),
+        _ => answers.first().map(|(a, id)| az::gateway_response(a, *id)),
+    };
+    Response::json(200, &body.unwrap_or_else(|| serde_json::json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings() {
+        assert!(depth_within(br#"{"a": [[["x"]]]}"#, 4));
+        assert!(!depth_within(br#"{"a": [[["x"]]]}"#, 3));
+        assert!(depth_within(br#"{"a": "[[[[[[\"]]]"}"#, 1));
+        assert!(!depth_within("[".repeat(10_000).as_bytes(), 128));
+    }
+}

@@ -1,0 +1,102 @@
+//! `GET /metrics`: every shard's counters, summed at scrape time, in the OpenMetrics text
+//! format (prometheus-client). Nothing is shared on the request path: each shard writes
+//! only its own cells ([`crate::server::ShardStats`]); a scrape reads them all.
+//!
+//! SARK's names are kept: `sark_policy_evaluations_total{sensitivity_level,result}`,
+//! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total{sensitivity_level}`,
+//! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
+//! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
+//! `sark_pdp_http_requests_total`, and `sark_pdp_audit_drops_total` (always 0: a full ring
+//! pauses the shard, it never drops).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::server::ShardStats;
+
+const SENSITIVITIES: [&str; 5] = ["low", "medium", "high", "critical", "unknown"];
+const RESULTS: [&str; 3] = ["allow", "deny", "error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Evaluation {
+    sensitivity_level: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Level {
+    sensitivity_level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardInfo {
+    shard: String,
+    driver: &'static str,
+    bundle_revision: String,
+}
+
+fn u(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The scrape.
+pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut r = Registry::default();
+    let evaluations = Family::<Evaluation, Counter>::default();
+    let denials = Counter::<u64>::default();
+    let hits = Family::<Level, Counter>::default();
+    let misses = Family::<Level, Counter>::default();
+    let info = Family::<ShardInfo, Gauge>::default();
+    let connections = Family::<ShardLabel, Gauge>::default();
+    let entries = Family::<ShardLabel, Gauge>::default();
+    let depth = Family::<ShardLabel, Gauge>::default();
+    let requests = Family::<ShardLabel, Counter>::default();
+    let drops = Counter::<u64>::default();
+    for (i, st) in all.iter().enumerate() {
+        for (s, level) in SENSITIVITIES.iter().enumerate() {
+            for (k, result) in RESULTS.iter().enumerate() {
+                let n = st.decisions.get(s).and_then(|row| row.get(k)).map_or(0, load);
+                evaluations.get_or_create(&Evaluation { sensitivity_level: level, result }).inc_by(n);
+                if *result != "allow" {
+                    denials.inc_by(n);
+                }
+            }
+            hits.get_or_create(&Level { sensitivity_level: level }).inc_by(st.hits.get(s).map_or(0, load));
+            misses.get_or_create(&Level { sensitivity_level: level }).inc_by(st.misses.get(s).map_or(0, load));
+        }
+        let shard = ShardLabel { shard: i.to_string() };
+        let driver = if st.io_uring.load(Ordering::Relaxed) { "io_uring" } else { "epoll" };
+        info.get_or_create(&ShardInfo { shard: i.to_string(), driver, bundle_revision: revision.to_string() }).set(1);
+        connections.get_or_create(&shard).set(u(load(&st.connections)));
+        entries.get_or_create(&shard).set(u(load(&st.cache_entries)));
+        depth.get_or_create(&shard).set(u(load(&st.ring_depth)));
+        requests.get_or_create(&shard).inc_by(load(&st.http_requests));
+    }
+    r.register("sark_policy_evaluations", "Decisions answered, by tool sensitivity and result", evaluations);
+    r.register("sark_policy_denials", "Decisions that were not an allow (deny or error)", denials);
+    r.register("sark_policy_cache_hits", "Decisions answered from a shard's cache", hits);
+    r.register("sark_policy_cache_misses", "Decisions the evaluator made", misses);
+    r.register("sark_pdp_shard_info", "One per shard: its I/O driver and bundle revision", info);
+    r.register("sark_pdp_connections", "Open connections per shard (binary and HTTP)", connections);
+    r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);
+    r.register("sark_pdp_audit_ring_depth", "Audit records waiting in each shard's ring", depth);
+    r.register("sark_pdp_http_requests", "HTTP requests answered per shard", requests);
+    r.register("sark_pdp_audit_drops", "Audit records dropped (a full ring pauses the shard instead)", drops);
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
+        out = "# encoding failed\n# EOF\n".into();
+    }
+    out
+}
