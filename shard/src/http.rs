@@ -438,7 +438,7 @@ async fn decide_document(shard: &Shard, input: Value) -> (Answer, u128) {
 async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool) -> Response {
     let t0 = Instant::now();
     let entrypoint = format!("data{}", path.trim_end_matches('/').replace('/', "."));
-    let mut eval_ns = 0u64;
+    let eval_ns;
     // SARK's decision and its legacy projections share the decision path; any other
     // entrypoint of the bundle goes to the evaluator (not cached, not audited).
     let (result, decision_id) = match entrypoint.as_str() {
