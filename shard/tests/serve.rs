@@ -3,74 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use common::Server;
 
 use wire::message::Eval;
 use wire::{Client, Reply, Request};
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    audit: PathBuf,
-}
-
-impl Server {
-    fn start(tag: &str) -> Server {
-        Server::start_with(tag, &["--shards", "1", "--audit-ring", "64"])
-    }
-
-    fn start_with(tag: &str, args: &[&str]) -> Server {
-        let audit = std::env::temp_dir().join(format!("sark-pdp-serve-{tag}-{}.jsonl", std::process::id()));
-        let _ = std::fs::remove_file(&audit);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .arg("--audit-log")
-            .arg(&audit)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        Server { child, addr, audit }
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    }
-
-    /// SIGTERM, wait, and return the audit log's lines.
-    fn stop(mut self) -> Vec<serde_json::Value> {
-        self.sigterm();
-        let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(status.success(), "exit {status}: {err}");
-        assert!(err.contains("driver"), "the shard did not say which driver it runs: {err}");
-        std::fs::read_to_string(&self.audit)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = std::fs::remove_file(&self.audit);
-    }
-}
 
 fn sample(user: &str) -> Eval {
     Eval::example(user)

@@ -1,0 +1,297 @@
+//! The HTTP front door as a black box: the real binary, raw HTTP/1.1 over real sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::Server;
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Every whole response in `bytes`.
+fn parse(mut bytes: &[u8]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = r.parse(bytes) else { return out };
+        let headers: Vec<(String, String)> =
+            r.headers.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect();
+        let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+        if bytes.len() < n + len {
+            return out;
+        }
+        out.push(Resp { status: r.code.unwrap(), headers, body: bytes[n..n + len].to_vec() });
+        bytes = &bytes[n + len..];
+    }
+}
+
+/// Write `raw`, read until the server closes or `want` responses arrived.
+fn exchange(addr: SocketAddr, raw: &[u8], want: usize) -> Vec<Resp> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if parse(&got).len() >= want {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    parse(&got)
+}
+
+fn request(method: &str, path: &str, body: &str, headers: &str) -> Vec<u8> {
+    format!("{method} {path} HTTP/1.1\r\nhost: pdp.test\r\ncontent-length: {}\r\n{headers}\r\n{body}", body.len()).into_bytes()
+}
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Resp {
+    exchange(addr, &request(method, path, body, "connection: close\r\n"), 1).pop().expect("no response")
+}
+
+fn sample_input() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/invoke-medium.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn opa_data_api_answers_as_opa_and_sark_expect() {
+    let server = Server::start("http-opa");
+    let a = server.http;
+    let input = json!({"input": sample_input()}).to_string();
+
+    let r = call(a, "GET", "/health", "");
+    assert_eq!((r.status, r.json()), (200, json!({})));
+    assert_eq!(call(a, "GET", "/health/ready", "").status, 200);
+    assert_eq!(call(a, "GET", "/health/live", "").status, 200);
+
+    // SARK's legacy paths: a bool, an object, on the decision path (audited: a decision id).
+    let r = call(a, "POST", "/v1/data/mcp/allow", &input).json();
+    assert_eq!(r["result"], true);
+    assert_eq!(r["decision_id"].as_str().unwrap().len(), 32);
+    let r = call(a, "POST", "/v1/data/mcp/result", &input).json();
+    assert_eq!(r["result"]["allow"], true);
+    assert_eq!(r["result"]["filtered_parameters"], json!({"ticket_id": "T-42", "status": "closed"}));
+    let r = call(a, "POST", "/v1/data/sark/decision?metrics=true", &input).json();
+    assert_eq!(r["result"]["allow"], true);
+    assert!(r["metrics"]["timer_server_handler_ns"].as_u64().unwrap() >= r["metrics"]["timer_rego_query_eval_ns"].as_u64().unwrap());
+    assert_eq!(call(a, "POST", "/v1/data/sark/gateway/allow", &input).json(), json!({"result": false}));
+    assert_eq!(call(a, "POST", "/v1/data/mcp/gateway/a2a/result", &input).json()["result"]["allow"], false);
+    // Undefined is {}; GET has no input; v0 answers the bare value, 404 when undefined.
+    assert_eq!(call(a, "GET", "/v1/data/sark/rbac/applies", "").json(), json!({}));
+    assert_eq!(call(a, "GET", "/v1/data/sark/classification/level", "").json(), json!({"result": "medium"}));
+    let v0 = call(a, "POST", "/v0/data/mcp/allow", &sample_input().to_string());
+    assert_eq!((v0.status, v0.json()), (200, json!(true)));
+    assert_eq!(call(a, "POST", "/v0/data/sark/rbac/applies", "{}").status, 404);
+    // Errors in OPA's shape.
+    let bad = call(a, "POST", "/v1/data/mcp/allow", "{nope");
+    assert_eq!((bad.status, bad.json()["code"].as_str()), (400, Some("invalid_parameter")));
+    let deep = format!("{{\"input\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(call(a, "POST", "/v1/data/mcp/allow", &deep).status, 400);
+    let unknown = call(a, "POST", "/v1/data/no/such/rule", &input);
+    assert_eq!((unknown.status, unknown.json()["code"].as_str()), (404, Some("undefined_document")));
+
+    // mcp.allow and mcp.result are answered from SARK's decision: for every shipped case
+    // they equal what the bundle's own mcp rules evaluate to.
+    let bundle = pdp::Bundle::embedded().unwrap();
+    let compiled = std::sync::Arc::new(pdp::CompiledBundle::compile(&bundle, pdp::EvalLimits::default()).unwrap());
+    let mut local = pdp::Evaluator::new(compiled, pdp::EnginePreference::Fastest);
+    let mut compared = 0;
+    for case in pdp::cases::load(&bundle).unwrap() {
+        if case.entrypoint != pdp::bundle::DECISION_ENTRYPOINT || case.input["context"].get("now_ns").is_none() {
+            continue;
+        }
+        let body = json!({"input": case.input}).to_string();
+        for (path, rule) in [("/v1/data/mcp/allow", "data.mcp.allow"), ("/v1/data/mcp/result", "data.mcp.result")] {
+            let remote = call(a, "POST", path, &body).json().get("result").cloned();
+            let value = pdp::eval::input_from_json(&case.input.to_string()).unwrap();
+            let mine = match local.evaluate(rule, value) {
+                Ok((v, _)) => pdp::decision::value_to_json(&v),
+                Err(pdp::EvalError::Undefined(_)) => None,
+                Err(e) => panic!("{}: {e}", case.name),
+            };
+            assert_eq!(remote, mine, "case {} on {path}", case.name);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 200, "only {compared} comparisons");
+
+    // Every decision answered on the decision path was audited exactly once.
+    let records = server.stop();
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["decision_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "a decision was audited twice");
+    // mcp/allow, mcp/result, sark/decision, v0 mcp/allow, plus the per-case calls.
+    assert_eq!(records.len(), 4 + compared);
+}
+
+fn authzen_request(user: &str, roles: &[&str]) -> Value {
+    json!({
+        "subject": {"type": "user", "id": user, "properties": {"roles": roles, "teams": ["payments"], "mfa_verified": true, "mfa_age_s": 60}},
+        "action": {"name": "tool:invoke", "properties": {"parameters": {"ticket_id": "T-1", "api_token": "x"}}},
+        "resource": {"type": "tool", "id": "update_ticket", "properties": {"sensitivity_level": "medium", "teams": ["payments"]}},
+        "context": {"client_ip": "10.20.30.40", "vpn": true, "audit_enabled": true, "geo_country": "US"}
+    })
+}
+
+#[test]
+fn authzen_and_sark_endpoints() {
+    let server = Server::start("http-authzen");
+    let a = server.http;
+    let conf = call(a, "GET", "/.well-known/authzen-configuration", "").json();
+    assert_eq!(conf["policy_decision_point"], "http://pdp.test");
+    assert_eq!(conf["access_evaluation_endpoint"], "http://pdp.test/access/v1/evaluation");
+    assert_eq!(conf["access_evaluations_endpoint"], "http://pdp.test/access/v1/evaluations");
+
+    let allow = exchange(a, &request("POST", "/access/v1/evaluation", &authzen_request("alice", &["developer"]).to_string(), "x-request-id: r-77\r\n"), 1)
+        .pop()
+        .unwrap();
+    assert_eq!(allow.header("x-request-id"), Some("r-77"));
+    let v = allow.json();
+    assert_eq!(v["decision"], true, "{v}");
+    assert_eq!(v["context"]["filtered_parameters"], json!({"ticket_id": "T-1"}));
+    let deny = call(a, "POST", "/access/v1/evaluation", &authzen_request("vic", &["viewer"]).to_string());
+    assert_eq!((deny.status, deny.json()["decision"].clone()), (200, json!(false)));
+    assert!(!deny.json()["context"]["reasons"].as_array().unwrap().is_empty());
+    let bad = call(a, "POST", "/access/v1/evaluation", r#"{"action": {"name": "x"}}"#);
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["message"].as_str().unwrap().contains("subject"));
+
+    // Batch: defaults at the top level, an item's subject overrides; allow, deny, allow.
+    let items = json!([{}, {"subject": {"type": "user", "id": "vic", "properties": {"roles": ["viewer"]}}}, {}]);
+    let base = authzen_request("alice", &["developer"]);
+    for (semantic, want) in [
+        ("execute_all", vec![true, false, true]),
+        ("deny_on_first_deny", vec![true, false]),
+        ("permit_on_first_permit", vec![true]),
+    ] {
+        let mut req = base.clone();
+        req["evaluations"] = items.clone();
+        req["options"] = json!({"evaluations_semantic": semantic});
+        let got = call(a, "POST", "/access/v1/evaluations", &req.to_string()).json();
+        let decisions: Vec<bool> = got["evaluations"].as_array().unwrap().iter().map(|e| e["decision"].as_bool().unwrap()).collect();
+        assert_eq!(decisions, want, "{semantic}");
+    }
+
+    // SARK's own endpoints and shapes.
+    let user = json!({"id": "alice", "roles": ["developer"], "teams": ["payments"], "mfa_verified": true, "mfa_age_s": 60});
+    let ctx = json!({"client_ip": "10.20.30.40", "vpn": true, "audit_enabled": true, "geo_country": "US"});
+    let eval = json!({"user": user, "action": "tool:invoke", "tool": {"name": "update_ticket", "sensitivity_level": "medium", "teams": ["payments"]},
+                      "parameters": {"ticket_id": "T-1", "api_token": "x"}, "context": ctx});
+    let r = call(a, "POST", "/api/v1/policy/evaluate", &eval.to_string()).json();
+    assert_eq!(r["decision"], "allow", "{r}");
+    assert_eq!(r["filtered_parameters"], json!({"ticket_id": "T-1"}));
+    assert_eq!(r["audit_id"].as_str().unwrap().len(), 32);
+    assert!((1..=300).contains(&r["cache_ttl"].as_u64().unwrap()), "{r}");
+    let batch = json!([eval, {"user_id": "nobody", "action": "tool:invoke", "tool": "update_ticket"}]);
+    let r = call(a, "POST", "/api/v1/policy/batch-evaluate", &batch.to_string()).json();
+    assert_eq!(r.as_array().unwrap().iter().map(|d| d["decision"].as_str().unwrap()).collect::<Vec<_>>(), ["allow", "deny"]);
+    let gw = json!({"user": {"id": "root", "roles": ["admin"], "mfa_verified": true, "mfa_age_s": 60}, "action": "gateway:server:list",
+                    "server_name": "fin", "context": ctx});
+    let r = call(a, "POST", "/api/v1/gateway/authorize", &gw.to_string()).json();
+    assert!(r["allow"].is_boolean() && r["reason"].is_string() && r["audit_id"].is_string(), "{r}");
+    let r = call(a, "POST", "/api/v1/policy/evaluate", r#"{"action": "tool:invoke"}"#);
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn limits_errors_keep_alive_and_metrics() {
+    let dir = std::env::temp_dir().join(format!("sark-pdp-http-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("pdp.toml");
+    std::fs::write(&conf, "[http]\nrequest_timeout_s = 1\nmax_header_bytes = 4096\nmax_body_bytes = 65536\n").unwrap();
+    let server = Server::start_with("http-limits", &["--shards", "1", "--config", conf.to_str().unwrap()]);
+    let a = server.http;
+
+    let status = |raw: &[u8]| exchange(a, raw, 1).pop().map(|r| (r.status, r.json()["code"].as_str().unwrap_or("").to_string()));
+    assert_eq!(status(b"POST /v1/data/mcp/allow HTTP/1.1\r\nhost: x\r\n\r\n"), Some((411, "length_required".into())));
+    assert_eq!(status(b"POST /v1/data/mcp/allow HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"), Some((411, "length_required".into())));
+    assert_eq!(status(b"POST /v1/data/mcp/allow HTTP/1.1\r\ncontent-length: 70000\r\n\r\n"), Some((413, "body_too_large".into())));
+    let big = format!("GET /health HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(8000));
+    assert_eq!(status(big.as_bytes()), Some((431, "headers_too_large".into())));
+    assert_eq!(status(b"BLAH\x01 / HTTP/1.1\r\n\r\n"), Some((400, "bad_request".into())));
+    assert_eq!(status(b"POST /v1/data/x HTTP/1.1\r\ncontent-length: abc\r\n\r\n"), Some((400, "bad_request".into())));
+    let r = exchange(a, b"DELETE /health HTTP/1.1\r\n\r\n", 1).pop().unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    assert_eq!(status(b"GET /nowhere HTTP/1.1\r\n\r\n"), Some((404, "not_found".into())));
+    // Slowloris: a request that never completes is answered 408 after the timeout.
+    let started = std::time::Instant::now();
+    assert_eq!(status(b"GET /health HTTP/1.1\r\nhost: x\r\n"), Some((408, "request_timeout".into())));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // Keep-alive and pipelining: 100 requests in one write, 100 answers in order. (The
+    // input is about the present, so its decision is cached.)
+    let mut present = sample_input();
+    present["context"].as_object_mut().unwrap().remove("now_ns");
+    let input = json!({"input": present}).to_string();
+    let mut raw = Vec::new();
+    for i in 0..100 {
+        if i % 2 == 0 {
+            raw.extend(request("GET", "/health", "", &format!("x-request-id: q{i}\r\n")));
+        } else {
+            raw.extend(request("POST", "/v1/data/mcp/allow", &input, &format!("x-request-id: q{i}\r\n")));
+        }
+    }
+    let got = exchange(a, &raw, 100);
+    assert_eq!(got.len(), 100);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.header("x-request-id"), Some(format!("q{i}").as_str()));
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+        if i % 2 == 1 {
+            assert_eq!(r.json()["result"], true);
+        }
+    }
+    // HTTP/1.0 closes after its answer.
+    let r = exchange(a, b"GET /health HTTP/1.0\r\n\r\nGET /health HTTP/1.0\r\n\r\n", 2);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].header("connection"), Some("close"));
+
+    // Metrics: OpenMetrics text, every sample line `name{labels} value`, with the 50
+    // decisions above counted (the first a miss, then hits).
+    let m = call(a, "GET", "/metrics", "");
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+                let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {l:?}"));
+                (series.split('{').next().unwrap().to_string(), v)
+            })
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(sum("sark_policy_evaluations_total"), 50.0);
+    assert_eq!(sum("sark_policy_cache_misses_total") + sum("sark_policy_cache_hits_total"), 50.0);
+    assert!(sum("sark_policy_cache_hits_total") >= 48.0);
+    assert_eq!(sum("sark_pdp_shard_info"), 1.0);
+    assert!(text.contains("driver=\""));
+    assert_eq!(sum("sark_pdp_audit_drops_total"), 0.0);
+    assert!(sum("sark_pdp_http_requests_total") >= 100.0);
+    assert_eq!(server.stop().len(), 50);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
