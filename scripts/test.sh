@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). Installs what the tests need, then runs
-# lints and every test of the workspace, and closes with the summed count.
-# Needs PyPI once (the OPA reference engine); afterwards it runs offline.
+# lints and every test of the workspace, then the OPA-client interop check of the HTTP front
+# door (scripts/opa-client-test.sh, counted as one test), and closes with the summed count.
+# Needs PyPI once (the OPA reference engine, the OPA client's venv); afterwards it runs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-opa.sh
@@ -9,9 +10,13 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# Sum libtest's "test result:" lines and the policy-case runner's "N passed, N failed".
-awk '
+opa_rc=0
+./scripts/opa-client-test.sh 2>&1 | tee -a "$log" || opa_rc=$?
+# Sum libtest's "test result:" lines and the policy-case runner's "N passed, N failed";
+# the OPA-client check adds one pass or one failure.
+awk -v opa_rc="$opa_rc" '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
-  END { printf "total: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }
+  END { if (opa_rc == 0) p += 1; else f += 1
+        printf "total: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }
 ' "$log"
