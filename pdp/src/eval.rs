@@ -243,9 +243,10 @@ impl Evaluator {
         } else {
             EngineKind::Interpreter
         };
+        // Any JSON value is evaluated, objects or not: the policy decides what a wrong
+        // input gets (the shipped bundle denies it with reasons), as OPA would.
         let input = match input {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return Decision::deny(EvalError::BadInput("input is not an object".into()), engine, revision),
+            Ok(v) => v,
             Err(e) => return Decision::deny(e, engine, revision),
         };
         match self.evaluate_index(index, input) {
@@ -339,8 +340,11 @@ decision := {"allow": true, "reasons": ["ok"], "cache_ttl_s": data.cfg.ttl} if i
             assert!(!d.allow);
             let want = if pref == EnginePreference::Fastest { 1003 } else { 1004 };
             assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(want), "{pref:?} {d:?}");
-            // Not an object.
+            // Not an object: evaluated all the same (here no rule is defined for it).
             let d = ev.decide(Ok(Value::from(3)));
+            assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(1003), "{d:?}");
+            // An input that could not be built: a deny carrying the error.
+            let d = ev.decide(Err(EvalError::BadInput("x".into())));
             assert_eq!(d.error.as_ref().map(EvalError::wire_code), Some(1002));
         }
     }

@@ -98,9 +98,10 @@ impl DecisionPoint {
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
     pub fn decide_document(&mut self, mut input: Value, now_ns: i64) -> Answer {
         let given = match &input["context"]["now_ns"] {
-            Value::Number(n) => n.as_i64(),
             Value::Undefined => None,
-            // Present but not an integer: the policy will deny; don't cache that oddity.
+            // Present but not an integer (a string, 1.5, …): the policy will deny; never
+            // let the key, which leaves now_ns out, find an answer for another time.
+            Value::Number(n) => Some(n.as_i64().unwrap_or(i64::MIN)),
             _ => Some(i64::MIN),
         };
         let key = self.hasher.document_key(&input);
@@ -227,9 +228,22 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
     #[test]
     fn errors_are_never_cached() {
         let (mut p, _) = point();
-        let a = p.decide_document(Value::from(1), NOW);
-        assert!(!a.decision.allow);
+        let mut bad = input(&["admin"], "low");
+        bad.context = crate::input::Blob::Json("{not json".into());
+        let a = p.decide_typed(&bad, NOW);
+        assert!(!a.decision.allow && a.decision.error.is_some());
         assert_eq!(a.ttl, Duration::ZERO);
-        assert!(!p.decide_document(Value::from(1), NOW).cache_hit);
+        assert!(!p.decide_typed(&bad, NOW).cache_hit);
+    }
+
+    #[test]
+    fn a_now_ns_that_is_not_an_integer_never_hits_an_answer_for_the_present() {
+        let (mut p, _) = point();
+        let doc = |ctx: &str| Value::from_json_str(&format!(r#"{{"user": {{"id": "u", "roles": ["admin"]}}, "context": {ctx}}}"#)).unwrap();
+        p.decide_document(doc("{}"), NOW);
+        assert!(p.decide_document(doc("{}"), NOW).cache_hit);
+        for odd in [r#"{"now_ns": 1795428000.5}"#, r#"{"now_ns": "soon"}"#, r#"{"now_ns": true}"#] {
+            assert!(!p.decide_document(doc(odd), NOW).cache_hit, "{odd}");
+        }
     }
 }

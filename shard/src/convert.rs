@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn error_decisions_carry_their_code_on_every_reason() {
         let mut p = point();
-        let answer = p.decide_document(pdp::Value::from(1), NOW);
+        let mut e = sample();
+        e.context_json = Some("[1,".into());
+        let input = input_from_eval(e);
+        let answer = p.decide_typed(&input, NOW);
         let w = view(&answer, 3);
         assert!(!w.allow);
         assert_eq!(w.error_code, 1002);

@@ -91,11 +91,13 @@ fn missing_time_is_stamped_and_other_entrypoints_answer() {
 }
 
 #[test]
-fn non_object_input_is_a_deny_with_a_code() {
+fn non_object_input_is_a_deny_the_policy_explains_and_is_not_cached() {
+    // Evaluated like any input, as OPA would: the shipped bundle checks the input's shape.
     let out = json(&sark_pdp(&["eval"], "[1, 2]"));
     assert_eq!(out["allow"], false);
-    assert_eq!(out["result"], "error");
-    assert_eq!(out["error"]["code"], 1002);
+    assert_eq!(out["result"], "deny");
+    assert!(out["reasons"].as_array().unwrap().iter().any(|r| r == "input: must be an object"), "{out}");
+    assert_eq!(out["cache"]["ttl_s"], 0);
 }
 
 #[test]
