@@ -6,7 +6,7 @@
 #   scripts/bench-http.sh
 #
 # DURATION (s, default 5), CONNS (default 8), LOAD_CPUS (default: the last core),
-# AUDIT_LOG (default target/bench-http-audit.jsonl; /dev/null keeps the disk out).
+# AUDIT_DURABILITY (default batch). The audit log goes to target/bench-http-audit/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
@@ -14,17 +14,18 @@ cargo build --release --locked -p shard -p bench-harness
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-8}
 LOAD_CPUS=${LOAD_CPUS:-$(($(nproc) - 1))}
-AUDIT_LOG=${AUDIT_LOG:-target/bench-http-audit.jsonl}
-[ "$AUDIT_LOG" = /dev/null ] || rm -f "$AUDIT_LOG"
+AUDIT_DIR=target/bench-http-audit
+AUDIT_DURABILITY=${AUDIT_DURABILITY:-batch}
+rm -rf "$AUDIT_DIR"
 target/release/sark-pdp serve --shards 1 --listen 127.0.0.1:7476 --http-listen 127.0.0.1:8182 \
-  --audit-log "$AUDIT_LOG" > target/bench-http.log 2>&1 &
+  --audit-dir "$AUDIT_DIR" --audit-durability "$AUDIT_DURABILITY" > target/bench-http.log 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; [ "$AUDIT_LOG" = /dev/null ] || rm -f "$AUDIT_LOG"' EXIT
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$AUDIT_DIR"' EXIT
 for _ in $(seq 100); do grep -q listening target/bench-http.log && break; sleep 0.1; done
 shard_tid=$(for t in /proc/$server/task/*; do [ "$(cat "$t/comm")" = shard-0 ] && basename "$t"; done)
 ticks() { awk '{print $14 + $15}' "/proc/$server/task/$shard_tid/stat"; }
 
-echo "machine: $(nproc) cores; shard on core 0, load (wrk -t1 / pdp-bench) on core(s) $LOAD_CPUS; audit log $AUDIT_LOG; $CONNS connections, ${DURATION}s each"
+echo "machine: $(nproc) cores; shard on core 0, load (wrk -t1 / pdp-bench) on core(s) $LOAD_CPUS; audit durability $AUDIT_DURABILITY; $CONNS connections, ${DURATION}s each"
 echo
 echo "| front door | load | requests/s | p50 | p99 | shard CPU | per shard-core second |"
 echo "|---|---|---:|---:|---:|---:|---:|"

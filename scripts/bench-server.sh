@@ -6,8 +6,8 @@
 #   scripts/bench-server.sh [extra pdp-bench matrix flags]
 #
 # SHARDS (default 1), HARNESS_CPUS (default: the last core, which the audit writer also
-# uses), AUDIT_LOG (default: a file under target/; /dev/null isolates the shards from the
-# disk), OUT (default target/bench-server.json).
+# uses), AUDIT_DURABILITY (none | batch | sync; default batch), OUT (default
+# target/bench-server.json). The audit log goes to target/bench-audit/, removed after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-opa.sh >/dev/null
@@ -15,18 +15,20 @@ cargo build --release --locked -p shard -p bench-harness
 cores=$(nproc)
 SHARDS=${SHARDS:-1}
 HARNESS_CPUS=${HARNESS_CPUS:-$((cores - 1))}
-AUDIT_LOG=${AUDIT_LOG:-target/bench-audit.jsonl}
+AUDIT_DIR=target/bench-audit
+AUDIT_DURABILITY=${AUDIT_DURABILITY:-batch}
 OUT=${OUT:-target/bench-server.json}
 PORT=${PORT:-7475}
-[ "$AUDIT_LOG" = /dev/null ] || rm -f "$AUDIT_LOG"
-target/release/sark-pdp serve --shards "$SHARDS" --listen "127.0.0.1:$PORT" --audit-log "$AUDIT_LOG" \
+rm -rf "$AUDIT_DIR"
+target/release/sark-pdp serve --shards "$SHARDS" --listen "127.0.0.1:$PORT" --http-listen off \
+  --audit-dir "$AUDIT_DIR" --audit-durability "$AUDIT_DURABILITY" \
   > target/bench-server.log 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; [ "$AUDIT_LOG" = /dev/null ] || rm -f "$AUDIT_LOG"' EXIT
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$AUDIT_DIR"' EXIT
 for _ in $(seq 100); do grep -q listening target/bench-server.log && break; sleep 0.1; done
 grep -q listening target/bench-server.log || { cat target/bench-server.log; exit 1; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(uname -r)"
-echo "server: $SHARDS shard(s), audit log $AUDIT_LOG; load generator on core(s) $HARNESS_CPUS"
+echo "server: $SHARDS shard(s), audit durability $AUDIT_DURABILITY; load generator on core(s) $HARNESS_CPUS"
 cat target/bench-server.log
 taskset -c "$HARNESS_CPUS" target/release/pdp-bench matrix --addr "127.0.0.1:$PORT" --server-pid "$server" \
   --json "$OUT" "$@"

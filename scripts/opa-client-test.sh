@@ -39,7 +39,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin" serve --shards 1 --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --audit-log "$tmp/audit.jsonl" >"$tmp/stdout" 2>"$tmp/stderr" &
+  --audit-dir "$tmp/audit" >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
 
 # The server prints one line naming both addresses; the HTTP one is followed by "(HTTP)".

@@ -242,9 +242,17 @@ impl AuditRecord {
 
     /// [`Self::to_json_line`], appended to `out` (the writer reuses one buffer).
     pub fn write_json_line(&self, out: &mut String) {
+        out.push('{');
+        self.write_json_fields(out);
+        out.push_str("}\n");
+    }
+
+    /// The line's fields, `"decision_id":…` to the last, without the braces (the audit
+    /// log adds its own before and after).
+    pub fn write_json_fields(&self, out: &mut String) {
         let d = &*self.decision;
         let f = self.fields();
-        let _ = write!(out, "{{\"decision_id\":\"{:032x}\",\"timestamp\":\"", self.decision_id);
+        let _ = write!(out, "\"decision_id\":\"{:032x}\",\"timestamp\":\"", self.decision_id);
         rfc3339_into(out, self.timestamp_ns);
         let _ = write!(out, "\",\"allow\":{},\"result\":\"{}\",\"user_id\":", d.allow, d.result());
         json_str(out, f.user_id);
@@ -291,7 +299,6 @@ impl AuditRecord {
         if let Some(e) = &d.error {
             let _ = write!(out, ",\"error_code\":{}", e.wire_code());
         }
-        out.push_str("}\n");
     }
 }
 

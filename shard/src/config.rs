@@ -25,7 +25,13 @@
 //! max_instructions = 1000000 # RVM instructions per evaluation
 //!
 //! [audit]
-//! log = "sark-pdp-audit.jsonl"
+//! dir = "sark-pdp-audit"     # segments audit-<first seq>.jsonl (pdp/src/audit_log.rs)
+//! durability = "batch"       # none | batch | sync
+//! commit_interval_ms = 10    # batch: fdatasync at least this often…
+//! commit_records = 4096      # …or after this many records
+//! segment_bytes = 67108864   # rotate a segment at this size…
+//! segment_age_s = 3600       # …or this age
+//! on_full = "block"          # a full ring pauses the shard; "drop" answers and counts
 //! ring = 65536               # records per shard ring
 //!
 //! [cache]
@@ -122,8 +128,40 @@ pub struct BundleSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
-    pub log: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub durability: Option<String>,
+    pub commit_interval_ms: Option<u64>,
+    pub commit_records: Option<usize>,
+    pub segment_bytes: Option<u64>,
+    pub segment_age_s: Option<u64>,
+    pub on_full: Option<String>,
     pub ring: Option<usize>,
+}
+
+impl AuditSection {
+    /// The audit log's settings: `dir` and `durability` flags over the file over the
+    /// defaults; and whether a full ring drops.
+    ///
+    /// # Errors
+    /// An unknown durability or on_full, or a value out of range.
+    pub fn resolve(&self, dir: Option<PathBuf>, durability: Option<&str>, on_full: Option<&str>) -> anyhow::Result<(pdp::audit_log::LogConfig, bool)> {
+        let mut c = pdp::audit_log::LogConfig::new(dir.or(self.dir.clone()).unwrap_or_else(|| "sark-pdp-audit".into()));
+        let d = durability.or(self.durability.as_deref()).unwrap_or("batch");
+        c.durability = pdp::audit_log::Durability::parse(d).ok_or_else(|| anyhow::anyhow!("audit durability {d:?}: expected none, batch or sync"))?;
+        c.commit_interval = Duration::from_millis(in_range("audit.commit_interval_ms", self.commit_interval_ms.unwrap_or(10), 1, 60_000)?);
+        c.commit_records = in_range("audit.commit_records", self.commit_records.unwrap_or(4096), 1, 1 << 24)?;
+        c.segment_bytes = in_range("audit.segment_bytes", self.segment_bytes.unwrap_or(64 << 20), 4096, 1 << 40)?;
+        c.segment_age = Duration::from_secs(in_range("audit.segment_age_s", self.segment_age_s.unwrap_or(3600), 1, 365 * 86_400)?);
+        if let Some(ms) = std::env::var("SARK_PDP_FAULT_AUDIT_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            c.fault_delay = Duration::from_millis(ms);
+        }
+        let drop = match on_full.or(self.on_full.as_deref()).unwrap_or("block") {
+            "block" => false,
+            "drop" => true,
+            other => anyhow::bail!("audit on_full {other:?}: expected block or drop"),
+        };
+        Ok((c, drop))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,7 +203,7 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut c: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.bundle.path, &mut c.audit.log].into_iter().flatten() {
+        for p in [&mut c.bundle.path, &mut c.audit.dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -238,7 +276,7 @@ mod tests {
     fn every_section_parses_and_paths_follow_the_file() {
         let c = parse(
             "[server]\nlisten = \"127.0.0.1:9000\"\nshards = 2\nmax_in_flight = 64\n\
-             [bundle]\npath = \"policies\"\n[audit]\nlog = \"/var/log/a.jsonl\"\nring = 128\n\
+             [bundle]\npath = \"policies\"\n[audit]\ndir = \"/var/log/sark\"\nring = 128\ndurability = \"sync\"\n\
              [cache]\neviction = \"lru\"\nmax_entries = 10\n[cache.ttl]\nhigh = 5\n",
         )
         .unwrap();
@@ -246,7 +284,12 @@ mod tests {
         assert_eq!((c.server.shards, c.server.max_in_flight, c.audit.ring), (Some(2), Some(64), Some(128)));
         let bundle = c.bundle.path.as_ref().unwrap();
         assert!(bundle.is_absolute() && bundle.ends_with("policies"), "{bundle:?}");
-        assert_eq!(c.audit.log, Some(PathBuf::from("/var/log/a.jsonl")));
+        assert_eq!(c.audit.dir, Some(PathBuf::from("/var/log/sark")));
+        let (log, drop) = c.audit.resolve(None, None, None).unwrap();
+        assert_eq!((log.durability, drop), (pdp::audit_log::Durability::Sync, false));
+        let (log, drop) = c.audit.resolve(Some("elsewhere".into()), Some("none"), Some("drop")).unwrap();
+        assert_eq!((log.dir, log.durability, drop), (PathBuf::from("elsewhere"), pdp::audit_log::Durability::None, true));
+        assert!(c.audit.resolve(None, Some("always"), None).unwrap_err().to_string().contains("durability"));
         let cache = c.cache(|_| None).unwrap();
         assert_eq!(cache.eviction, Eviction::Lru);
         assert_eq!(cache.max_entries, 10);

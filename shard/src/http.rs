@@ -147,6 +147,7 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
             shard.busy.set(shard.busy.get() - 1);
         }
         if !out.is_empty() {
+            crate::server::wait_durable(shard).await;
             let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
             out = buf;
             out.clear();

@@ -58,9 +58,18 @@ enum Command {
         /// Shards, one pinned thread each [default: cores - 1, at least 1].
         #[arg(long)]
         shards: Option<usize>,
-        /// Audit log: one JSON line per decision, appended [default: sark-pdp-audit.jsonl].
+        /// Audit log directory: numbered segments of checksummed JSON lines
+        /// [default: sark-pdp-audit].
         #[arg(long)]
-        audit_log: Option<PathBuf>,
+        audit_dir: Option<PathBuf>,
+        /// When audit records are made durable: none, batch (group commit) or sync (a
+        /// reply waits for its record) [default: batch].
+        #[arg(long)]
+        audit_durability: Option<String>,
+        /// A full audit ring: block (pause the shard) or drop (answer, count the drop)
+        /// [default: block].
+        #[arg(long)]
+        audit_on_full: Option<String>,
         /// Records each shard's audit ring holds before the shard waits for the writer
         /// [default: 65536].
         #[arg(long)]
@@ -206,7 +215,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
             listen,
             shards,
-            audit_log,
+            audit_dir,
+            audit_durability,
+            audit_on_full,
             audit_ring,
             max_connections,
             idle_timeout_s,
@@ -221,10 +232,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let srv = &file.server;
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
+            let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
             let config = shard::server::ServeConfig {
                 listen: listen.or(srv.listen).unwrap_or_else(default_listen),
                 shards: in_range("shards", shards, 1, 1024)?,
-                audit_log: audit_log.or(file.audit.log.clone()).unwrap_or_else(|| "sark-pdp-audit.jsonl".into()),
+                audit,
+                audit_drop_when_full,
                 cache: file.cache(|v| std::env::var(v).ok())?,
                 ring_capacity: in_range("audit ring", audit_ring.or(file.audit.ring).unwrap_or(65_536), 1, 1 << 24)?,
                 max_connections_per_shard: in_range("max_connections", max_connections.or(srv.max_connections).unwrap_or(10_000), 1, 1 << 20)?,

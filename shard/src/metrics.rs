@@ -6,8 +6,8 @@
 //! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total{sensitivity_level}`,
 //! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
 //! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
-//! `sark_pdp_http_requests_total`, and `sark_pdp_audit_drops_total` (always 0: a full ring
-//! pauses the shard, it never drops).
+//! `sark_pdp_http_requests_total`, and `sark_pdp_audit_drops_total` (0 unless
+//! `audit.on_full = "drop"`: by default a full ring pauses the shard, it never drops).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -83,6 +83,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String 
         entries.get_or_create(&shard).set(u(load(&st.cache_entries)));
         depth.get_or_create(&shard).set(u(load(&st.ring_depth)));
         requests.get_or_create(&shard).inc_by(load(&st.http_requests));
+        drops.inc_by(load(&st.audit_drops));
     }
     r.register("sark_policy_evaluations", "Decisions answered, by tool sensitivity and result", evaluations);
     r.register("sark_policy_denials", "Decisions that were not an allow (deny or error)", denials);
@@ -93,7 +94,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String 
     r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);
     r.register("sark_pdp_audit_ring_depth", "Audit records waiting in each shard's ring", depth);
     r.register("sark_pdp_http_requests", "HTTP requests answered per shard", requests);
-    r.register("sark_pdp_audit_drops", "Audit records dropped (a full ring pauses the shard instead)", drops);
+    r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
         out = "# encoding failed\n# EOF\n".into();

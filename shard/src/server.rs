@@ -13,7 +13,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +38,11 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub shards: usize,
-    pub audit_log: PathBuf,
+    /// The durable audit log (directory, durability, segments).
+    pub audit: pdp::audit_log::LogConfig,
+    /// With a full ring: wait for room (false, the default) or answer without the record,
+    /// counting it (true).
+    pub audit_drop_when_full: bool,
     pub cache: CacheConfig,
     /// Records per shard ring.
     pub ring_capacity: usize,
@@ -112,16 +115,21 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
         }
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&config.audit_log)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.audit_log.display()))?;
+    let mut log = pdp::audit_log::AuditLog::open(config.audit.clone()).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
+    let rec = &log.recovery;
+    eprintln!(
+        "sark-pdp: audit log {} ({} segments, next seq {}, durability {}, write + fdatasync{})",
+        config.audit.dir.display(),
+        rec.segments,
+        rec.next_seq,
+        config.audit.durability.as_str(),
+        if rec.truncated_bytes > 0 { format!("; cut a torn tail of {} bytes", rec.truncated_bytes) } else { String::new() }
+    );
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
         let _ = monoio::utils::bind_to_cpu_set([cores - 1]);
-        drain.run(std::io::BufWriter::with_capacity(1 << 20, file), 1024)
+        drain.run(&mut log, 1024)
     })?;
     let nonce = u64::try_from(now_ns()).unwrap_or(0);
     let mut shards = Vec::new();
@@ -141,7 +149,7 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
         }
     }
     let written = writer.join().map_err(|_| anyhow::anyhow!("the audit writer panicked"))??;
-    eprintln!("sark-pdp: stopped; {written} audit records written to {}", config.audit_log.display());
+    eprintln!("sark-pdp: stopped; {written} audit records written to {}", config.audit.dir.display());
     result
 }
 
@@ -166,6 +174,8 @@ pub(crate) struct Shard {
     /// This shard's counters (it alone writes them) and every shard's, for `/metrics`.
     pub(crate) stats: Arc<ShardStats>,
     pub(crate) all_stats: Arc<Vec<Arc<ShardStats>>>,
+    /// The highest record number on this shard's ring that some reply is waiting on.
+    pub(crate) durable_needed: Cell<u64>,
 }
 
 /// A shard's counters for `/metrics`. Each cell has one writer, its shard (a plain load
@@ -178,6 +188,8 @@ pub(crate) struct ShardStats {
     pub(crate) hits: [AtomicU64; 5],
     pub(crate) misses: [AtomicU64; 5],
     pub(crate) http_requests: AtomicU64,
+    /// Records not written because the ring was full and the shard was told to drop.
+    pub(crate) audit_drops: AtomicU64,
     /// Published by the shard every 20 ms.
     pub(crate) connections: AtomicU64,
     pub(crate) cache_entries: AtomicU64,
@@ -244,6 +256,7 @@ fn run_shard(
         driver,
         stats: all_stats.get(index).cloned().unwrap_or_default(),
         all_stats,
+        durable_needed: Cell::new(0),
     });
     shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
     runtime.block_on(async move {
@@ -357,6 +370,7 @@ async fn answer_and_write(
     loop {
         let after = answer_all(shard, inbuf, out, max_payload).await;
         if !out.is_empty() {
+            wait_durable(shard).await;
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             out.clear();
@@ -494,9 +508,12 @@ async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
 }
 
 /// Hand a decision's record to the audit ring (waiting for room: a full ring holds the
-/// reply, and the connection, rather than drop a record) and count it; the answer to give
-/// and its decision id. Once the shard has stopped nothing is answered without its record:
-/// the answer becomes a deny with code 1007.
+/// reply, and the connection, rather than drop a record — unless told to drop, which is
+/// counted) and count it; the answer to give and its decision id. In `sync` durability the
+/// record's number is noted in `durable_needed`: the connection writes its replies only once
+/// the writer has made that many of this shard's records durable ([`wait_durable`]). Once
+/// the shard has stopped nothing is answered without its record: the answer becomes a deny
+/// with code 1007.
 pub(crate) async fn audited(shard: &Shard, mut record: AuditRecord, answer: Answer, sensitivity: pdp::Sensitivity) -> (Answer, u128) {
     let id = record.decision_id;
     loop {
@@ -514,7 +531,14 @@ pub(crate) async fn audited(shard: &Shard, mut record: AuditRecord, answer: Answ
             }
         };
         match pushed {
-            Ok(()) => break,
+            Ok(number) => {
+                shard.durable_needed.set(shard.durable_needed.get().max(number));
+                break;
+            }
+            Err(_) if shard.config.audit_drop_when_full => {
+                bump(&shard.stats.audit_drops);
+                break;
+            }
             Err(back) => {
                 record = back;
                 monoio::time::sleep(Duration::from_micros(50)).await;
@@ -523,4 +547,20 @@ pub(crate) async fn audited(shard: &Shard, mut record: AuditRecord, answer: Answ
     }
     shard.stats.decided(sensitivity, &answer);
     (answer, id)
+}
+
+/// In `sync` durability, wait until the writer has made this shard's records up to
+/// `durable_needed` durable (other connections keep being served meanwhile).
+pub(crate) async fn wait_durable(shard: &Shard) {
+    if shard.config.audit.durability != pdp::audit_log::Durability::Sync {
+        return;
+    }
+    let need = shard.durable_needed.get();
+    loop {
+        let done = shard.audit.borrow().as_ref().is_none_or(|p| p.durable() >= need);
+        if done {
+            return;
+        }
+        monoio::time::sleep(Duration::from_micros(100)).await;
+    }
 }

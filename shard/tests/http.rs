@@ -295,3 +295,29 @@ fn limits_errors_keep_alive_and_metrics() {
     assert_eq!(server.stop().len(), 50);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_full_ring_with_on_full_drop_answers_and_counts_every_drop() {
+    // A one-record ring and a writer that holds each pass 5 ms (fault injection): most
+    // records find the ring full. Told to drop, the shard answers anyway and counts them.
+    let server = Server::start_env(
+        "http-drop",
+        &["--shards", "1", "--audit-ring", "1", "--audit-on-full", "drop"],
+        &[("SARK_PDP_FAULT_AUDIT_DELAY_MS", "5")],
+    );
+    let mut c = wire::Client::connect(server.addr, None).unwrap();
+    let ids: Vec<u64> = (0..1000).map(|i| c.send(&wire::Request::Eval(Box::new(wire::message::Eval::example(format!("d{i}"))))).unwrap()).collect();
+    c.flush().unwrap();
+    for id in ids {
+        assert!(matches!(c.recv_id(id).unwrap(), wire::Reply::Decision(_)));
+    }
+    let text = String::from_utf8(call(server.http, "GET", "/metrics", "").body).unwrap();
+    let drops: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sark_pdp_audit_drops_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("no sark_pdp_audit_drops_total");
+    let logged = server.stop().len() as f64;
+    assert!(drops > 0.0, "nothing was dropped: the test did not fill the ring");
+    assert_eq!(logged + drops, 1000.0, "every answer is either in the log or counted as dropped");
+}

@@ -14,6 +14,8 @@ pub struct Server {
     /// The HTTP front door's.
     pub http: SocketAddr,
     pub audit: PathBuf,
+    /// Leave the audit directory behind (for a restart on it).
+    pub keep_audit: bool,
 }
 
 impl Server {
@@ -24,13 +26,34 @@ impl Server {
     /// Both listeners on port 0 (never a fixed port: SO_REUSEPORT would let parallel
     /// tests share it).
     pub fn start_with(tag: &str, args: &[&str]) -> Server {
-        let audit = std::env::temp_dir().join(format!("sark-pdp-serve-{tag}-{}.jsonl", std::process::id()));
-        let _ = std::fs::remove_file(&audit);
+        Server::launch(tag, args, true)
+    }
+
+    /// Start again on the audit directory a killed server left behind.
+    pub fn resume(tag: &str, args: &[&str]) -> Server {
+        Server::launch(tag, args, false)
+    }
+
+    fn launch(tag: &str, args: &[&str], fresh: bool) -> Server {
+        Server::launch_env(tag, args, fresh, &[])
+    }
+
+    /// Start with extra environment variables (fault injection).
+    pub fn start_env(tag: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch_env(tag, args, true, env)
+    }
+
+    fn launch_env(tag: &str, args: &[&str], fresh: bool, env: &[(&str, &str)]) -> Server {
+        let audit = std::env::temp_dir().join(format!("sark-pdp-serve-{tag}-{}", std::process::id()));
+        if fresh {
+            let _ = std::fs::remove_dir_all(&audit);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
             .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
-            .arg("--audit-log")
+            .arg("--audit-dir")
             .arg(&audit)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -39,12 +62,24 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addrs: Vec<SocketAddr> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
         let [addr, http] = addrs[..] else { panic!("no binary and HTTP addresses in {line:?}") };
-        Server { child, addr, http, audit }
+        Server { child, addr, http, audit, keep_audit: false }
     }
 
     pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    }
+
+    /// The audit log's intact lines so far, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        pdp::audit_log::read_all(&self.audit).unwrap_or_default().iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Kill without warning (SIGKILL) and wait.
+    pub fn kill(mut self) {
+        self.keep_audit = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, wait, and return the audit log's lines.
@@ -55,17 +90,16 @@ impl Server {
         self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         assert!(status.success(), "exit {status}: {err}");
         assert!(err.contains("driver"), "the shard did not say which driver it runs: {err}");
-        std::fs::read_to_string(&self.audit)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.audit_lines()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = std::fs::remove_file(&self.audit);
+        let _ = self.child.wait();
+        if !self.keep_audit {
+            let _ = std::fs::remove_dir_all(&self.audit);
+        }
     }
 }

@@ -1,0 +1,449 @@
+//! The durable audit log: numbered segment files of JSON lines in one directory, written
+//! by the audit writer thread alone.
+//!
+//! Every line is one record with a sequence number that grows by one across segments and
+//! restarts, and a CRC32C of the line so a torn tail is found:
+//!
+//! ```text
+//! {"seq":42,"decision_id":"…",…,"bundle_revision":"sark-default-1","crc32c":"1a2b3c4d"}\n
+//! ```
+//!
+//! The checksum covers the line's bytes before `,"crc32c":` — each line stays plain JSON
+//! for anyone reading the files. Segments are named `audit-<first seq, 20 digits>.jsonl`
+//! and rotate by size and age. On open, the last segment is scanned: a tail that is torn
+//! (no newline, a bad checksum, a sequence gap) is cut off, what was cut is reported, and
+//! the sequence continues after the last good line.
+//!
+//! Durability ([`Durability`]): `none` leaves lines in the page cache; `batch` (default)
+//! makes them durable (`fdatasync`) every `commit_interval` or `commit_records`; `sync`
+//! makes every pass durable before the writer reports it, so a shard can hold a reply until
+//! its record is on disk.
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::audit::AuditRecord;
+
+/// When lines are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Page cache only: a machine crash can lose the last seconds.
+    None,
+    /// Group commit every `commit_interval` or `commit_records` (the default).
+    Batch,
+    /// Every record durable before its shard may answer.
+    Sync,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "none" => Some(Durability::None),
+            "batch" => Some(Durability::Batch),
+            "sync" => Some(Durability::Sync),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Batch => "batch",
+            Durability::Sync => "sync",
+        }
+    }
+}
+
+/// Where and how the log is written.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    pub commit_interval: Duration,
+    pub commit_records: usize,
+    pub segment_bytes: u64,
+    pub segment_age: Duration,
+    /// Fault injection for tests: hold each pass's lines this long before writing them
+    /// (`SARK_PDP_FAULT_AUDIT_DELAY_MS`), so a crash finds records still in memory.
+    pub fault_delay: Duration,
+}
+
+impl LogConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            durability: Durability::Batch,
+            commit_interval: Duration::from_millis(10),
+            commit_records: 4096,
+            segment_bytes: 64 << 20,
+            segment_age: Duration::from_secs(3600),
+            fault_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// What opening the log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// Bytes cut off the last segment's torn tail (0: it was whole).
+    pub truncated_bytes: u64,
+    pub segments: usize,
+}
+
+/// The writer's handle on the log.
+#[derive(Debug)]
+pub struct AuditLog {
+    cfg: LogConfig,
+    file: File,
+    seq: u64,
+    segment_bytes: u64,
+    segment_opened: Instant,
+    buf: String,
+    unsynced: usize,
+    last_sync: Instant,
+    pub recovery: Recovery,
+}
+
+const SUFFIX: &str = ",\"crc32c\":\"";
+/// Bytes handed to the kernel per write.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+fn segment_name(first_seq: u64) -> String {
+    format!("audit-{first_seq:020}.jsonl")
+}
+
+/// The segments in `dir`, oldest first, with their first sequence numbers.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(n) = name.strip_prefix("audit-").and_then(|n| n.strip_suffix(".jsonl"))
+            && let Ok(first) = n.parse::<u64>()
+        {
+            out.push((first, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The sequence number of a whole, intact line (without its newline); `None` when the
+/// checksum or the shape is wrong.
+pub fn verify_line(line: &str) -> Option<u64> {
+    let at = line.rfind(SUFFIX)?;
+    let (body, tail) = line.split_at(at);
+    let hex = tail.strip_prefix(SUFFIX)?.strip_suffix("\"}")?;
+    let want = u32::from_str_radix(hex, 16).ok()?;
+    if hex.len() != 8 || crc32c::crc32c(body.as_bytes()) != want {
+        return None;
+    }
+    let rest = body.strip_prefix("{\"seq\":")?;
+    let end = rest.find(',')?;
+    rest.get(..end)?.parse().ok()
+}
+
+/// Every intact line of every segment, in order (what a sink or a test reads).
+pub fn read_all(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (_, path) in segments(dir)? {
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.split_inclusive('\n') {
+            let Some(line) = line.strip_suffix('\n') else { break };
+            if verify_line(line).is_none() {
+                break;
+            }
+            out.push(line.to_string());
+        }
+    }
+    Ok(out)
+}
+
+impl AuditLog {
+    /// Open (or create) the log in `cfg.dir`, recovering the last segment.
+    ///
+    /// # Errors
+    /// The directory or a segment cannot be read, created or truncated.
+    pub fn open(cfg: LogConfig) -> io::Result<AuditLog> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let segs = segments(&cfg.dir)?;
+        let (file, seq, bytes, truncated) = match segs.last() {
+            None => {
+                let f = OpenOptions::new().create(true).append(true).open(cfg.dir.join(segment_name(1)))?;
+                (f, 1, 0, 0)
+            }
+            Some((first, path)) => {
+                let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+                let mut text = Vec::new();
+                f.read_to_end(&mut text)?;
+                let (mut good, mut next) = (0usize, *first);
+                for line in text.split_inclusive(|b| *b == b'\n') {
+                    let whole = line.strip_suffix(b"\n").and_then(|l| std::str::from_utf8(l).ok());
+                    match whole.and_then(verify_line) {
+                        Some(s) if s == next => {
+                            next += 1;
+                            good += line.len();
+                        }
+                        _ => break,
+                    }
+                }
+                let cut = (text.len() - good) as u64;
+                if cut > 0 {
+                    f.set_len(good as u64)?;
+                    f.sync_data()?;
+                }
+                f.seek(SeekFrom::End(0))?;
+                (f, next, good as u64, cut)
+            }
+        };
+        let now = Instant::now();
+        Ok(AuditLog {
+            recovery: Recovery { next_seq: seq, truncated_bytes: truncated, segments: segs.len().max(1) },
+            cfg,
+            file,
+            seq,
+            segment_bytes: bytes,
+            segment_opened: now,
+            buf: String::with_capacity(WRITE_CHUNK + 4096),
+            unsynced: 0,
+            last_sync: now,
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.cfg.durability
+    }
+
+    /// Append one record (buffered; written every 64 KiB and by [`Self::flush`]).
+    ///
+    /// # Errors
+    /// A write or a rotation failed.
+    pub fn append(&mut self, r: &AuditRecord) -> io::Result<()> {
+        let start = self.buf.len();
+        let _ = write!(self.buf, "{{\"seq\":{},", self.seq);
+        r.write_json_fields(&mut self.buf);
+        let crc = crc32c::crc32c(self.buf.get(start..).unwrap_or("").as_bytes());
+        let _ = writeln!(self.buf, "{SUFFIX}{crc:08x}\"}}");
+        self.seq += 1;
+        self.unsynced += 1;
+        if self.buf.len() >= WRITE_CHUNK {
+            self.write_buf()?;
+        }
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(self.buf.as_bytes())?;
+        self.segment_bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Hand every appended line to the kernel, and rotate if the segment is due.
+    ///
+    /// # Errors
+    /// A write or a rotation failed.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.cfg.fault_delay.is_zero() && !self.buf.is_empty() {
+            std::thread::sleep(self.cfg.fault_delay);
+        }
+        self.write_buf()?;
+        if self.segment_bytes >= self.cfg.segment_bytes || (self.segment_bytes > 0 && self.segment_opened.elapsed() >= self.cfg.segment_age) {
+            self.file.sync_data()?;
+            self.file = OpenOptions::new().create(true).append(true).open(self.cfg.dir.join(segment_name(self.seq)))?;
+            self.segment_bytes = 0;
+            self.segment_opened = Instant::now();
+            // The new segment's directory entry must survive a crash too.
+            File::open(&self.cfg.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the durability mode wants an `fdatasync` now.
+    pub fn commit_due(&self) -> bool {
+        match self.cfg.durability {
+            Durability::None => false,
+            Durability::Sync => self.unsynced > 0,
+            Durability::Batch => self.unsynced > 0 && (self.unsynced >= self.cfg.commit_records || self.last_sync.elapsed() >= self.cfg.commit_interval),
+        }
+    }
+
+    /// Flush and make everything appended durable.
+    ///
+    /// # Errors
+    /// The write or the `fdatasync` failed.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.file.sync_data()?;
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::Fields;
+    use crate::point::Answer;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sark-pdp-log-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn record(n: u64) -> AuditRecord {
+        let answer = Answer {
+            decision: Arc::new(crate::Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())),
+            cache_hit: false,
+            ttl: Duration::ZERO,
+        };
+        let user = format!("user-{n}");
+        let f = Fields {
+            user_id: &user,
+            action: "tool:invoke",
+            tool_name: None,
+            sensitivity_level: None,
+            server_id: None,
+            server_name: None,
+            client_ip: None,
+            request_id: None,
+            session_id: None,
+            user_roles: vec![],
+            user_teams: vec![],
+        };
+        AuditRecord::new(u128::from(n), 0, &answer, 1, None, &f)
+    }
+
+    #[test]
+    fn lines_are_json_with_a_sequence_and_a_checksum() {
+        let d = dir("lines");
+        let mut log = AuditLog::open(LogConfig::new(&d)).unwrap();
+        for n in 0..3 {
+            log.append(&record(n)).unwrap();
+        }
+        log.sync().unwrap();
+        let lines = read_all(&d).unwrap();
+        assert_eq!(lines.len(), 3);
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["seq"], i as u64 + 1);
+            assert_eq!(v["user_id"], format!("user-{i}"));
+            assert_eq!(verify_line(l), Some(i as u64 + 1));
+        }
+        // One flipped byte fails the checksum.
+        assert_eq!(verify_line(&lines[0].replace("user-0", "user-9")), None);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_sequence_continues() {
+        let d = dir("torn");
+        let mut log = AuditLog::open(LogConfig::new(&d)).unwrap();
+        for n in 0..10 {
+            log.append(&record(n)).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let (_, path) = segments(&d).unwrap().pop().unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        // Tear the last record in half, as a crash mid-write would.
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 40).unwrap();
+        drop(f);
+        let mut log = AuditLog::open(LogConfig::new(&d)).unwrap();
+        assert_eq!(log.recovery.next_seq, 10);
+        assert!(log.recovery.truncated_bytes > 0);
+        log.append(&record(99)).unwrap();
+        log.sync().unwrap();
+        let lines = read_all(&d).unwrap();
+        let seqs: Vec<u64> = lines.iter().map(|l| verify_line(l).unwrap()).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert!(lines[9].contains("user-99"));
+        // Garbage after the last good line is cut as well.
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":11,\"oops\n").unwrap();
+        drop(f);
+        let log = AuditLog::open(LogConfig::new(&d)).unwrap();
+        assert_eq!(log.recovery.next_seq, 11);
+        assert_eq!(log.recovery.truncated_bytes, 16);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn segments_rotate_by_size_and_age_and_read_back_in_order() {
+        let d = dir("rotate");
+        let mut cfg = LogConfig::new(&d);
+        cfg.segment_bytes = 2000;
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        for n in 0..20 {
+            log.append(&record(n)).unwrap();
+            log.flush().unwrap();
+        }
+        log.sync().unwrap();
+        let segs = segments(&d).unwrap();
+        assert!(segs.len() >= 4, "{segs:?}");
+        assert_eq!(segs[0].0, 1);
+        let lines = read_all(&d).unwrap();
+        assert_eq!(lines.iter().map(|l| verify_line(l).unwrap()).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+        // Reopening continues in the last segment.
+        drop(log);
+        let log = AuditLog::open(cfg.clone()).unwrap();
+        assert_eq!(log.next_seq(), 21);
+        // By age: a segment older than segment_age rotates at the next flush.
+        cfg.segment_bytes = u64::MAX;
+        cfg.segment_age = Duration::ZERO;
+        drop(log);
+        let mut log = AuditLog::open(cfg).unwrap();
+        let before = segments(&d).unwrap().len();
+        log.append(&record(21)).unwrap();
+        log.flush().unwrap();
+        assert_eq!(segments(&d).unwrap().len(), before + 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn durability_modes_ask_for_commits_as_documented() {
+        let d = dir("modes");
+        let mut cfg = LogConfig::new(&d);
+        cfg.durability = Durability::Batch;
+        cfg.commit_records = 3;
+        cfg.commit_interval = Duration::from_secs(3600);
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        log.append(&record(0)).unwrap();
+        assert!(!log.commit_due());
+        log.append(&record(1)).unwrap();
+        log.append(&record(2)).unwrap();
+        assert!(log.commit_due());
+        log.sync().unwrap();
+        assert!(!log.commit_due());
+        drop(log);
+        cfg.durability = Durability::Sync;
+        let mut log = AuditLog::open(cfg.clone()).unwrap();
+        log.append(&record(3)).unwrap();
+        assert!(log.commit_due());
+        drop(log);
+        cfg.durability = Durability::None;
+        let mut log = AuditLog::open(cfg).unwrap();
+        log.append(&record(4)).unwrap();
+        assert!(!log.commit_due());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
