@@ -6,7 +6,7 @@
 //! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total{sensitivity_level}`,
 //! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
 //! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
-//! `sark_pdp_http_requests_total`, and `sark_pdp_audit_drops_total` (0 unless
+//! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`, and `sark_pdp_audit_drops_total` (0 unless
 //! `audit.on_full = "drop"`: by default a full ring pauses the shard, it never drops).
 
 use std::sync::Arc;
@@ -35,6 +35,12 @@ struct Level {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditInfo {
+    durability: &'static str,
+    io: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShardLabel {
     shard: String,
 }
@@ -51,7 +57,7 @@ fn u(v: u64) -> i64 {
 }
 
 /// The scrape.
-pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String {
+pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability: &'static str) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::default();
     let evaluations = Family::<Evaluation, Counter>::default();
@@ -64,6 +70,8 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String 
     let depth = Family::<ShardLabel, Gauge>::default();
     let requests = Family::<ShardLabel, Counter>::default();
     let drops = Counter::<u64>::default();
+    let audit = Family::<AuditInfo, Gauge>::default();
+    audit.get_or_create(&AuditInfo { durability, io: "write+fdatasync" }).set(1);
     for (i, st) in all.iter().enumerate() {
         for (s, level) in SENSITIVITIES.iter().enumerate() {
             for (k, result) in RESULTS.iter().enumerate() {
@@ -94,6 +102,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str) -> String 
     r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);
     r.register("sark_pdp_audit_ring_depth", "Audit records waiting in each shard's ring", depth);
     r.register("sark_pdp_http_requests", "HTTP requests answered per shard", requests);
+    r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
