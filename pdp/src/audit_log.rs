@@ -65,6 +65,14 @@ pub struct LogConfig {
     pub commit_records: usize,
     pub segment_bytes: u64,
     pub segment_age: Duration,
+    /// Closed segments older than this are deleted (never one holding a record a sink has
+    /// not shipped: see `shipped`).
+    pub retention_age: Option<Duration>,
+    /// Closed segments are deleted, oldest first, while all segments together exceed this.
+    pub retention_bytes: Option<u64>,
+    /// The lowest sequence number some sink still has to ship (sinks are issue 7): segments
+    /// holding it or later records are kept whatever their age and size.
+    pub shipped: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// Fault injection for tests: hold each pass's lines this long before writing them
     /// (`SARK_PDP_FAULT_AUDIT_DELAY_MS`), so a crash finds records still in memory.
     pub fault_delay: Duration,
@@ -79,6 +87,9 @@ impl LogConfig {
             commit_records: 4096,
             segment_bytes: 64 << 20,
             segment_age: Duration::from_secs(3600),
+            retention_age: None,
+            retention_bytes: None,
+            shipped: None,
             fault_delay: Duration::ZERO,
         }
     }
@@ -267,8 +278,46 @@ impl AuditLog {
             self.segment_opened = Instant::now();
             // The new segment's directory entry must survive a crash too.
             File::open(&self.cfg.dir)?.sync_all()?;
+            self.retain()?;
         }
         Ok(())
+    }
+
+    /// Delete closed segments past the retention age or beyond the retention size, oldest
+    /// first, stopping at the first one that holds a record not yet shipped. Returns how
+    /// many were deleted.
+    ///
+    /// # Errors
+    /// The directory cannot be listed or a segment removed.
+    pub fn retain(&mut self) -> io::Result<usize> {
+        if self.cfg.retention_age.is_none() && self.cfg.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let segs = segments(&self.cfg.dir)?;
+        let sizes: Vec<u64> = segs.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
+        let mut total: u64 = sizes.iter().sum();
+        let unshipped = self.cfg.shipped.as_ref().map_or(u64::MAX, |c| c.load(std::sync::atomic::Ordering::Acquire));
+        let mut removed = 0;
+        // The last segment is the one being written.
+        for (i, (_, path)) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
+            // A segment's records run up to the next segment's first sequence number.
+            let next_first = segs.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
+            if next_first > unshipped {
+                break;
+            }
+            let size = sizes.get(i).copied().unwrap_or(0);
+            let old = self.cfg.retention_age.is_some_and(|age| {
+                std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|e| e > age)
+            });
+            let big = self.cfg.retention_bytes.is_some_and(|b| total > b);
+            if !old && !big {
+                break;
+            }
+            std::fs::remove_file(path)?;
+            total -= size;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Whether the durability mode wants an `fdatasync` now.
@@ -416,6 +465,39 @@ mod tests {
         log.append(&record(21)).unwrap();
         log.flush().unwrap();
         assert_eq!(segments(&d).unwrap().len(), before + 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_old_segments_but_never_unshipped_ones() {
+        let d = dir("retain");
+        let mut cfg = LogConfig::new(&d);
+        cfg.segment_bytes = 2000;
+        cfg.retention_bytes = Some(5000);
+        let shipped = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        cfg.shipped = Some(shipped.clone());
+        let mut log = AuditLog::open(cfg).unwrap();
+        for n in 0..40 {
+            log.append(&record(n)).unwrap();
+            log.flush().unwrap();
+        }
+        // Nothing shipped yet: every segment stays, over the size bound or not.
+        let all = segments(&d).unwrap().len();
+        assert!(all >= 8, "{all}");
+        assert_eq!(log.retain().unwrap(), 0);
+        // Shipped up to seq 20: only segments wholly before it may go, oldest first, and
+        // only while the total is over 5000 bytes.
+        shipped.store(20, std::sync::atomic::Ordering::Release);
+        let removed = log.retain().unwrap();
+        assert!(removed > 0);
+        let left = segments(&d).unwrap();
+        assert_eq!(left.len(), all - removed);
+        assert!(left[0].0 <= 20, "a segment holding unshipped records was deleted: {left:?}");
+        // Everything shipped: down to the size bound (the active segment always stays).
+        shipped.store(u64::MAX, std::sync::atomic::Ordering::Release);
+        log.retain().unwrap();
+        let total: u64 = segments(&d).unwrap().iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+        assert!(total <= 5000 + 2000, "{total}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -32,6 +32,8 @@
 //! segment_bytes = 67108864   # rotate a segment at this size…
 //! segment_age_s = 3600       # …or this age
 //! on_full = "block"          # a full ring pauses the shard; "drop" answers and counts
+//! retention_days = 30        # delete closed segments older than this… (default: keep)
+//! retention_bytes = 10737418240  # …or beyond this total size (default: no bound)
 //! ring = 65536               # records per shard ring
 //!
 //! [cache]
@@ -135,6 +137,8 @@ pub struct AuditSection {
     pub segment_bytes: Option<u64>,
     pub segment_age_s: Option<u64>,
     pub on_full: Option<String>,
+    pub retention_days: Option<u64>,
+    pub retention_bytes: Option<u64>,
     pub ring: Option<usize>,
 }
 
@@ -152,6 +156,12 @@ impl AuditSection {
         c.commit_records = in_range("audit.commit_records", self.commit_records.unwrap_or(4096), 1, 1 << 24)?;
         c.segment_bytes = in_range("audit.segment_bytes", self.segment_bytes.unwrap_or(64 << 20), 4096, 1 << 40)?;
         c.segment_age = Duration::from_secs(in_range("audit.segment_age_s", self.segment_age_s.unwrap_or(3600), 1, 365 * 86_400)?);
+        if let Some(days) = self.retention_days {
+            c.retention_age = Some(Duration::from_secs(in_range("audit.retention_days", days, 1, 36_500)? * 86_400));
+        }
+        if let Some(bytes) = self.retention_bytes {
+            c.retention_bytes = Some(in_range("audit.retention_bytes", bytes, 1 << 20, u64::MAX)?);
+        }
         if let Some(ms) = std::env::var("SARK_PDP_FAULT_AUDIT_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
             c.fault_delay = Duration::from_millis(ms);
         }

@@ -280,3 +280,24 @@ fn kill_9_under_load(durability: &str) {
     assert_eq!(after.last().unwrap()["seq"], seqs.len() as u64 + 1);
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("sark-pdp-serve-kill9-{}", std::process::id())));
 }
+
+#[test]
+fn a_full_ring_and_a_slow_writer_slow_the_clients_and_lose_nothing() {
+    // A one-record ring and a writer that holds every pass 2 ms (fault injection): the
+    // shard waits for room after nearly every decision.
+    let server = Server::start_env("slow", &["--shards", "1", "--audit-ring", "1"], &[("SARK_PDP_FAULT_AUDIT_DELAY_MS", "2")]);
+    let mut c = Client::connect(server.addr, None).unwrap();
+    let started = std::time::Instant::now();
+    let ids: Vec<u64> = (0..300).map(|i| c.send(&Request::Eval(Box::new(sample(&format!("s{}", i % 7))))).unwrap()).collect();
+    c.flush().unwrap();
+    for id in ids {
+        let Reply::Decision(d) = c.recv_id(id).unwrap() else { panic!() };
+        assert!(d.allow);
+    }
+    // Slowed: hundreds of waits of ~2 ms (unbounded writers would answer in a few ms).
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+    let records = server.stop();
+    assert_eq!(records.len(), 300);
+    let seqs: BTreeSet<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), 300);
+}
