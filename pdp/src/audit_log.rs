@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,8 @@ pub struct LogConfig {
     /// The lowest sequence number some sink still has to ship (sinks are issue 7): segments
     /// holding it or later records are kept whatever their age and size.
     pub shipped: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Write with plain syscalls even where io_uring is available.
+    pub plain_io: bool,
     /// Fault injection for tests: hold each pass's lines this long before writing them
     /// (`SARK_PDP_FAULT_AUDIT_DELAY_MS`), so a crash finds records still in memory.
     pub fault_delay: Duration,
@@ -90,6 +92,7 @@ impl LogConfig {
             retention_age: None,
             retention_bytes: None,
             shipped: None,
+            plain_io: false,
             fault_delay: Duration::ZERO,
         }
     }
@@ -114,6 +117,7 @@ pub struct AuditLog {
     segment_bytes: u64,
     segment_opened: Instant,
     buf: String,
+    io: crate::audit_io::AuditIo,
     unsynced: usize,
     last_sync: Instant,
     pub recovery: Recovery,
@@ -212,6 +216,7 @@ impl AuditLog {
             }
         };
         let now = Instant::now();
+        let io = if cfg.plain_io { crate::audit_io::AuditIo::Plain } else { crate::audit_io::AuditIo::probe() };
         Ok(AuditLog {
             recovery: Recovery { next_seq: seq, truncated_bytes: truncated, segments: segs.len().max(1) },
             cfg,
@@ -220,6 +225,7 @@ impl AuditLog {
             segment_bytes: bytes,
             segment_opened: now,
             buf: String::with_capacity(WRITE_CHUNK + 4096),
+            io,
             unsynced: 0,
             last_sync: now,
         })
@@ -232,6 +238,11 @@ impl AuditLog {
 
     pub fn durability(&self) -> Durability {
         self.cfg.durability
+    }
+
+    /// How lines reach the disk: "io_uring write+fdatasync" or "write+fdatasync".
+    pub fn io_name(&self) -> &'static str {
+        self.io.name()
     }
 
     /// Append one record (buffered; written every 64 KiB and by [`Self::flush`]).
@@ -256,7 +267,7 @@ impl AuditLog {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(self.buf.as_bytes())?;
+        self.io.write_all(&mut self.file, self.buf.as_bytes())?;
         self.segment_bytes += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -272,7 +283,7 @@ impl AuditLog {
         }
         self.write_buf()?;
         if self.segment_bytes >= self.cfg.segment_bytes || (self.segment_bytes > 0 && self.segment_opened.elapsed() >= self.cfg.segment_age) {
-            self.file.sync_data()?;
+            self.io.sync_data(&self.file)?;
             self.file = OpenOptions::new().create(true).append(true).open(self.cfg.dir.join(segment_name(self.seq)))?;
             self.segment_bytes = 0;
             self.segment_opened = Instant::now();
@@ -335,7 +346,7 @@ impl AuditLog {
     /// The write or the `fdatasync` failed.
     pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
-        self.file.sync_data()?;
+        self.io.sync_data(&self.file)?;
         self.unsynced = 0;
         self.last_sync = Instant::now();
         Ok(())
@@ -345,6 +356,7 @@ impl AuditLog {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use std::io::Write;
     use std::sync::Arc;
 
     use super::*;
@@ -382,8 +394,19 @@ mod tests {
 
     #[test]
     fn lines_are_json_with_a_sequence_and_a_checksum() {
-        let d = dir("lines");
-        let mut log = AuditLog::open(LogConfig::new(&d)).unwrap();
+        lines_through(false);
+        lines_through(true);
+    }
+
+    /// Through io_uring where this kernel allows it, and through plain syscalls.
+    fn lines_through(plain_io: bool) {
+        let d = dir(if plain_io { "lines-plain" } else { "lines-uring" });
+        let mut cfg = LogConfig::new(&d);
+        cfg.plain_io = plain_io;
+        let mut log = AuditLog::open(cfg).unwrap();
+        if plain_io {
+            assert_eq!(log.io_name(), "write+fdatasync");
+        }
         for n in 0..3 {
             log.append(&record(n)).unwrap();
         }

@@ -22,6 +22,7 @@
 //! reference for decisions and peer for speed.
 
 pub mod audit;
+pub mod audit_io;
 pub mod audit_log;
 pub mod audit_ring;
 pub mod bundle;

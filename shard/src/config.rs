@@ -32,6 +32,7 @@
 //! segment_bytes = 67108864   # rotate a segment at this size…
 //! segment_age_s = 3600       # …or this age
 //! on_full = "block"          # a full ring pauses the shard; "drop" answers and counts
+//! io = "auto"               # io_uring where allowed, else write/fdatasync; "plain": never io_uring
 //! retention_days = 30        # delete closed segments older than this… (default: keep)
 //! retention_bytes = 10737418240  # …or beyond this total size (default: no bound)
 //! ring = 65536               # records per shard ring
@@ -139,6 +140,7 @@ pub struct AuditSection {
     pub on_full: Option<String>,
     pub retention_days: Option<u64>,
     pub retention_bytes: Option<u64>,
+    pub io: Option<String>,
     pub ring: Option<usize>,
 }
 
@@ -156,6 +158,11 @@ impl AuditSection {
         c.commit_records = in_range("audit.commit_records", self.commit_records.unwrap_or(4096), 1, 1 << 24)?;
         c.segment_bytes = in_range("audit.segment_bytes", self.segment_bytes.unwrap_or(64 << 20), 4096, 1 << 40)?;
         c.segment_age = Duration::from_secs(in_range("audit.segment_age_s", self.segment_age_s.unwrap_or(3600), 1, 365 * 86_400)?);
+        c.plain_io = match self.io.as_deref().unwrap_or("auto") {
+            "auto" => false,
+            "plain" => true,
+            other => anyhow::bail!("audit io {other:?}: expected auto or plain"),
+        };
         if let Some(days) = self.retention_days {
             c.retention_age = Some(Duration::from_secs(in_range("audit.retention_days", days, 1, 36_500)? * 86_400));
         }

@@ -57,7 +57,7 @@ fn u(v: u64) -> i64 {
 }
 
 /// The scrape.
-pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability: &'static str) -> String {
+pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability: &'static str, io: &'static str) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::default();
     let evaluations = Family::<Evaluation, Counter>::default();
@@ -71,7 +71,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let requests = Family::<ShardLabel, Counter>::default();
     let drops = Counter::<u64>::default();
     let audit = Family::<AuditInfo, Gauge>::default();
-    audit.get_or_create(&AuditInfo { durability, io: "write+fdatasync" }).set(1);
+    audit.get_or_create(&AuditInfo { durability, io }).set(1);
     for (i, st) in all.iter().enumerate() {
         for (s, level) in SENSITIVITIES.iter().enumerate() {
             for (k, result) in RESULTS.iter().enumerate() {

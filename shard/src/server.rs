@@ -118,13 +118,15 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     let mut log = pdp::audit_log::AuditLog::open(config.audit.clone()).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
     let rec = &log.recovery;
     eprintln!(
-        "sark-pdp: audit log {} ({} segments, next seq {}, durability {}, write + fdatasync{})",
+        "sark-pdp: audit log {} ({} segments, next seq {}, durability {}, {}{})",
         config.audit.dir.display(),
         rec.segments,
         rec.next_seq,
         config.audit.durability.as_str(),
+        log.io_name(),
         if rec.truncated_bytes > 0 { format!("; cut a torn tail of {} bytes", rec.truncated_bytes) } else { String::new() }
     );
+    let audit_io = log.io_name();
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
@@ -136,7 +138,7 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     for (index, ((listener, http), producer)) in listeners.into_iter().zip(http_listeners).zip(producers).enumerate() {
         let (bundle, config, shutdown, stats) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone());
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard(index, (listener, http), producer, bundle, config, shutdown, nonce, stats)
+            run_shard(index, (listener, http), producer, bundle, config, shutdown, (nonce, audit_io), stats)
         })?);
     }
     ready(addr, http_addr);
@@ -176,6 +178,8 @@ pub(crate) struct Shard {
     pub(crate) all_stats: Arc<Vec<Arc<ShardStats>>>,
     /// The highest record number on this shard's ring that some reply is waiting on.
     pub(crate) durable_needed: Cell<u64>,
+    /// How the audit writer writes (for /metrics).
+    pub(crate) audit_io: &'static str,
 }
 
 /// A shard's counters for `/metrics`. Each cell has one writer, its shard (a plain load
@@ -229,7 +233,7 @@ fn run_shard(
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
     shutdown: Arc<AtomicBool>,
-    nonce: u64,
+    (nonce, audit_io): (u64, &'static str),
     all_stats: Arc<Vec<Arc<ShardStats>>>,
 ) -> anyhow::Result<()> {
     let _ = monoio::utils::bind_to_cpu_set([index]);
@@ -257,6 +261,7 @@ fn run_shard(
         stats: all_stats.get(index).cloned().unwrap_or_default(),
         all_stats,
         durable_needed: Cell::new(0),
+        audit_io,
     });
     shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
     runtime.block_on(async move {

@@ -1,6 +1,7 @@
 //! The audit writer alone: a producer thread fills one ring as fast as it can with SARK's
 //! typical record while the writer drains it into the segmented log, per durability mode;
-//! records/s and MB/s of log written, median of the rounds.
+//! records/s and MB/s of log written, median of the rounds, through io_uring (where the
+//! kernel allows it) and through plain write/fdatasync.
 //!
 //! `cargo run --release -p perf --bin audit_writer -- [RECORDS] [ROUNDS] [DIR]`
 //! (DIR defaults to target/audit-writer-bench; it is removed after each run.)
@@ -42,16 +43,19 @@ fn main() -> anyhow::Result<()> {
         user_teams: vec!["payments"],
     };
     let record = AuditRecord::new(1, 1_795_428_000_000_000_000, &answer, 12, Some(true), &fields);
-    println!("| durability | records/s (median of {rounds}) | MB/s | bytes per line |");
-    println!("|---|---:|---:|---:|");
-    for mode in [Durability::None, Durability::Batch, Durability::Sync] {
+    println!("| writes through | durability | records/s (median of {rounds}) | MB/s | bytes per line |");
+    println!("|---|---|---:|---:|---:|");
+    for (plain_io, mode) in [false, true].into_iter().flat_map(|p| [Durability::None, Durability::Batch, Durability::Sync].map(|m| (p, m))) {
+        let mut io_name = "";
         let mut rates = Vec::new();
         let mut line_bytes = 0.0;
         for _ in 0..rounds {
             let _ = std::fs::remove_dir_all(&dir);
             let mut cfg = LogConfig::new(&dir);
             cfg.durability = mode;
+            cfg.plain_io = plain_io;
             let mut log = AuditLog::open(cfg)?;
+            io_name = log.io_name();
             let (mut producers, drain) = rings(1, 65_536);
             let mut p = producers.pop().ok_or_else(|| anyhow::anyhow!("no ring"))?;
             let r = record.clone();
@@ -79,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             rates.push(records as f64 / secs);
         }
         let rate = perf::median(rates);
-        println!("| {} | {rate:.0} | {:.0} | {line_bytes:.0} |", mode.as_str(), rate * line_bytes / 1e6);
+        println!("| {io_name} | {} | {rate:.0} | {:.0} | {line_bytes:.0} |", mode.as_str(), rate * line_bytes / 1e6);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
