@@ -134,6 +134,11 @@ impl CompiledBundle {
 
     /// The entrypoints, each with the engine that will answer it and, for the
     /// interpreter, why the RVM refused it.
+    /// The limits it was compiled with.
+    pub fn limits(&self) -> EvalLimits {
+        self.limits
+    }
+
     pub fn entrypoints(&self) -> impl Iterator<Item = (&str, EngineKind, Option<&str>)> {
         self.entrypoints.iter().map(|e| {
             let kind = if e.program.is_some() {

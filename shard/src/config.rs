@@ -20,6 +20,10 @@
 //! request_timeout_s = 10     # first byte to last of one request (slowloris)
 //! max_requests_per_connection = 100000
 //!
+//! [admin]
+//! listen = "127.0.0.1:8282"
+//! token = "…"                # ≥ 16 characters; without it the admin API is off
+//!
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
 //! max_instructions = 1000000 # RVM instructions per evaluation
@@ -66,6 +70,7 @@ const MAX_FILE: u64 = 1 << 20;
 pub struct FileConfig {
     pub server: ServerSection,
     pub http: HttpSection,
+    pub admin: AdminSection,
     pub bundle: BundleSection,
     pub audit: AuditSection,
     pub cache: CacheSection,
@@ -80,6 +85,14 @@ pub struct ServerSection {
     pub idle_timeout_s: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_payload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: Option<SocketAddr>,
+    /// At least 16 characters; without it the admin API is off.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

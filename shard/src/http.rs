@@ -49,13 +49,29 @@ impl HttpConfig {
     }
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// Decisions, health, metrics.
+    Public,
+    /// Reload and invalidation, behind the bearer token.
+    Admin,
+}
+
+/// The admin API: its own listener and the token every call must carry.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
 /// Deepest JSON nesting a body may have (regorus values are built recursively).
 const MAX_JSON_DEPTH: usize = 128;
 /// Headers one request may carry.
 const MAX_HEADERS: usize = 64;
 
 /// One response, before it is framed.
-struct Response {
+pub(crate) struct Response {
     status: u16,
     body: String,
     content_type: &'static str,
@@ -63,10 +79,10 @@ struct Response {
 }
 
 impl Response {
-    fn json(status: u16, body: &serde_json::Value) -> Response {
+    pub(crate) fn json(status: u16, body: &serde_json::Value) -> Response {
         Response { status, body: body.to_string(), content_type: "application/json", allow: None }
     }
-    fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Response {
+    pub(crate) fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Response {
         Response::json(status, &serde_json::json!({"code": code, "message": message.to_string()}))
     }
 }
@@ -75,14 +91,18 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "",
     }
 }
@@ -117,7 +137,7 @@ enum Step {
 }
 
 /// Serve one HTTP connection until it closes, errs, idles out or asks to close.
-pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
+pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream, door: Door) {
     let Some(cfg) = shard.config.http.clone() else { return };
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -126,10 +146,15 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
     let mut started: Option<Instant> = None;
     loop {
         let mut close = false;
+        // Decisions count as a batch until their answers are written (a control change
+        // waits for them); admin calls do not — they wait for control changes themselves.
+        let mut batch = None;
         if !inbuf.is_empty() {
-            shard.busy.set(shard.busy.get() + 1);
+            if door == Door::Public {
+                batch = Some(shard.begin_batch());
+            }
             loop {
-                let step = answer_one(shard, &cfg, &mut inbuf, &mut out, &mut served).await;
+                let step = answer_one(shard, &cfg, door, &mut inbuf, &mut out, &mut served).await;
                 match step {
                     Step::Answered { close: c } => {
                         started = None;
@@ -144,7 +169,6 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
                     Step::Incomplete => break,
                 }
             }
-            shard.busy.set(shard.busy.get() - 1);
         }
         if !out.is_empty() {
             crate::server::wait_durable(shard).await;
@@ -152,8 +176,14 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
             out = buf;
             out.clear();
             if res.is_err() {
+                if let Some(g) = batch {
+                    shard.end_batch(g);
+                }
                 return;
             }
+        }
+        if let Some(g) = batch {
+            shard.end_batch(g);
         }
         if close || shard.shutdown.load(Ordering::Relaxed) {
             return;
@@ -191,19 +221,20 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
 }
 
 /// The parts of a request head the handlers need, copied out of the buffer.
-struct Head {
-    method: String,
-    path: String,
-    query: String,
+pub(crate) struct Head {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
     close: bool,
     request_id: Option<String>,
     host: Option<String>,
+    pub(crate) authorization: Option<String>,
     body_len: usize,
     head_len: usize,
 }
 
 /// Parse (and answer) the request at the front of `inbuf`, if it is all there.
-async fn answer_one(shard: &Shard, cfg: &HttpConfig, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, served: &mut usize) -> Step {
+async fn answer_one(shard: &Shard, cfg: &HttpConfig, door: Door, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, served: &mut usize) -> Step {
     let head = match parse_head(cfg, inbuf) {
         Ok(Some(h)) => h,
         Ok(None) => return Step::Incomplete,
@@ -221,7 +252,10 @@ async fn answer_one(shard: &Shard, cfg: &HttpConfig, inbuf: &mut Vec<u8>, out: &
     bump(&shard.stats.http_requests);
     let close = head.close || *served >= cfg.max_requests_per_connection;
     let body = inbuf.get_mut(head.head_len..total).unwrap_or(&mut []);
-    let response = route(shard, &head, body).await;
+    let response = match door {
+        Door::Public => route(shard, &head, body).await,
+        Door::Admin => crate::admin::route(shard, &head, body).await,
+    };
     frame(out, &response, close, head.request_id.as_deref());
     inbuf.drain(..total);
     Step::Answered { close }
@@ -251,7 +285,7 @@ fn parse_head(cfg: &HttpConfig, buf: &[u8]) -> Result<Option<Head>, Response> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let http10 = req.version == Some(0);
     let mut close = http10;
-    let (mut content_length, mut request_id, mut host) = (None, None, None);
+    let (mut content_length, mut request_id, mut host, mut authorization) = (None, None, None, None);
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -272,6 +306,8 @@ fn parse_head(cfg: &HttpConfig, buf: &[u8]) -> Result<Option<Head>, Response> {
             if value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()) {
                 request_id = Some(value.to_string());
             }
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.to_string());
         } else if h.name.eq_ignore_ascii_case("host") && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()) {
             host = Some(value.to_string());
         }
@@ -293,12 +329,13 @@ fn parse_head(cfg: &HttpConfig, buf: &[u8]) -> Result<Option<Head>, Response> {
         close,
         request_id,
         host,
+        authorization,
         body_len,
         head_len,
     }))
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
     Response {
         allow: Some(allow),
         ..Response::error(405, "method_not_allowed", format!("use {allow}"))
@@ -313,13 +350,22 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
             "GET" if shard.shutdown.load(Ordering::Relaxed) && p == "/health/ready" => {
                 Response::error(503, "shutting_down", "the PDP is stopping")
             }
+            "GET" if p == "/health" && query_flag("bundles") => {
+                let last = shard.control.last_reload.lock().map(|l| l.clone()).unwrap_or(None);
+                let last = match last {
+                    None => serde_json::Value::Null,
+                    Some(Ok(rev)) => serde_json::json!({"ok": true, "revision": rev}),
+                    Some(Err(why)) => serde_json::json!({"ok": false, "error": why}),
+                };
+                Response::json(200, &serde_json::json!({"bundles": {"revision": shard.revision.borrow().clone(), "last_reload": last}}))
+            }
             "GET" => Response::json(200, &serde_json::json!({})),
             _ => method_not_allowed("GET"),
         },
         "/metrics" => match m {
             "GET" => Response {
                 status: 200,
-                body: crate::metrics::render(&shard.all_stats, &shard.revision, shard.config.audit.durability.as_str(), shard.audit_io),
+                body: crate::metrics::render(&shard.all_stats, &shard.revision.borrow(), shard.config.audit.durability.as_str(), shard.audit_io),
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 allow: None,
             },
@@ -460,7 +506,7 @@ async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool
             pdp::input::stamp_now(&mut input, now_ns());
             let known = shard.evaluator.borrow().bundle().entrypoints().any(|(ep, _, _)| ep == entrypoint);
             if !known {
-                return Response::error(404, "undefined_document", format!("{entrypoint} is not an entrypoint of bundle {}", shard.revision));
+                return Response::error(404, "undefined_document", format!("{entrypoint} is not an entrypoint of bundle {}", shard.revision.borrow()));
             }
             let t = Instant::now();
             let evaluated = shard.evaluator.borrow_mut().evaluate(&entrypoint, input);

@@ -2,8 +2,10 @@
 //! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
 //! decision domain).
 
+mod admin;
 pub mod authzen;
 pub mod config;
+pub mod control;
 pub mod convert;
 pub mod http;
 mod metrics;

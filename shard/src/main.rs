@@ -26,6 +26,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start; the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Decide one input and print the decision as JSON.
     Eval {
@@ -88,6 +90,14 @@ enum Command {
         /// /health, /metrics), or "off" [default: 127.0.0.1:8181].
         #[arg(long, env = "SARK_PDP_HTTP_LISTEN")]
         http_listen: Option<String>,
+        /// Address of the admin API (reload, invalidate) [default: 127.0.0.1:8282]; it is
+        /// on only with a token.
+        #[arg(long, env = "SARK_PDP_ADMIN_LISTEN")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// The bearer token every admin call must carry (prefer the variable: flags show in
+        /// `ps`).
+        #[arg(long, env = "SARK_PDP_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Run the bundle's decision cases (cases/*.yaml) and report.
     Test {
@@ -223,13 +233,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             idle_timeout_s,
             max_in_flight,
             http_listen,
+            admin_listen,
+            admin_token,
         } => {
             let file = match &config {
                 Some(path) => FileConfig::load(path)?,
                 None => FileConfig::default(),
             };
+            let bundle_path = bundle.bundle.clone().or(file.bundle.path.clone());
             let (bundle, compiled) = load(&bundle, &file.bundle)?;
             let srv = &file.server;
+            let admin = match admin_token.or(file.admin.token.clone()) {
+                Some(token) if token.len() >= 16 => Some(shard::http::AdminConfig {
+                    listen: admin_listen.or(file.admin.listen).unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8282))),
+                    token,
+                }),
+                Some(_) => anyhow::bail!("the admin token must be at least 16 characters"),
+                None => None,
+            };
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
             let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
@@ -245,11 +266,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_payload: in_range("max_payload", srv.max_payload.unwrap_or(wire::DEFAULT_MAX_PAYLOAD), 4096, 64 << 20)?,
                 max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
                 http: file.http.resolve(http_listen.as_deref())?,
+                admin,
+                bundle_path,
+                limits: compiled.limits(),
             };
             let revision = bundle.revision.clone();
-            shard::server::serve(config, compiled, |addr, http| {
+            shard::server::serve(config, compiled, |addr, http, admin| {
                 let http = http.map_or(String::new(), |h| format!(" and {h} (HTTP)"));
-                println!("sark-pdp: listening on {addr} (binary){http}; {shards} shards, bundle {revision}");
+                let admin = admin.map_or(String::new(), |a| format!(" and {a} (admin)"));
+                println!("sark-pdp: listening on {addr} (binary){http}{admin}; {shards} shards, bundle {revision}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)

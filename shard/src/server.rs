@@ -54,6 +54,11 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// The HTTP front door (`None`: off).
     pub http: Option<crate::http::HttpConfig>,
+    /// The admin API (`None`: off — it needs a token).
+    pub admin: Option<crate::http::AdminConfig>,
+    /// Where reloads read the bundle (`None`: the embedded one) and its limits.
+    pub bundle_path: Option<std::path::PathBuf>,
+    pub limits: pdp::eval::EvalLimits,
 }
 
 /// Shards by default: every core but one (the audit writer's), at least one.
@@ -85,15 +90,29 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
 ///
 /// # Errors
 /// Binding, the audit log, or a shard's runtime failing to start.
-pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr, Option<SocketAddr>)) -> anyhow::Result<()> {
+pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(crate::control::Control::new(config.shards, config.bundle_path.clone(), config.limits));
     {
-        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
-        let flag = shutdown.clone();
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let (flag, control) = (shutdown.clone(), control.clone());
         std::thread::Builder::new().name("signals".into()).spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    // Validate off the shards, then swap on every one.
+                    match control.reload() {
+                        Ok((revision, epoch)) => {
+                            let acked = control.wait_blocking(epoch, Duration::from_secs(30));
+                            eprintln!("sark-pdp: SIGHUP: bundle {revision} {}", if acked { "serving on every shard" } else { "not acknowledged by every shard within 30 s" });
+                        }
+                        Err(why) => eprintln!("sark-pdp: SIGHUP: bundle refused, the old one keeps serving: {why}"),
+                    }
+                    continue;
+                }
                 eprintln!("sark-pdp: signal {signal}: stopping");
                 flag.store(true, Ordering::SeqCst);
+                break;
             }
         })?;
     }
@@ -112,6 +131,17 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
         http_addr = Some(a);
         for (i, slot) in http_listeners.iter_mut().enumerate() {
             *slot = Some(if i == 0 { first.try_clone()? } else { reuse_port_listener(a)? });
+        }
+    }
+    let mut admin_listeners: Vec<Option<std::net::TcpListener>> = (0..config.shards).map(|_| None).collect();
+    let mut admin_addr = None;
+    if let Some(a) = &config.admin {
+        let first = reuse_port_listener(a.listen)?;
+        let at = first.local_addr()?;
+        admin_addr = Some(at);
+        eprintln!("sark-pdp: admin API on {at} (bearer token required)");
+        for (i, slot) in admin_listeners.iter_mut().enumerate() {
+            *slot = Some(if i == 0 { first.try_clone()? } else { reuse_port_listener(at)? });
         }
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
@@ -135,13 +165,13 @@ pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnc
     })?;
     let nonce = u64::try_from(now_ns()).unwrap_or(0);
     let mut shards = Vec::new();
-    for (index, ((listener, http), producer)) in listeners.into_iter().zip(http_listeners).zip(producers).enumerate() {
-        let (bundle, config, shutdown, stats) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone());
+    for (index, (((listener, http), admin), producer)) in listeners.into_iter().zip(http_listeners).zip(admin_listeners).zip(producers).enumerate() {
+        let (bundle, config, shutdown, stats, control) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone(), control.clone());
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard(index, (listener, http), producer, bundle, config, shutdown, (nonce, audit_io), stats)
+            run_shard(index, (listener, http, admin), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
         })?);
     }
-    ready(addr, http_addr);
+    ready(addr, http_addr, admin_addr);
     let mut result = Ok(());
     for s in shards {
         match s.join() {
@@ -167,11 +197,14 @@ pub(crate) struct Shard {
     pub(crate) ids: RefCell<DecisionIds>,
     pub(crate) clock: quanta::Clock,
     connections: Cell<usize>,
-    /// Connections answering what they have read (not waiting to read).
-    pub(crate) busy: Cell<usize>,
+    /// Connections answering what they have read (not waiting to read), by the parity of
+    /// the control generation they started in (see [`Shard::begin_batch`]).
+    busy: [Cell<usize>; 2],
+    /// Bumped each time the shard applies control changes.
+    generation: Cell<u64>,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) config: ServeConfig,
-    pub(crate) revision: String,
+    pub(crate) revision: RefCell<String>,
     pub(crate) driver: &'static str,
     /// This shard's counters (it alone writes them) and every shard's, for `/metrics`.
     pub(crate) stats: Arc<ShardStats>,
@@ -180,6 +213,52 @@ pub(crate) struct Shard {
     pub(crate) durable_needed: Cell<u64>,
     /// How the audit writer writes (for /metrics).
     pub(crate) audit_io: &'static str,
+    pub(crate) control: Arc<crate::control::Control>,
+}
+
+impl Shard {
+    /// A connection starts answering what it read; returns the generation to end it with.
+    pub(crate) fn begin_batch(&self) -> u64 {
+        let g = self.generation.get();
+        if let Some(c) = self.busy.get((g % 2) as usize) {
+            c.set(c.get() + 1);
+        }
+        g
+    }
+
+    pub(crate) fn end_batch(&self, g: u64) {
+        if let Some(c) = self.busy.get((g % 2) as usize) {
+            c.set(c.get().saturating_sub(1));
+        }
+    }
+
+    fn busy_total(&self) -> usize {
+        self.busy.iter().map(Cell::get).sum()
+    }
+
+    /// Apply control changes past `applied` (between two requests: this runs on the shard's
+    /// own thread), then wait until every batch begun before them has been written; the
+    /// epoch now applied.
+    async fn apply_changes(&self, applied: u64) -> u64 {
+        let changes = self.control.since(applied);
+        let Some(last) = changes.last().map(|(e, _)| *e) else { return applied };
+        for (_, change) in changes {
+            match change {
+                crate::control::Change::Swap(bundle) => {
+                    *self.point.borrow_mut() = DecisionPoint::new(bundle.clone(), EnginePreference::Fastest, self.config.cache, self.clock.clone());
+                    *self.evaluator.borrow_mut() = Evaluator::new(bundle.clone(), EnginePreference::Fastest);
+                    *self.revision.borrow_mut() = bundle.revision.to_string();
+                }
+                crate::control::Change::InvalidateAll => self.point.borrow_mut().cache_mut().clear(),
+            }
+        }
+        let old = self.generation.get();
+        self.generation.set(old + 1);
+        while self.busy.get((old % 2) as usize).map_or(0, Cell::get) > 0 {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        last
+    }
 }
 
 /// A shard's counters for `/metrics`. Each cell has one writer, its shard (a plain load
@@ -228,11 +307,11 @@ impl ShardStats {
 #[allow(clippy::too_many_arguments)]
 fn run_shard(
     index: usize,
-    (listener, http): (std::net::TcpListener, Option<std::net::TcpListener>),
+    (listener, http, admin): (std::net::TcpListener, Option<std::net::TcpListener>, Option<std::net::TcpListener>),
     audit: AuditProducer,
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
-    shutdown: Arc<AtomicBool>,
+    (shutdown, control): (Arc<AtomicBool>, Arc<crate::control::Control>),
     (nonce, audit_io): (u64, &'static str),
     all_stats: Arc<Vec<Arc<ShardStats>>>,
 ) -> anyhow::Result<()> {
@@ -253,15 +332,17 @@ fn run_shard(
         ids: RefCell::new(DecisionIds::new(u16::try_from(index).unwrap_or(u16::MAX), nonce)),
         clock,
         connections: Cell::new(0),
-        busy: Cell::new(0),
+        busy: [Cell::new(0), Cell::new(0)],
+        generation: Cell::new(0),
         shutdown,
         config,
-        revision: bundle.revision.to_string(),
+        revision: RefCell::new(bundle.revision.to_string()),
         driver,
         stats: all_stats.get(index).cloned().unwrap_or_default(),
         all_stats,
         durable_needed: Cell::new(0),
         audit_io,
+        control,
     });
     shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
     runtime.block_on(async move {
@@ -269,7 +350,11 @@ fn run_shard(
         spawn_acceptor(shard.clone(), listener, |s, stream| async move { connection(&s, stream).await });
         if let Some(http) = http {
             let http = monoio::net::TcpListener::from_std(http)?;
-            spawn_acceptor(shard.clone(), http, |s, stream| async move { crate::http::connection(&s, stream).await });
+            spawn_acceptor(shard.clone(), http, |s, stream| async move { crate::http::connection(&s, stream, crate::http::Door::Public).await });
+        }
+        if let Some(admin) = admin {
+            let admin = monoio::net::TcpListener::from_std(admin)?;
+            spawn_acceptor(shard.clone(), admin, |s, stream| async move { crate::http::connection(&s, stream, crate::http::Door::Admin).await });
         }
         watch(shard).await;
         Ok(())
@@ -307,21 +392,32 @@ where
     });
 }
 
-/// Publish the gauges every 20 ms until shutdown, then drain.
+/// Apply control changes as they come (checked every millisecond) and publish the gauges
+/// every 20 ms until shutdown, then drain.
 async fn watch(shard: Rc<Shard>) {
+    let mut applied = 0u64;
+    let mut tick = 0u64;
     while !shard.shutdown.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+        if shard.control.epoch() > applied {
+            applied = shard.apply_changes(applied).await;
+            shard.control.set_applied(usize::from(shard.index), applied);
+        }
+        tick += 1;
+        if !tick.is_multiple_of(20) {
+            continue;
+        }
         let st = &shard.stats;
         st.connections.store(shard.connections.get() as u64, Ordering::Relaxed);
         st.cache_entries.store(shard.point.borrow_mut().cache_mut().len() as u64, Ordering::Relaxed);
         let depth = shard.audit.borrow().as_ref().map_or(0, |p| shard.config.ring_capacity.saturating_sub(p.slots()));
         st.ring_depth.store(depth as u64, Ordering::Relaxed);
-        monoio::time::sleep(Duration::from_millis(20)).await;
     }
     // Busy connections finish what they have read, write the replies and close; idle
     // ones are closed when the runtime goes (which cancels their reads). A decision is
     // audited before its reply is written, so the log never lacks an answered one.
     let deadline = std::time::Instant::now() + DRAIN;
-    while shard.busy.get() > 0 && std::time::Instant::now() < deadline {
+    while shard.busy_total() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(shard.audit.borrow_mut().take());
@@ -354,9 +450,9 @@ async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        shard.busy.set(shard.busy.get() + 1);
+        let g = shard.begin_batch();
         let answered = answer_and_write(shard, &mut stream, &mut inbuf, &mut out, &mut max_payload).await;
-        shard.busy.set(shard.busy.get() - 1);
+        shard.end_batch(g);
         if !answered || shard.shutdown.load(Ordering::Relaxed) {
             return;
         }
@@ -472,7 +568,7 @@ fn hello(shard: &Shard, h: &wire::message::Hello, max_payload: &mut u32) -> Repl
         max_batch: MAX_BATCH,
         shards: shard.shards,
         shard: shard.index,
-        bundle_revision: shard.revision.clone(),
+        bundle_revision: shard.revision.borrow().clone(),
         driver: shard.driver.to_string(),
     })
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
+pub mod web;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +15,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The HTTP front door's.
     pub http: SocketAddr,
+    /// The admin API's, when a token turned it on.
+    pub admin: Option<SocketAddr>,
     pub audit: PathBuf,
     /// Leave the audit directory behind (for a restart on it).
     pub keep_audit: bool,
@@ -61,8 +65,17 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addrs: Vec<SocketAddr> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-        let [addr, http] = addrs[..] else { panic!("no binary and HTTP addresses in {line:?}") };
-        Server { child, addr, http, audit, keep_audit: false }
+        let (addr, http, admin) = match addrs[..] {
+            [addr, http] => (addr, http, None),
+            [addr, http, admin] => (addr, http, Some(admin)),
+            _ => panic!("no binary and HTTP addresses in {line:?}"),
+        };
+        Server { child, addr, http, admin, audit, keep_audit: false }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
     }
 
     pub fn sigterm(&self) {

@@ -1,0 +1,157 @@
+//! Policy lifecycle as a black box: reload (admin API and SIGHUP) under load, a broken
+//! bundle refused, cache invalidation acknowledged by every shard.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use common::web::{call, exchange, request, sample_input};
+use serde_json::json;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A copy of the shipped bundle to edit.
+fn bundle_copy(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sark-pdp-bundle-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")), &dir);
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn set_revision(dir: &Path, revision: &str) {
+    let path = dir.join(".manifest");
+    let text = std::fs::read_to_string(&path).unwrap().replace("sark-default-1", revision);
+    std::fs::write(&path, text).unwrap();
+}
+
+fn admin(addr: SocketAddr, path: &str, body: &str, token: Option<&str>) -> common::web::Resp {
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    exchange(addr, &request("POST", path, body, &format!("{auth}connection: close\r\n")), 1).pop().expect("no answer")
+}
+
+fn revision_of(r: &serde_json::Value) -> String {
+    r["result"]["metadata"]["bundle_revision"].as_str().unwrap_or("?").to_string()
+}
+
+#[test]
+fn reload_under_load_switches_every_answer_and_refuses_a_broken_bundle() {
+    let dir = bundle_copy("reload");
+    let server = Server::start_env(
+        "reload",
+        &["--shards", "2", "--bundle", dir.to_str().unwrap()],
+        &[("SARK_PDP_ADMIN_TOKEN", TOKEN), ("SARK_PDP_ADMIN_LISTEN", "127.0.0.1:0")],
+    );
+    let admin_addr = server.admin.expect("the admin API is on with a token");
+    let http = server.http;
+    let input = json!({"input": sample_input()}).to_string();
+
+    // Without the token: 401, nothing happens.
+    assert_eq!(admin(admin_addr, "/v1/admin/reload", "", None).status, 401);
+    assert_eq!(admin(admin_addr, "/v1/admin/reload", "", Some("wrong-token-wrong-token")).status, 401);
+
+    // Clients keep asking during the reload; every answer must succeed, and each one that
+    // began after the reload was acknowledged must carry the new revision.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, acked_at, input) = (stop.clone(), acked_at.clone(), input.clone());
+            std::thread::spawn(move || {
+                let (mut after, mut total) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let began = Instant::now();
+                    let r = call(http, "POST", "/v1/data/sark/decision", &input);
+                    assert_eq!(r.status, 200);
+                    total += 1;
+                    let ack = *acked_at.lock().unwrap();
+                    if ack.is_some_and(|a| began > a) {
+                        assert_eq!(revision_of(&r.json()), "sark-reloaded-2", "an old answer after the reload was acknowledged");
+                        after += 1;
+                    }
+                }
+                (total, after)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    set_revision(&dir, "sark-reloaded-2");
+    let r = admin(admin_addr, "/v1/admin/reload", "", Some(TOKEN));
+    *acked_at.lock().unwrap() = Some(Instant::now());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), json!({"revision": "sark-reloaded-2", "acknowledged": true}));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A broken bundle: refused with the reason, the new-old one keeps serving.
+    std::fs::write(dir.join("broken.rego"), "package sark.broken\nallow if {\n").unwrap();
+    let r = admin(admin_addr, "/v1/admin/reload", "", Some(TOKEN));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["code"], "bundle_refused");
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let (total, after) = c.join().unwrap();
+        assert!(total > 10 && after > 0, "{total} answers, {after} after the reload");
+    }
+    let health = call(http, "GET", "/health?bundles", "").json();
+    assert_eq!(health["bundles"]["revision"], "sark-reloaded-2");
+    assert_eq!(health["bundles"]["last_reload"]["ok"], false);
+    assert!(health["bundles"]["last_reload"]["error"].as_str().unwrap().contains("broken.rego"), "{health}");
+
+    // SIGHUP reloads too (once the broken file is gone).
+    std::fs::remove_file(dir.join("broken.rego")).unwrap();
+    let text = std::fs::read_to_string(dir.join(".manifest")).unwrap().replace("sark-reloaded-2", "sark-reloaded-3");
+    std::fs::write(dir.join(".manifest"), text).unwrap();
+    server.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = call(http, "POST", "/v1/data/sark/decision", &input).json();
+        if revision_of(&r) == "sark-reloaded-3" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every decision is audited with the revision that made it.
+    let records = server.stop();
+    let revisions: std::collections::BTreeSet<&str> = records.iter().map(|r| r["bundle_revision"].as_str().unwrap()).collect();
+    assert!(revisions.contains("sark-default-1") && revisions.contains("sark-reloaded-2") && revisions.contains("sark-reloaded-3"), "{revisions:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn invalidating_everything_is_acknowledged_by_every_shard() {
+    let server = Server::start_env("invalidate", &["--shards", "2"], &[("SARK_PDP_ADMIN_TOKEN", TOKEN), ("SARK_PDP_ADMIN_LISTEN", "127.0.0.1:0")]);
+    let admin_addr = server.admin.unwrap();
+    let mut c = wire::Client::connect(server.addr, None).unwrap();
+    let q = wire::message::Eval::example("inv");
+    c.eval(q.clone()).unwrap();
+    assert!(c.eval(q.clone()).unwrap().cache_hit);
+    let r = admin(admin_addr, "/v1/admin/invalidate", r#"{"all": true}"#, Some(TOKEN));
+    assert_eq!((r.status, r.json()), (200, json!({"acknowledged": true})));
+    assert!(!c.eval(q.clone()).unwrap().cache_hit, "served from the cache after an acknowledged invalidation");
+    assert!(c.eval(q).unwrap().cache_hit);
+    let r = admin(admin_addr, "/v1/admin/invalidate", r#"{"user_id": "inv"}"#, Some(TOKEN));
+    assert_eq!(r.status, 501);
+    assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"all": true}"#, None).status, 401);
+    server.stop();
+}
