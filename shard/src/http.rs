@@ -138,7 +138,8 @@ enum Step {
 
 /// Serve one HTTP connection until it closes, errs, idles out or asks to close.
 pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream, door: Door) {
-    let Some(cfg) = shard.config.http.clone() else { return };
+    // The admin API takes the HTTP limits, or their defaults when the HTTP door is off.
+    let cfg = shard.config.http.clone().unwrap_or_else(|| HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))));
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut served = 0usize;

@@ -99,6 +99,15 @@ enum Command {
         #[arg(long, env = "SARK_PDP_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
     },
+    /// Ask a running server to reload its bundle (validate, then swap on every shard):
+    /// POST /v1/admin/reload with the bearer token from SARK_PDP_ADMIN_TOKEN.
+    Reload {
+        /// The server's admin API address.
+        #[arg(long, default_value = "127.0.0.1:8282", env = "SARK_PDP_ADMIN_LISTEN")]
+        admin: std::net::SocketAddr,
+        #[arg(long, env = "SARK_PDP_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// Run the bundle's decision cases (cases/*.yaml) and report.
     Test {
         #[command(flatten)]
@@ -278,6 +287,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { admin, token } => {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect(admin).map_err(|e| anyhow::anyhow!("{admin}: {e}"))?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+            write!(s, "POST /v1/admin/reload HTTP/1.1\r\nhost: {admin}\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            println!("{body}");
+            let ok = head.starts_with("HTTP/1.1 200");
+            if !ok {
+                eprintln!("sark-pdp: reload: {}", head.lines().next().unwrap_or("no answer"));
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Test { bundle, filter } => {
             let (bundle, compiled) = load(&bundle, &BundleSection::default())?;

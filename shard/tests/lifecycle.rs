@@ -155,3 +155,25 @@ fn invalidating_everything_is_acknowledged_by_every_shard() {
     assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"all": true}"#, None).status, 401);
     server.stop();
 }
+
+#[test]
+fn sark_pdp_reload_asks_the_running_server() {
+    let server = Server::start_env("cli-reload", &["--shards", "1"], &[("SARK_PDP_ADMIN_TOKEN", TOKEN), ("SARK_PDP_ADMIN_LISTEN", "127.0.0.1:0")]);
+    let admin_addr = server.admin.unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
+        .args(["reload", "--admin", &admin_addr])
+        .env("SARK_PDP_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, json!({"revision": "sark-default-1", "acknowledged": true}));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sark-pdp"))
+        .args(["reload", "--admin", &admin_addr, "--token", "not-the-token-at-all"])
+        .env_remove("SARK_PDP_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    server.stop();
+}

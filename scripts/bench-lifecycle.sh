@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Invalidate-to-acknowledgement latency and reload time on one node: a release
+# `sark-pdp serve` (SHARDS, default: cores - 1), idle and under cache-hit load
+# (pdp-bench, 4 connections, depth 16); 200 invalidations and 10 reloads of the shipped
+# bundle through the admin API, timed by the caller (Python's http.client).
+#
+#   scripts/bench-lifecycle.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p shard -p bench-harness
+SHARDS=${SHARDS:-$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))}
+export SARK_PDP_ADMIN_TOKEN=bench-admin-token-0123456789
+rm -rf target/bench-lifecycle-audit
+target/release/sark-pdp serve --shards "$SHARDS" --listen 127.0.0.1:7478 --http-listen off \
+  --admin-listen 127.0.0.1:8283 --audit-dir target/bench-lifecycle-audit > target/bench-lifecycle.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf target/bench-lifecycle-audit' EXIT
+for _ in $(seq 100); do grep -q listening target/bench-lifecycle.log && break; sleep 0.1; done
+measure() {
+python3 - "$1" <<'PY'
+import http.client, os, statistics, sys, time
+token = os.environ["SARK_PDP_ADMIN_TOKEN"]
+def call(path, body):
+    c = http.client.HTTPConnection("127.0.0.1", 8283, timeout=60)
+    t = time.perf_counter()
+    c.request("POST", path, body=body, headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+    return (time.perf_counter() - t) * 1e3
+inv = sorted(call("/v1/admin/invalidate", '{"all": true}') for _ in range(200))
+rel = sorted(call("/v1/admin/reload", "") for _ in range(10))
+q = lambda v, p: v[min(len(v) - 1, int(p * len(v)))]
+print(f"| {sys.argv[1]} | {q(inv, .5):.2f} ms | {q(inv, .99):.2f} ms | {statistics.median(rel):.0f} ms [{rel[0]:.0f}–{rel[-1]:.0f}] |")
+PY
+}
+echo "| load | invalidate→ack p50 | p99 | reload (validate + swap + ack), median [min–max] |"
+echo "|---|---:|---:|---:|"
+measure "idle, $SHARDS shard(s)"
+target/release/pdp-bench closed --addr 127.0.0.1:7478 --scenario hit --depth 16 --duration 30 --warmup 0 >/dev/null 2>&1 &
+load=$!
+sleep 1
+measure "cache hits (pdp-bench, 4 x depth 16)"
+kill $load 2>/dev/null || true; wait $load 2>/dev/null || true
