@@ -129,6 +129,21 @@ pub struct DecisionCache {
     clock: Clock,
     ttl: TtlConfig,
     stats: CacheStats,
+    /// Which keys were inserted for a user, a tool or a server ([`tag`]), so they can be
+    /// invalidated. Written on inserts (the miss path) only; keys the cache has since
+    /// evicted are pruned when the index outgrows the cache.
+    index: std::collections::HashMap<u64, Vec<CacheKey>>,
+    index_len: usize,
+    max_entries: usize,
+}
+
+/// The tag of a user id (`kind` "user"), tool name ("tool") or server id ("server").
+pub fn tag(kind: &str, value: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(kind.as_bytes());
+    h.update(&[0]);
+    h.update(value.as_bytes());
+    h.digest()
 }
 
 /// Approximate heap and inline bytes of a cached decision plus its key and entry.
@@ -169,6 +184,9 @@ impl DecisionCache {
             clock,
             ttl: config.ttl,
             stats: CacheStats::default(),
+            index: std::collections::HashMap::new(),
+            index_len: 0,
+            max_entries,
         }
     }
 
@@ -242,6 +260,54 @@ impl DecisionCache {
         ttl
     }
 
+    /// [`Self::insert`], remembering the key under each of `tags` for
+    /// [`Self::invalidate_tag`].
+    pub fn insert_tagged(&mut self, key: CacheKey, decision: Arc<Decision>, sensitivity: Sensitivity, tags: &[u64]) -> Duration {
+        let ttl = self.insert(key, decision, sensitivity);
+        if !ttl.is_zero() {
+            for t in tags {
+                self.index.entry(*t).or_default().push(key);
+                self.index_len += 1;
+            }
+            if self.index_len > 4 * self.max_entries {
+                self.prune_index();
+            }
+        }
+        ttl
+    }
+
+    fn contains(&self, key: CacheKey) -> bool {
+        match &self.backend {
+            Backend::S3Fifo(c) => c.contains_key(&key),
+            Backend::Lru { map, .. } => map.contains(&key),
+        }
+    }
+
+    fn prune_index(&mut self) {
+        let mut index = std::mem::take(&mut self.index);
+        index.retain(|_, keys| {
+            keys.retain(|k| self.contains(*k));
+            keys.dedup();
+            !keys.is_empty()
+        });
+        self.index_len = index.values().map(Vec::len).sum();
+        self.index = index;
+    }
+
+    /// Forget every decision inserted under `tag`; how many were still cached.
+    pub fn invalidate_tag(&mut self, tag: u64) -> usize {
+        let keys = self.index.remove(&tag).unwrap_or_default();
+        self.index_len -= keys.len().min(self.index_len);
+        let mut removed = 0;
+        for k in keys {
+            if self.contains(k) {
+                self.remove(k);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     pub fn remove(&mut self, key: CacheKey) {
         match &mut self.backend {
             Backend::S3Fifo(c) => {
@@ -257,6 +323,8 @@ impl DecisionCache {
 
     /// Drop everything (bundle swap, invalidate-all).
     pub fn clear(&mut self) {
+        self.index.clear();
+        self.index_len = 0;
         match &mut self.backend {
             Backend::S3Fifo(c) => c.clear(),
             Backend::Lru { map, bytes, .. } => {
@@ -402,4 +470,27 @@ mod tests {
             assert_eq!(c.stats().hits, 1);
         }
     }
+
+    #[test]
+    fn tagged_entries_are_invalidated_by_tag_and_the_index_stays_bounded() {
+        let clock = Clock::new();
+        let mut c = DecisionCache::new(CacheConfig { max_entries: 8, ..CacheConfig::default() }, clock);
+        let (alice, bob, db) = (tag("user", "alice"), tag("user", "bob"), tag("tool", "db"));
+        c.insert_tagged(CacheKey(1), decision(true, None), Sensitivity::Low, &[alice, db, 0]);
+        c.insert_tagged(CacheKey(2), decision(true, None), Sensitivity::Low, &[bob, db, 0]);
+        c.insert_tagged(CacheKey(3), decision(true, None), Sensitivity::Low, &[bob, 0, 0]);
+        assert_eq!(c.invalidate_tag(alice), 1);
+        assert!(c.get(CacheKey(1)).is_none() && c.get(CacheKey(2)).is_some());
+        assert_eq!(c.invalidate_tag(db), 1, "key 1 is gone already; key 2 goes");
+        assert!(c.get(CacheKey(3)).is_some());
+        assert_eq!(c.invalidate_tag(tag("server", "none")), 0);
+        // Many inserts into a small cache: the index is pruned of evicted keys.
+        for k in 10..1000 {
+            c.insert_tagged(CacheKey(k), decision(true, None), Sensitivity::Low, &[bob, 0, 0]);
+        }
+        assert!(c.index_len <= 4 * 8 + 3, "{}", c.index_len);
+        assert!(c.invalidate_tag(bob) >= 1);
+        assert_eq!(c.len(), 0);
+    }
+
 }

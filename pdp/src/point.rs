@@ -13,7 +13,7 @@ use std::time::Duration;
 use regorus::Value;
 
 use crate::bundle::DECISION_ENTRYPOINT;
-use crate::cache::{CacheConfig, DecisionCache};
+use crate::cache::{CacheConfig, DecisionCache, tag};
 use crate::decision::{Decision, Sensitivity};
 use crate::error::EvalError;
 use crate::eval::{CompiledBundle, EnginePreference, Evaluator};
@@ -87,7 +87,14 @@ impl DecisionPoint {
             .as_ref()
             .and_then(|t| t.sensitivity_level.as_deref())
             .map_or(Sensitivity::Unknown, Sensitivity::parse);
-        let answer = self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, || {
+        let tags = |_: &Value| {
+            [
+                tag("user", &input.user.id),
+                input.tool.as_ref().map_or(0, |t| tag("tool", &t.name)),
+                input.server.as_ref().map_or(0, |s| tag("server", &s.id)),
+            ]
+        };
+        let answer = self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, tags, || {
             let mut doc = input.to_value()?;
             stamp_now(&mut doc, now_ns);
             Ok(doc)
@@ -106,13 +113,29 @@ impl DecisionPoint {
         };
         let key = self.hasher.document_key(&input);
         let sensitivity = Sensitivity::of_input(&input);
-        self.decide_keyed(key, cacheable(given, now_ns), sensitivity, || {
+        let tags = |doc: &Value| {
+            let at = |kind: &str, v: &Value| match v {
+                Value::String(s) => tag(kind, s),
+                _ => 0,
+            };
+            [at("user", &doc["user"]["id"]), at("tool", &doc["tool"]["name"]), at("server", &doc["server"]["id"])]
+        };
+        self.decide_keyed(key, cacheable(given, now_ns), sensitivity, tags, || {
             stamp_now(&mut input, now_ns);
             Ok(input)
         })
     }
 
-    fn decide_keyed(&mut self, key: CacheKey, cacheable: bool, s: Sensitivity, doc: impl FnOnce() -> Result<Value, EvalError>) -> Answer {
+    /// The hit path, else: build the document, tag it (user, tool, server: for targeted
+    /// invalidation), evaluate, insert.
+    fn decide_keyed(
+        &mut self,
+        key: CacheKey,
+        cacheable: bool,
+        s: Sensitivity,
+        tags: impl FnOnce(&Value) -> [u64; 3],
+        doc: impl FnOnce() -> Result<Value, EvalError>,
+    ) -> Answer {
         if cacheable && let Some((decision, ttl)) = self.cache.get(key) {
             return Answer {
                 decision,
@@ -120,9 +143,11 @@ impl DecisionPoint {
                 ttl,
             };
         }
-        let decision = Arc::new(self.evaluator.decide(doc()));
+        let doc = doc();
+        let tags = doc.as_ref().map_or([0; 3], tags);
+        let decision = Arc::new(self.evaluator.decide(doc));
         let ttl = if cacheable {
-            self.cache.insert(key, decision.clone(), s)
+            self.cache.insert_tagged(key, decision.clone(), s, &tags)
         } else {
             Duration::ZERO
         };

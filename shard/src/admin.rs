@@ -5,8 +5,9 @@
 //!   (compile, run its cases) off the shards, and swap it in on every shard. 200 with the
 //!   revision once every shard serves it; 422 `bundle_refused` with the reason when it
 //!   fails validation (nothing changes).
-//! - `POST /v1/admin/invalidate` with `{"all": true}`: forget every cached decision on every
-//!   shard; 200 once every shard has.
+//! - `POST /v1/admin/invalidate` with `{"all": true}`, or any of `{"user_id": …, "tool":
+//!   …, "server_id": …}`: forget every cached decision, or those made for that user, tool
+//!   or server, on every shard; 200 once every shard has.
 
 use std::time::Duration;
 
@@ -73,10 +74,23 @@ async fn invalidate(shard: &Shard, body: &mut [u8]) -> Response {
         Ok(v) => v,
         Err(e) => return Response::error(400, "invalid_parameter", format!("body: {e}")),
     };
-    if req.get("all") != Some(&serde_json::Value::Bool(true)) {
-        return Response::error(501, "not_implemented", "only {\"all\": true} is supported so far (by user, tool or server: not built yet)");
-    }
-    let epoch = shard.control.publish(crate::control::Change::InvalidateAll);
+    let change = if req.get("all") == Some(&serde_json::Value::Bool(true)) {
+        crate::control::Change::InvalidateAll
+    } else {
+        let mut tags = Vec::new();
+        for (field, kind) in [("user_id", "user"), ("tool", "tool"), ("server_id", "server")] {
+            match req.get(field) {
+                None => {}
+                Some(serde_json::Value::String(v)) => tags.push(pdp::cache::tag(kind, v)),
+                Some(_) => return Response::error(400, "invalid_parameter", format!("{field} must be a string")),
+            }
+        }
+        if tags.is_empty() {
+            return Response::error(400, "invalid_parameter", "say what to invalidate: {\"all\": true}, user_id, tool or server_id");
+        }
+        crate::control::Change::Invalidate(tags)
+    };
+    let epoch = shard.control.publish(change);
     let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
     Response::json(if acked { 200 } else { 504 }, &serde_json::json!({"acknowledged": acked}))
 }

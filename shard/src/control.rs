@@ -26,6 +26,9 @@ pub enum Change {
     Swap(Arc<CompiledBundle>),
     /// Forget every cached decision.
     InvalidateAll,
+    /// Forget the decisions made for these tags ([`pdp::cache::tag`]: a user id, a tool
+    /// name, a server id).
+    Invalidate(Vec<u64>),
 }
 
 impl std::fmt::Debug for Change {
@@ -33,6 +36,7 @@ impl std::fmt::Debug for Change {
         match self {
             Change::Swap(b) => write!(f, "Swap({})", b.revision),
             Change::InvalidateAll => f.write_str("InvalidateAll"),
+            Change::Invalidate(tags) => write!(f, "Invalidate({} tags)", tags.len()),
         }
     }
 }

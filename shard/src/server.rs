@@ -250,6 +250,12 @@ impl Shard {
                     *self.revision.borrow_mut() = bundle.revision.to_string();
                 }
                 crate::control::Change::InvalidateAll => self.point.borrow_mut().cache_mut().clear(),
+                crate::control::Change::Invalidate(tags) => {
+                    let mut point = self.point.borrow_mut();
+                    for t in tags {
+                        point.cache_mut().invalidate_tag(t);
+                    }
+                }
             }
         }
         let old = self.generation.get();

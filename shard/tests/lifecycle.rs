@@ -150,8 +150,18 @@ fn invalidating_everything_is_acknowledged_by_every_shard() {
     assert_eq!((r.status, r.json()), (200, json!({"acknowledged": true})));
     assert!(!c.eval(q.clone()).unwrap().cache_hit, "served from the cache after an acknowledged invalidation");
     assert!(c.eval(q).unwrap().cache_hit);
+    // By user: that user's decisions go, everyone else's stay; by tool: every user's on it.
+    let other = wire::message::Eval::example("other");
+    c.eval(other.clone()).unwrap();
+    assert!(c.eval(other.clone()).unwrap().cache_hit);
     let r = admin(admin_addr, "/v1/admin/invalidate", r#"{"user_id": "inv"}"#, Some(TOKEN));
-    assert_eq!(r.status, 501);
+    assert_eq!((r.status, r.json()), (200, json!({"acknowledged": true})));
+    assert!(!c.eval(wire::message::Eval::example("inv")).unwrap().cache_hit);
+    assert!(c.eval(other.clone()).unwrap().cache_hit, "another user's decision was dropped");
+    let r = admin(admin_addr, "/v1/admin/invalidate", r#"{"tool": "update_ticket"}"#, Some(TOKEN));
+    assert_eq!(r.status, 200);
+    assert!(!c.eval(other).unwrap().cache_hit);
+    assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"user": 5}"#, Some(TOKEN)).status, 400);
     assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"all": true}"#, None).status, 401);
     server.stop();
 }
