@@ -5,6 +5,11 @@
 //!   (compile, run its cases) off the shards, and swap it in on every shard. 200 with the
 //!   revision once every shard serves it; 422 `bundle_refused` with the reason when it
 //!   fails validation (nothing changes).
+//! - `PUT /v1/data/{path}` (a JSON value) and `PATCH /v1/data/{path}` (a JSON Patch):
+//!   change the data the policies read (roles, teams, tool sensitivity, lists…); the result
+//!   is compiled off the shards and served by every shard as revision
+//!   `<bundle revision>+data.<n>` before the call returns 204. A reload starts again from
+//!   the bundle's own data.
 //! - `POST /v1/admin/invalidate` with `{"all": true}`, or any of `{"user_id": …, "tool":
 //!   …, "server_id": …}`: forget every cached decision, or those made for that user, tool
 //!   or server, on every shard; 200 once every shard has.
@@ -33,29 +38,66 @@ pub(crate) async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Respon
     }
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/v1/admin/reload") => reload(shard).await,
+        (m @ ("PUT" | "PATCH"), p) if p.starts_with("/v1/data/") => write_data(shard, m == "PUT", p, body).await,
         ("POST", "/v1/admin/invalidate") => invalidate(shard, body).await,
         (_, "/v1/admin/reload" | "/v1/admin/invalidate") => method_not_allowed("POST"),
         (_, p) => Response::error(404, "not_found", format!("no admin endpoint {p}")),
     }
 }
 
+/// Run `work` on a thread of its own (compiling a bundle would stall this shard) and
+/// wait for it without blocking the shard.
+async fn off_shard(work: impl FnOnce() -> Result<(String, u64), String> + Send + 'static) -> Result<(String, u64), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| format!("could not start: {e}"))?;
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => monoio::time::sleep(Duration::from_millis(1)).await,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return Err("the worker thread died".into()),
+        }
+    }
+}
+
+async fn write_data(shard: &Shard, put: bool, path: &str, body: &mut [u8]) -> Response {
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Response::error(400, "invalid_parameter", format!("body: {e}")),
+    };
+    let write = if put {
+        crate::control::DataWrite::Put(value)
+    } else {
+        match serde_json::from_value::<json_patch::Patch>(value) {
+            Ok(p) => crate::control::DataWrite::Patch(p),
+            Err(e) => return Response::error(400, "invalid_parameter", format!("not a JSON Patch: {e}")),
+        }
+    };
+    let segments: Vec<String> = path.trim_start_matches("/v1/data/").split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let control = shard.control.clone();
+    let result = off_shard(move || control.write_data(&segments.iter().map(String::as_str).collect::<Vec<_>>(), write)).await;
+    match result {
+        Ok((revision, epoch)) => {
+            let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
+            eprintln!("sark-pdp: admin: data written at {path}: revision {revision}");
+            if acked {
+                Response::empty(204)
+            } else {
+                Response::json(504, &serde_json::json!({"revision": revision, "acknowledged": false}))
+            }
+        }
+        Err(why) => Response::error(400, "invalid_parameter", why),
+    }
+}
+
 async fn reload(shard: &Shard) -> Response {
     // Validation compiles and runs every case: a thread of its own, not this shard.
     let control = shard.control.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new().name("reload".into()).spawn(move || {
-        let _ = tx.send(control.reload());
-    });
-    if spawned.is_err() {
-        return Response::error(500, "internal_error", "could not start the reload");
-    }
-    let result = loop {
-        match rx.try_recv() {
-            Ok(r) => break r,
-            Err(std::sync::mpsc::TryRecvError::Empty) => monoio::time::sleep(Duration::from_millis(1)).await,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => break Err("the reload thread died".into()),
-        }
-    };
+    let result = off_shard(move || control.reload()).await;
     match result {
         Ok((revision, epoch)) => {
             let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;

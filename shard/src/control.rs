@@ -53,11 +53,24 @@ pub struct Control {
     /// Where reloads read the bundle from (`None`: the embedded one).
     pub bundle_path: Option<PathBuf>,
     pub limits: EvalLimits,
+    /// The bundle now served, as loaded (data writes change a copy of it), and how many
+    /// data writes it has had.
+    current: Mutex<(Bundle, u64)>,
+}
+
+/// A change to the data document.
+#[derive(Debug)]
+pub enum DataWrite {
+    /// Replace the value at the path (creating objects on the way).
+    Put(serde_json::Value),
+    /// Apply a JSON Patch (RFC 6902) to the value at the path.
+    Patch(json_patch::Patch),
 }
 
 impl Control {
-    pub fn new(shards: usize, bundle_path: Option<PathBuf>, limits: EvalLimits) -> Control {
+    pub fn new(shards: usize, bundle: Bundle, bundle_path: Option<PathBuf>, limits: EvalLimits) -> Control {
         Control {
+            current: Mutex::new((bundle, 0)),
             epoch: AtomicU64::new(0),
             changes: Mutex::new(Vec::new()),
             applied: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -134,8 +147,9 @@ impl Control {
     /// shards). The new revision and epoch, or why it was refused (nothing changed then).
     pub fn reload(&self) -> Result<(String, u64), String> {
         let result = validate(self.bundle_path.as_deref(), self.limits);
-        let out = result.map(|compiled| {
+        let out = result.map(|(bundle, compiled)| {
             let revision = compiled.revision.to_string();
+            *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (bundle, 0);
             (revision, self.publish(Change::Swap(compiled)))
         });
         let mut last = self.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -144,11 +158,65 @@ impl Control {
     }
 }
 
+impl Control {
+    /// Change the data document at `path` (segments of `/v1/data/...`) and publish the
+    /// result as a new revision, `<bundle revision>+data.<n>` (blocking: call it off the
+    /// shards). The bundle's cases are not run — they describe the shipped data. A reload
+    /// starts again from the bundle's own data.
+    ///
+    /// # Errors
+    /// An empty path, a patch that does not apply, data nested too deep, or a bundle that
+    /// no longer compiles; nothing changes then.
+    pub fn write_data(&self, path: &[&str], write: DataWrite) -> Result<(String, u64), String> {
+        if path.is_empty() {
+            return Err("say which document to write: /v1/data/<path>".into());
+        }
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (bundle, writes) = &*current;
+        let mut data = bundle.data.clone();
+        let mut at = &mut data;
+        for seg in path {
+            if !at.is_object() {
+                *at = serde_json::Value::Object(serde_json::Map::new());
+            }
+            let Some(obj) = at.as_object_mut() else { return Err("unreachable".into()) };
+            at = obj.entry(seg.to_string()).or_insert(serde_json::Value::Null);
+        }
+        match write {
+            DataWrite::Put(v) => *at = v,
+            DataWrite::Patch(p) => json_patch::patch(at, &p).map_err(|e| format!("the patch does not apply: {e}"))?,
+        }
+        if json_depth(&data) > BundleLimits::default().max_data_depth {
+            return Err(format!("data nests deeper than {}", BundleLimits::default().max_data_depth));
+        }
+        let base = bundle.revision.split("+data.").next().unwrap_or("").to_string();
+        let n = writes + 1;
+        let next = Bundle {
+            data,
+            revision: format!("{base}+data.{n}").into(),
+            ..bundle.clone()
+        };
+        let compiled = Arc::new(CompiledBundle::compile(&next, self.limits).map_err(|e| e.to_string())?);
+        let revision = next.revision.to_string();
+        *current = (next, n);
+        drop(current);
+        Ok((revision, self.publish(Change::Swap(compiled))))
+    }
+}
+
+fn json_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Load and compile a bundle and run its decision cases; every case must pass.
 ///
 /// # Errors
 /// Loading, compiling, or a failing case, as one line.
-pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<Arc<CompiledBundle>, String> {
+pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<(Bundle, Arc<CompiledBundle>), String> {
     let bundle = match path {
         Some(p) => Bundle::load(p, BundleLimits::default()),
         None => Bundle::embedded(),
@@ -169,5 +237,5 @@ pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<Arc<CompiledB
     if let Some(first) = failed.first() {
         return Err(format!("{} of {} cases fail; first: {first}", failed.len(), cases.len()));
     }
-    Ok(compiled)
+    Ok((bundle, compiled))
 }

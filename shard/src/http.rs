@@ -82,6 +82,11 @@ impl Response {
     pub(crate) fn json(status: u16, body: &serde_json::Value) -> Response {
         Response { status, body: body.to_string(), content_type: "application/json", allow: None }
     }
+    /// No body (204).
+    pub(crate) fn empty(status: u16) -> Response {
+        Response { status, body: String::new(), content_type: "application/json", allow: None }
+    }
+
     pub(crate) fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Response {
         Response::json(status, &serde_json::json!({"code": code, "message": message.to_string()}))
     }
@@ -90,6 +95,7 @@ impl Response {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

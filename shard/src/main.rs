@@ -280,7 +280,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 limits: compiled.limits(),
             };
             let revision = bundle.revision.clone();
-            shard::server::serve(config, compiled, |addr, http, admin| {
+            shard::server::serve(config, (bundle, compiled), |addr, http, admin| {
                 let http = http.map_or(String::new(), |h| format!(" and {h} (HTTP)"));
                 let admin = admin.map_or(String::new(), |a| format!(" and {a} (admin)"));
                 println!("sark-pdp: listening on {addr} (binary){http}{admin}; {shards} shards, bundle {revision}");

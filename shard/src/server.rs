@@ -90,9 +90,13 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
 ///
 /// # Errors
 /// Binding, the audit log, or a shard's runtime failing to start.
-pub fn serve(config: ServeConfig, bundle: Arc<CompiledBundle>, ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)) -> anyhow::Result<()> {
+pub fn serve(
+    config: ServeConfig,
+    (source, bundle): (pdp::Bundle, Arc<CompiledBundle>),
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
+) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
-    let control = Arc::new(crate::control::Control::new(config.shards, config.bundle_path.clone(), config.limits));
+    let control = Arc::new(crate::control::Control::new(config.shards, source, config.bundle_path.clone(), config.limits));
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;

@@ -187,3 +187,67 @@ fn sark_pdp_reload_asks_the_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     server.stop();
 }
+
+#[test]
+fn a_data_write_is_honoured_by_every_answer_that_begins_after_it_returns() {
+    let server = Server::start_env("data", &["--shards", "2"], &[("SARK_PDP_ADMIN_TOKEN", TOKEN), ("SARK_PDP_ADMIN_LISTEN", "127.0.0.1:0")]);
+    let (admin_addr, http) = (server.admin.unwrap(), server.http);
+    let put = |body: &str| {
+        let auth = format!("authorization: Bearer {TOKEN}\r\nconnection: close\r\n");
+        exchange(admin_addr, &request("PUT", "/v1/data/sark_config/ip_filtering/blocklist", body, &auth), 1).pop().unwrap()
+    };
+    // The client's address (10.20.30.40) is allowed, and the answer cached.
+    let mut present = sample_input();
+    present["context"].as_object_mut().unwrap().remove("now_ns");
+    let input = json!({"input": present}).to_string();
+    assert_eq!(call(http, "POST", "/v1/data/mcp/allow", &input).json()["result"], true);
+
+    // Clients hammer that cached allow while the blocklist flips; every answer that began
+    // after a "block" returned and ended before the next "unblock" began must be a deny.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, input) = (stop.clone(), input.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let began = Instant::now();
+                    let allow = call(http, "POST", "/v1/data/mcp/allow", &input).json()["result"] == true;
+                    seen.push((began, Instant::now(), allow));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut blocked = Vec::new();
+    for _ in 0..5 {
+        let r = put(r#"["10.20.30.40"]"#);
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_millis(60));
+        let until = Instant::now();
+        assert_eq!(put(r#"["203.0.113.66"]"#).status, 204);
+        blocked.push((from, until));
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<(Instant, Instant, bool)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let inside: Vec<_> = seen.iter().filter(|(b, e, _)| blocked.iter().any(|(f, u)| b > f && e < u)).collect();
+    assert!(inside.len() >= 10, "only {} answers fell inside the blocked windows", inside.len());
+    let allowed = inside.iter().filter(|(_, _, allow)| *allow).count();
+    assert_eq!(allowed, 0, "{allowed} allows after the blocklist write returned");
+
+    // A JSON Patch works the same way, and the revision says what changed.
+    let auth = format!("authorization: Bearer {TOKEN}\r\nconnection: close\r\n");
+    let patch = r#"[{"op": "add", "path": "/-", "value": "10.20.30.40"}]"#;
+    let r = exchange(admin_addr, &request("PATCH", "/v1/data/sark_config/ip_filtering/blocklist", patch, &auth), 1).pop().unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(call(http, "POST", "/v1/data/mcp/allow", &input).json()["result"], false);
+    let d = call(http, "POST", "/v1/data/sark/decision", &input).json();
+    assert_eq!(d["result"]["metadata"]["bundle_revision"], "sark-default-1+data.11");
+    let bad = exchange(admin_addr, &request("PATCH", "/v1/data/sark_config", r#"[{"op": "remove", "path": "/nope"}]"#, &auth), 1).pop().unwrap();
+    assert_eq!(bad.status, 400);
+    // Without the token: refused.
+    assert_eq!(exchange(admin_addr, &request("PUT", "/v1/data/x", "1", "connection: close\r\n"), 1).pop().unwrap().status, 401);
+    server.stop();
+}
