@@ -50,6 +50,9 @@ pub struct Control {
     applied: Vec<AtomicU64>,
     /// What the last reload attempt said (revision loaded, or why it was refused).
     pub last_reload: Mutex<Option<Result<String, String>>>,
+    /// Reloads and data writes that were served / refused.
+    pub changes_ok: AtomicU64,
+    pub changes_refused: AtomicU64,
     /// Where reloads read the bundle from (`None`: the embedded one).
     pub bundle_path: Option<PathBuf>,
     pub limits: EvalLimits,
@@ -75,6 +78,8 @@ impl Control {
             changes: Mutex::new(Vec::new()),
             applied: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_reload: Mutex::new(None),
+            changes_ok: AtomicU64::new(0),
+            changes_refused: AtomicU64::new(0),
             bundle_path,
             limits,
         }
@@ -154,6 +159,7 @@ impl Control {
         });
         let mut last = self.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *last = Some(out.as_ref().map(|(r, _)| r.clone()).map_err(Clone::clone));
+        self.count(out.is_ok());
         out
     }
 }
@@ -168,6 +174,17 @@ impl Control {
     /// An empty path, a patch that does not apply, data nested too deep, or a bundle that
     /// no longer compiles; nothing changes then.
     pub fn write_data(&self, path: &[&str], write: DataWrite) -> Result<(String, u64), String> {
+        let out = self.try_write_data(path, write);
+        self.count(out.is_ok());
+        out
+    }
+
+    fn count(&self, ok: bool) {
+        let c = if ok { &self.changes_ok } else { &self.changes_refused };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_write_data(&self, path: &[&str], write: DataWrite) -> Result<(String, u64), String> {
         if path.is_empty() {
             return Err("say which document to write: /v1/data/<path>".into());
         }

@@ -372,7 +372,7 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
         "/metrics" => match m {
             "GET" => Response {
                 status: 200,
-                body: crate::metrics::render(&shard.all_stats, &shard.revision.borrow(), shard.config.audit.durability.as_str(), shard.audit_io),
+                body: crate::metrics::render(&shard.all_stats, &shard.revision.borrow(), shard.config.audit.durability.as_str(), shard.audit_io, &shard.control),
                 content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 allow: None,
             },

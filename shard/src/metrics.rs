@@ -6,7 +6,8 @@
 //! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total{sensitivity_level}`,
 //! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
 //! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
-//! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`, and `sark_pdp_audit_drops_total` (0 unless
+//! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`,
+//! `sark_pdp_bundle_changes_total{result}` (reloads and data writes, ok or refused), and `sark_pdp_audit_drops_total` (0 unless
 //! `audit.on_full = "drop"`: by default a full ring pauses the shard, it never drops).
 
 use std::sync::Arc;
@@ -35,6 +36,11 @@ struct Level {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeResult {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuditInfo {
     durability: &'static str,
     io: &'static str,
@@ -57,7 +63,7 @@ fn u(v: u64) -> i64 {
 }
 
 /// The scrape.
-pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability: &'static str, io: &'static str) -> String {
+pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability: &'static str, io: &'static str, control: &crate::control::Control) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut r = Registry::default();
     let evaluations = Family::<Evaluation, Counter>::default();
@@ -70,6 +76,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let depth = Family::<ShardLabel, Gauge>::default();
     let requests = Family::<ShardLabel, Counter>::default();
     let drops = Counter::<u64>::default();
+    let bundle_changes = Family::<ChangeResult, Counter>::default();
+    bundle_changes.get_or_create(&ChangeResult { result: "ok" }).inc_by(control.changes_ok.load(Ordering::Relaxed));
+    bundle_changes.get_or_create(&ChangeResult { result: "refused" }).inc_by(control.changes_refused.load(Ordering::Relaxed));
     let audit = Family::<AuditInfo, Gauge>::default();
     audit.get_or_create(&AuditInfo { durability, io }).set(1);
     for (i, st) in all.iter().enumerate() {
@@ -102,6 +111,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);
     r.register("sark_pdp_audit_ring_depth", "Audit records waiting in each shard's ring", depth);
     r.register("sark_pdp_http_requests", "HTTP requests answered per shard", requests);
+    r.register("sark_pdp_bundle_changes", "Bundle reloads and data writes, served or refused (refused ones change nothing)", bundle_changes);
     r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();

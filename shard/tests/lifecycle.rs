@@ -116,6 +116,9 @@ fn reload_under_load_switches_every_answer_and_refuses_a_broken_bundle() {
     assert_eq!(health["bundles"]["revision"], "sark-reloaded-2");
     assert_eq!(health["bundles"]["last_reload"]["ok"], false);
     assert!(health["bundles"]["last_reload"]["error"].as_str().unwrap().contains("broken.rego"), "{health}");
+    let metrics = String::from_utf8(call(http, "GET", "/metrics", "").body).unwrap();
+    assert!(metrics.contains("sark_pdp_bundle_changes_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("sark_pdp_bundle_changes_total{result=\"refused\"} 1"), "{metrics}");
 
     // SIGHUP reloads too (once the broken file is gone).
     std::fs::remove_file(dir.join("broken.rego")).unwrap();
