@@ -116,6 +116,15 @@ impl Bundle {
         Bundle::from_files(&origin, files, limits)
     }
 
+    /// A bundle from the bytes of an OPA bundle `.tar.gz` (as a bundle server sends it).
+    ///
+    /// # Errors
+    /// As [`Bundle::load`].
+    pub fn from_tar_gz(origin: &str, bytes: &[u8], limits: BundleLimits) -> Result<Bundle, BundleError> {
+        let files = read_tar_gz(origin, bytes, &limits)?;
+        Bundle::from_files(origin, files, limits)
+    }
+
     /// Build a bundle from `(relative path, bytes)` pairs.
     ///
     /// # Errors

@@ -27,6 +27,8 @@
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
 //! max_instructions = 1000000 # RVM instructions per evaluation
+//! poll_url = "http://bundles.internal:8888/sark.tar.gz"  # an OPA-style bundle server (optional)
+//! poll_interval_s = 30       # polled with If-None-Match; a new bundle is validated, then swapped
 //!
 //! [audit]
 //! dir = "sark-pdp-audit"     # segments audit-<first seq>.jsonl (pdp/src/audit_log.rs)
@@ -139,6 +141,22 @@ impl HttpSection {
 pub struct BundleSection {
     pub path: Option<PathBuf>,
     pub max_instructions: Option<usize>,
+    /// An OPA-style bundle server to poll (`http://host:port/path` of a bundle .tar.gz).
+    pub poll_url: Option<String>,
+    pub poll_interval_s: Option<u64>,
+}
+
+impl BundleSection {
+    /// The bundle server to poll: the flags over the file.
+    ///
+    /// # Errors
+    /// A URL that is not `http://…`, or an interval out of range.
+    pub fn poll(&self, url: Option<String>, interval_s: Option<u64>) -> anyhow::Result<Option<crate::control::BundlePoll>> {
+        let Some(url) = url.or(self.poll_url.clone()) else { return Ok(None) };
+        anyhow::ensure!(url.starts_with("http://"), "bundle poll URL {url:?}: only http:// is supported");
+        let interval = in_range("bundle.poll_interval_s", interval_s.or(self.poll_interval_s).unwrap_or(30), 1, 86_400)?;
+        Ok(Some(crate::control::BundlePoll { url, interval: Duration::from_secs(interval) }))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

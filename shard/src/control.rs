@@ -151,7 +151,11 @@ impl Control {
     /// Load, validate and publish the bundle from `bundle_path` (blocking: call it off the
     /// shards). The new revision and epoch, or why it was refused (nothing changed then).
     pub fn reload(&self) -> Result<(String, u64), String> {
-        let result = validate(self.bundle_path.as_deref(), self.limits);
+        self.install(validate(self.bundle_path.as_deref(), self.limits))
+    }
+
+    /// Publish a validated bundle, or record why it was refused.
+    fn install(&self, result: Result<(Bundle, Arc<CompiledBundle>), String>) -> Result<(String, u64), String> {
         let out = result.map(|(bundle, compiled)| {
             let revision = compiled.revision.to_string();
             *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (bundle, 0);
@@ -239,6 +243,14 @@ pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<(Bundle, Arc<
         None => Bundle::embedded(),
     }
     .map_err(|e| e.to_string())?;
+    validate_loaded(bundle, limits)
+}
+
+/// [`validate`] for a bundle already loaded.
+///
+/// # Errors
+/// As [`validate`].
+pub fn validate_loaded(bundle: Bundle, limits: EvalLimits) -> Result<(Bundle, Arc<CompiledBundle>), String> {
     let compiled = Arc::new(CompiledBundle::compile(&bundle, limits).map_err(|e| e.to_string())?);
     let cases = pdp::cases::load(&bundle)?;
     let mut ev = Evaluator::new(compiled.clone(), EnginePreference::Fastest);
@@ -255,4 +267,104 @@ pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<(Bundle, Arc<
         return Err(format!("{} of {} cases fail; first: {first}", failed.len(), cases.len()));
     }
     Ok((bundle, compiled))
+}
+
+/// Where to poll for bundles: an OPA-style bundle server.
+#[derive(Debug, Clone)]
+pub struct BundlePoll {
+    /// `http://host:port/path` (plain HTTP; the bundle is an OPA bundle `.tar.gz`).
+    pub url: String,
+    pub interval: Duration,
+}
+
+/// What one poll found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Polled {
+    /// 304: the server still has the bundle we serve.
+    NotModified,
+    /// A new bundle, validated and now served on every shard (its revision).
+    Installed(String),
+}
+
+impl Control {
+    /// Ask the bundle server for a bundle newer than `etag` (If-None-Match); validate and
+    /// publish one that comes (blocking: the poller thread).
+    ///
+    /// # Errors
+    /// The server unreachable or answering anything but 200/304, or a bundle that fails
+    /// validation (nothing changes; counted, in `/health?bundles` and the log).
+    pub fn poll_once(&self, poll: &BundlePoll, etag: &mut Option<String>) -> Result<Polled, String> {
+        let fetched = fetch(&poll.url, etag.as_deref());
+        let (new_etag, body) = match fetched {
+            Ok(None) => return Ok(Polled::NotModified),
+            Ok(Some(b)) => b,
+            Err(why) => {
+                self.count(false);
+                return Err(why);
+            }
+        };
+        let loaded = Bundle::from_tar_gz(&poll.url, &body, BundleLimits::default()).map_err(|e| e.to_string());
+        let (revision, epoch) = self.install(loaded.and_then(|b| validate_loaded(b, self.limits)))?;
+        *etag = new_etag;
+        self.wait_blocking(epoch, Duration::from_secs(30));
+        Ok(Polled::Installed(revision))
+    }
+}
+
+/// Poll every `interval` on a thread of its own until `stop`.
+pub fn spawn_poller(control: Arc<Control>, poll: BundlePoll, stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("bundle-poll".into()).spawn(move || {
+        let mut etag = None;
+        while !stop.load(Ordering::Relaxed) {
+            match control.poll_once(&poll, &mut etag) {
+                Ok(Polled::NotModified) => {}
+                Ok(Polled::Installed(rev)) => eprintln!("sark-pdp: bundle {rev} from {} serving on every shard", poll.url),
+                Err(why) => eprintln!("sark-pdp: bundle poll {}: {why} (the current bundle keeps serving)", poll.url),
+            }
+            let until = Instant::now() + poll.interval;
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// A 200's ETag (if any) and body.
+type Fetched = (Option<String>, Vec<u8>);
+
+/// `GET url` with `If-None-Match: etag`: `None` on 304, else the ETag and body of a 200.
+fn fetch(url: &str, etag: Option<&str>) -> Result<Option<Fetched>, String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// bundle servers are supported"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).map_err(|e| format!("{host}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let inm = etag.map_or(String::new(), |e| format!("if-none-match: {e}\r\n"));
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {host}\r\n{inm}connection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let max = BundleLimits::default().max_bytes + 64 * 1024;
+    let mut raw = Vec::new();
+    s.take(max + 1).read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    if raw.len() as u64 > max {
+        return Err(format!("the bundle is larger than {max} bytes"));
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err("the bundle server's answer is not HTTP".into()),
+    };
+    let header = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+    match resp.code {
+        Some(304) => Ok(None),
+        Some(200) => {
+            let body = raw.get(head_len..).unwrap_or(&[]);
+            let body = match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+                Some(n) => body.get(..n).ok_or("the bundle was cut short")?,
+                None => body,
+            };
+            Ok(Some((header("etag"), body.to_vec())))
+        }
+        other => Err(format!("the bundle server answered {}", other.unwrap_or(0))),
+    }
 }

@@ -98,6 +98,12 @@ enum Command {
         /// `ps`).
         #[arg(long, env = "SARK_PDP_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// An OPA-style bundle server to poll: http://host:port/path of a bundle .tar.gz.
+        #[arg(long, env = "SARK_PDP_BUNDLE_URL")]
+        bundle_url: Option<String>,
+        /// Seconds between polls of the bundle server [default: 30].
+        #[arg(long)]
+        bundle_poll_s: Option<u64>,
     },
     /// Ask a running server to reload its bundle (validate, then swap on every shard):
     /// POST /v1/admin/reload with the bearer token from SARK_PDP_ADMIN_TOKEN.
@@ -244,6 +250,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             http_listen,
             admin_listen,
             admin_token,
+            bundle_url,
+            bundle_poll_s,
         } => {
             let file = match &config {
                 Some(path) => FileConfig::load(path)?,
@@ -276,6 +284,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
+                bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
                 bundle_path,
                 limits: compiled.limits(),
             };

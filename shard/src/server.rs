@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub http: Option<crate::http::HttpConfig>,
     /// The admin API (`None`: off — it needs a token).
     pub admin: Option<crate::http::AdminConfig>,
+    /// A bundle server to poll (`None`: none).
+    pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
     pub bundle_path: Option<std::path::PathBuf>,
     pub limits: pdp::eval::EvalLimits,
@@ -176,6 +178,9 @@ pub fn serve(
         })?);
     }
     ready(addr, http_addr, admin_addr);
+    if let Some(poll) = config.bundle_poll.clone() {
+        crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
+    }
     let mut result = Ok(());
     for s in shards {
         match s.join() {

@@ -254,3 +254,87 @@ fn a_data_write_is_honoured_by_every_answer_that_begins_after_it_returns() {
     assert_eq!(exchange(admin_addr, &request("PUT", "/v1/data/x", "1", "connection: close\r\n"), 1).pop().unwrap().status, 401);
     server.stop();
 }
+
+/// A bundle .tar.gz of `dir` (entries at the archive's root, as OPA builds them).
+fn tar_gz(dir: &Path) -> Vec<u8> {
+    let out = dir.with_extension("tar.gz");
+    let names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let status = std::process::Command::new("tar").arg("czf").arg(&out).arg("-C").arg(dir).args(&names).status().unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
+/// A bundle server: serves `bundle` with its ETag, 304 when the client already has it.
+/// Returns its address and (requests, 304s) counters.
+fn bundle_server(bundle: Arc<std::sync::Mutex<(String, Vec<u8>)>>) -> (SocketAddr, Arc<std::sync::Mutex<(usize, usize)>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts: Arc<std::sync::Mutex<(usize, usize)>> = Arc::default();
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&req).to_lowercase();
+            let (etag, body) = bundle.lock().unwrap().clone();
+            let mut counts = c.lock().unwrap();
+            counts.0 += 1;
+            if text.contains(&format!("if-none-match: {}", etag.to_lowercase())) {
+                counts.1 += 1;
+                let _ = s.write_all(b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\n\r\n");
+            } else {
+                let head = format!("HTTP/1.1 200 OK\r\netag: {etag}\r\ncontent-type: application/gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        }
+    });
+    (addr, counts)
+}
+
+#[test]
+fn a_polled_bundle_server_is_followed_with_etags() {
+    let dir = bundle_copy("poll");
+    set_revision(&dir, "polled-1");
+    let served = Arc::new(std::sync::Mutex::new(("\"v1\"".to_string(), tar_gz(&dir))));
+    let (addr, counts) = bundle_server(served.clone());
+    let url = format!("http://{addr}/bundles/sark.tar.gz");
+    let server = Server::start_with("poll", &["--shards", "1", "--bundle-url", &url, "--bundle-poll-s", "1"]);
+    let revision = || call(server.http, "GET", "/health?bundles", "").json()["bundles"]["revision"].as_str().unwrap().to_string();
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while revision() != want {
+            assert!(Instant::now() < deadline, "never served {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("polled-1");
+    // Unchanged: the next polls are answered 304 and nothing is reloaded.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (requests, not_modified) = *counts.lock().unwrap();
+    assert!(requests >= 2 && not_modified >= 1, "{requests} requests, {not_modified} answered 304");
+    assert_eq!(revision(), "polled-1");
+    // A broken bundle is refused; the current one keeps serving.
+    *served.lock().unwrap() = ("\"v2\"".into(), b"not a tar.gz".to_vec());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(revision(), "polled-1");
+    // A new one is validated and swapped in.
+    let text = std::fs::read_to_string(dir.join(".manifest")).unwrap().replace("polled-1", "polled-2");
+    std::fs::write(dir.join(".manifest"), text).unwrap();
+    *served.lock().unwrap() = ("\"v3\"".into(), tar_gz(&dir));
+    wait_for("polled-2");
+    let metrics = String::from_utf8(call(server.http, "GET", "/metrics", "").body).unwrap();
+    assert!(metrics.contains("sark_pdp_bundle_changes_total{result=\"refused\"}"), "{metrics}");
+    server.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
