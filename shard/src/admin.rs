@@ -23,7 +23,7 @@ use crate::server::Shard;
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Constant-time equality (the token must not leak through timing).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -446,12 +446,23 @@ enum After {
     Full,
     /// A fatal frame: write what is pending and close.
     Close,
+    /// An authorized INVALIDATE (request id, change): write what is pending, then publish
+    /// the change and wait for every shard outside this connection's batch.
+    Control(u64, crate::control::Change),
+}
+
+/// One connection's protocol state.
+struct Conn {
+    /// The negotiated maximum payload.
+    max_payload: u32,
+    /// HELLO carried the admin token: INVALIDATE is allowed.
+    admin: bool,
 }
 
 async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut max_payload = shard.config.max_payload;
+    let mut conn = Conn { max_payload: shard.config.max_payload, admin: false };
     loop {
         // Read straight into the buffer's spare capacity, after any partial frame.
         if inbuf.capacity() - inbuf.len() < 16 * 1024 {
@@ -465,8 +476,8 @@ async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let g = shard.begin_batch();
-        let answered = answer_and_write(shard, &mut stream, &mut inbuf, &mut out, &mut max_payload).await;
+        let mut g = shard.begin_batch();
+        let answered = answer_and_write(shard, &mut stream, &mut inbuf, &mut out, &mut conn, &mut g).await;
         shard.end_batch(g);
         if !answered || shard.shutdown.load(Ordering::Relaxed) {
             return;
@@ -481,10 +492,11 @@ async fn answer_and_write(
     stream: &mut monoio::net::TcpStream,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
-    max_payload: &mut u32,
+    conn: &mut Conn,
+    batch: &mut u64,
 ) -> bool {
     loop {
-        let after = answer_all(shard, inbuf, out, max_payload).await;
+        let after = answer_all(shard, inbuf, out, conn).await;
         if !out.is_empty() {
             wait_durable(shard).await;
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
@@ -498,13 +510,22 @@ async fn answer_and_write(
             After::Full => {}
             After::Read => return true,
             After::Close => return false,
+            After::Control(id, change) => {
+                // This connection's earlier replies are written; it must not hold up the
+                // acknowledgement it is waiting for.
+                shard.end_batch(*batch);
+                let epoch = shard.control.publish(change);
+                let acked = shard.control.wait(epoch, Duration::from_secs(30)).await;
+                *batch = shard.begin_batch();
+                wire::encode_reply(out, id, &Reply::Invalidated(acked));
+            }
         }
     }
 }
 
 /// Decode and answer the whole frames at the front of `inbuf`, stopping once
 /// `max_in_flight` requests (a batch counts its items) have replies waiting to be written.
-async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_payload: &mut u32) -> After {
+async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn: &mut Conn) -> After {
     let mut consumed = 0;
     let mut answered = 0;
     let after = loop {
@@ -512,7 +533,7 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_p
             break After::Full;
         }
         let rest = inbuf.get(consumed..).unwrap_or(&[]);
-        let (header, total) = match wire::check(rest, *max_payload) {
+        let (header, total) = match wire::check(rest, conn.max_payload) {
             Ok(Check::Incomplete) => break After::Read,
             Ok(Check::Complete { header, total }) => (header, total),
             Err(e) => {
@@ -541,7 +562,8 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_p
             }
             Ok(Request::Hello(h)) => {
                 answered += 1;
-                wire::encode_reply(out, id, &hello(shard, &h, max_payload));
+                conn.admin = shard.config.admin.as_ref().is_some_and(|a| h.token.as_deref().is_some_and(|t| crate::admin::same(t.as_bytes(), a.token.as_bytes())));
+                wire::encode_reply(out, id, &hello(shard, &h, &mut conn.max_payload));
             }
             Ok(Request::Ping(b)) => {
                 answered += 1;
@@ -550,6 +572,22 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, max_p
             Ok(Request::EvalJson(j)) => {
                 answered += 1;
                 wire::encode_reply(out, id, &eval_json(shard, &j));
+            }
+            Ok(Request::Invalidate(what)) => {
+                answered += 1;
+                if !conn.admin {
+                    let message = "INVALIDATE needs the admin token in HELLO".to_string();
+                    wire::encode_reply(out, id, &Reply::Error(ErrorReply { code: wire::message::ERROR_UNAUTHORIZED, message }));
+                    continue;
+                }
+                use wire::message::Invalidate as I;
+                let change = match what {
+                    I::All => crate::control::Change::InvalidateAll,
+                    I::User(v) => crate::control::Change::Invalidate(vec![pdp::cache::tag("user", &v)]),
+                    I::Tool(v) => crate::control::Change::Invalidate(vec![pdp::cache::tag("tool", &v)]),
+                    I::Server(v) => crate::control::Change::Invalidate(vec![pdp::cache::tag("server", &v)]),
+                };
+                break After::Control(id, change);
             }
             Err(e) => {
                 answered += 1;

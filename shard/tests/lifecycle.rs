@@ -165,6 +165,20 @@ fn invalidating_everything_is_acknowledged_by_every_shard() {
     assert_eq!(r.status, 200);
     assert!(!c.eval(other).unwrap().cache_hit);
     assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"user": 5}"#, Some(TOKEN)).status, 400);
+
+    // The same over the binary protocol: INVALIDATE needs the admin token in HELLO.
+    let q = wire::message::Eval::example("bin");
+    c.eval(q.clone()).unwrap();
+    assert!(c.eval(q.clone()).unwrap().cache_hit);
+    match c.invalidate(wire::message::Invalidate::User("bin".into())) {
+        Err(wire::ClientError::Server(e)) => assert_eq!(e.code, wire::message::ERROR_UNAUTHORIZED),
+        other => panic!("{other:?}"),
+    }
+    assert!(c.eval(q.clone()).unwrap().cache_hit, "a refused INVALIDATE dropped nothing");
+    let mut root = wire::Client::connect(server.addr, Some(TOKEN)).unwrap();
+    assert!(root.invalidate(wire::message::Invalidate::User("bin".into())).unwrap());
+    assert!(!c.eval(q).unwrap().cache_hit, "served from the cache after an acknowledged INVALIDATE");
+    assert!(root.ping(b"still").is_ok());
     assert_eq!(admin(admin_addr, "/v1/admin/invalidate", r#"{"all": true}"#, None).status, 401);
     server.stop();
 }

@@ -212,6 +212,18 @@ impl Client {
     ///
     /// # Errors
     /// As [`Self::eval`].
+    /// Drop cached decisions on every shard of the server; whether every shard
+    /// acknowledged. The connection's HELLO must have carried the admin token.
+    ///
+    /// # Errors
+    /// I/O, or the server refusing (ERROR 3006 without the token).
+    pub fn invalidate(&mut self, what: crate::message::Invalidate) -> Result<bool, ClientError> {
+        match self.call(&Request::Invalidate(what))? {
+            (_, Reply::Invalidated(acked)) => Ok(acked),
+            (id, other) => Err(unexpected(id, &other)),
+        }
+    }
+
     pub fn ping(&mut self, payload: &[u8]) -> Result<Vec<u8>, ClientError> {
         match self.call(&Request::Ping(payload.to_vec()))? {
             (_, Reply::Pong(b)) => Ok(b),

@@ -143,7 +143,21 @@ pub enum Request {
     EvalBatch(Vec<Eval>),
     /// Opaque bytes echoed in the PONG.
     Ping(Vec<u8>),
+    /// Drop cached decisions on every shard (needs the admin token in HELLO).
+    Invalidate(Invalidate),
 }
+
+/// What INVALIDATE drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidate {
+    All,
+    User(String),
+    Tool(String),
+    Server(String),
+}
+
+/// The ERROR code for a request the connection's HELLO token does not allow.
+pub const ERROR_UNAUTHORIZED: u16 = 3006;
 
 /// Any reply frame's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +168,8 @@ pub enum Reply {
     Result(Option<String>),
     DecisionBatch(Vec<Decision>),
     Pong(Vec<u8>),
+    /// INVALIDATE's answer: whether every shard acknowledged in time.
+    Invalidated(bool),
     Error(ErrorReply),
 }
 
@@ -348,6 +364,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
         Request::EvalJson(_) => opcode::EVAL_JSON,
         Request::EvalBatch(_) => opcode::EVAL_BATCH,
         Request::Ping(_) => opcode::PING,
+        Request::Invalidate(_) => opcode::INVALIDATE,
     };
     write_frame(out, op, 0, request_id, |o| match req {
         Request::Hello(h) => {
@@ -367,6 +384,16 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
             }
         }
         Request::Ping(b) => o.extend_from_slice(b),
+        Request::Invalidate(i) => {
+            let (kind, value) = match i {
+                Invalidate::All => (0, ""),
+                Invalidate::User(v) => (1, v.as_str()),
+                Invalidate::Tool(v) => (2, v.as_str()),
+                Invalidate::Server(v) => (3, v.as_str()),
+            };
+            o.u8(kind);
+            o.str(value);
+        }
     });
 }
 
@@ -414,6 +441,20 @@ pub fn decode_request(header: &Header, payload: &[u8]) -> Result<Request, WireEr
             Request::EvalBatch(items)
         }
         opcode::PING => Request::Ping(payload.to_vec()),
+        opcode::INVALIDATE => {
+            let mut r = Reader::new(payload, "INVALIDATE");
+            let kind = r.u8()?;
+            let value = r.str()?;
+            let what = match kind {
+                0 => Invalidate::All,
+                1 => Invalidate::User(value),
+                2 => Invalidate::Tool(value),
+                3 => Invalidate::Server(value),
+                k => return Err(r.malformed(format!("invalidate kind {k}"))),
+            };
+            r.finish()?;
+            Request::Invalidate(what)
+        }
         other => return Err(WireError::UnknownOpcode(other)),
     };
     Ok(req)
@@ -427,6 +468,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
         Reply::Result(_) => opcode::RESULT,
         Reply::DecisionBatch(_) => opcode::DECISION_BATCH,
         Reply::Pong(_) => opcode::PONG,
+        Reply::Invalidated(_) => opcode::INVALIDATED,
         Reply::Error(_) => opcode::ERROR,
     };
     write_frame(out, op, 0, request_id, |o| match reply {
@@ -448,6 +490,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
             }
         }
         Reply::Pong(b) => o.extend_from_slice(b),
+        Reply::Invalidated(acked) => o.u8(u8::from(*acked)),
         Reply::Error(e) => {
             o.u16(e.code);
             o.str(&e.message);
@@ -478,6 +521,7 @@ pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError>
             Reply::DecisionBatch((0..n).map(|_| get_decision(&mut r)).collect::<Result<_, _>>()?)
         }
         opcode::PONG => return Ok(Reply::Pong(payload.to_vec())),
+        opcode::INVALIDATED => Reply::Invalidated(r.u8()? != 0),
         opcode::ERROR => Reply::Error(ErrorReply {
             code: r.u16()?,
             message: r.str()?,

@@ -42,6 +42,7 @@ fn answer(request: Request) -> Option<Reply> {
             message: format!("unknown entrypoint {}", j.entrypoint),
         }),
         Request::Ping(b) => Reply::Pong(b),
+        Request::Invalidate(_) => Reply::Invalidated(true),
     })
 }
 

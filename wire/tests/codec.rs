@@ -61,6 +61,10 @@ fn requests() -> Vec<Request> {
         Request::EvalBatch(vec![]),
         Request::Ping(b"abc".to_vec()),
         Request::Ping(vec![]),
+        Request::Invalidate(wire::message::Invalidate::All),
+        Request::Invalidate(wire::message::Invalidate::User("u-1".into())),
+        Request::Invalidate(wire::message::Invalidate::Tool("db".into())),
+        Request::Invalidate(wire::message::Invalidate::Server("s".into())),
     ]
 }
 
@@ -93,6 +97,8 @@ fn replies() -> Vec<Reply> {
         Reply::Result(None),
         Reply::DecisionBatch(vec![d, Decision::default()]),
         Reply::Pong(b"abc".to_vec()),
+        Reply::Invalidated(true),
+        Reply::Invalidated(false),
         Reply::Error(ErrorReply {
             code: 3003,
             message: "unknown opcode 0x42".into(),
