@@ -41,3 +41,21 @@ load=$!
 sleep 1
 measure "cache hits (pdp-bench, 4 x depth 16)"
 kill $load 2>/dev/null || true; wait $load 2>/dev/null || true
+
+# Hit throughput with a reload every second vs none, alternating, same server.
+echo
+echo "| round | reloads | hits/s (pdp-bench, 4 x depth 16, 6 s) |"
+echo "|---:|---|---:|"
+for round in 1 2; do
+  for mode in none every-second; do
+    reloader=""
+    if [ "$mode" = every-second ]; then
+      ( while true; do target/release/sark-pdp reload --admin 127.0.0.1:8283 >/dev/null 2>&1; sleep 1; done ) &
+      reloader=$!
+    fi
+    target/release/pdp-bench closed --addr 127.0.0.1:7478 --scenario hit --depth 16 --duration 6 --warmup 1 \
+      --json target/bench-lifecycle-hits.json >/dev/null
+    [ -z "$reloader" ] || { kill "$reloader"; wait "$reloader" 2>/dev/null || true; }
+    echo "| $round | $mode | $(python3 -c "import json; print(round(json.load(open('target/bench-lifecycle-hits.json'))['per_s']))") |"
+  done
+done
