@@ -123,6 +123,34 @@ impl DecisionIds {
     }
 }
 
+/// A minimal record for tests elsewhere in the crate: user `user`, decision id `id`,
+/// an allow or a deny.
+#[cfg(test)]
+pub(crate) fn test_record(id: u128, user: &str, allow: bool) -> AuditRecord {
+    let answer = Answer {
+        decision: Arc::new(Decision {
+            allow,
+            ..Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())
+        }),
+        cache_hit: false,
+        ttl: std::time::Duration::ZERO,
+    };
+    let f = Fields {
+        user_id: user,
+        action: "tool:invoke",
+        tool_name: None,
+        sensitivity_level: None,
+        server_id: None,
+        server_name: None,
+        client_ip: None,
+        request_id: None,
+        session_id: None,
+        user_roles: vec![],
+        user_teams: vec![],
+    };
+    AuditRecord::new(id, 0, &answer, 1, None, &f)
+}
+
 impl AuditRecord {
     /// A record from its parts (the string fields in [`Fields`]).
     pub fn new(decision_id: u128, timestamp_ns: i64, answer: &Answer, duration_us: u64, mfa_verified: Option<bool>, f: &Fields<'_>) -> AuditRecord {

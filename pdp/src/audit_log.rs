@@ -360,8 +360,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::audit::Fields;
-    use crate::point::Answer;
 
     fn dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sark-pdp-log-{tag}-{}", std::process::id()));
@@ -370,26 +368,7 @@ mod tests {
     }
 
     fn record(n: u64) -> AuditRecord {
-        let answer = Answer {
-            decision: Arc::new(crate::Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())),
-            cache_hit: false,
-            ttl: Duration::ZERO,
-        };
-        let user = format!("user-{n}");
-        let f = Fields {
-            user_id: &user,
-            action: "tool:invoke",
-            tool_name: None,
-            sensitivity_level: None,
-            server_id: None,
-            server_name: None,
-            client_ip: None,
-            request_id: None,
-            session_id: None,
-            user_roles: vec![],
-            user_teams: vec![],
-        };
-        AuditRecord::new(u128::from(n), 0, &answer, 1, None, &f)
+        crate::audit::test_record(u128::from(n), &format!("user-{n}"), false)
     }
 
     #[test]

@@ -151,29 +151,7 @@ mod tests {
     use super::*;
 
     fn record(shard: u16, n: u64) -> AuditRecord {
-        let answer = crate::point::Answer {
-            decision: std::sync::Arc::new(crate::Decision {
-                allow: n.is_multiple_of(2),
-                ..crate::Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())
-            }),
-            cache_hit: false,
-            ttl: Duration::ZERO,
-        };
-        let user = format!("u{n}");
-        let fields = crate::audit::Fields {
-            user_id: &user,
-            action: "tool:invoke",
-            tool_name: None,
-            sensitivity_level: None,
-            server_id: None,
-            server_name: None,
-            client_ip: None,
-            request_id: None,
-            session_id: None,
-            user_roles: vec![],
-            user_teams: vec![],
-        };
-        AuditRecord::new((u128::from(shard) << 64) | u128::from(n), 0, &answer, 1, None, &fields)
+        crate::audit::test_record((u128::from(shard) << 64) | u128::from(n), &format!("u{n}"), n.is_multiple_of(2))
     }
 
     #[test]

@@ -17,19 +17,7 @@ fn answer() -> Answer {
 }
 
 fn fields() -> Fields<'static> {
-    Fields {
-        user_id: "alice",
-        action: "tool:invoke",
-        tool_name: Some("update_ticket"),
-        sensitivity_level: Some("medium"),
-        server_id: None,
-        server_name: None,
-        client_ip: Some("10.20.30.40"),
-        request_id: Some("req-0000000000000001"),
-        session_id: Some("sess-1"),
-        user_roles: vec!["developer"],
-        user_teams: vec!["payments"],
-    }
+    perf::sample_audit_fields()
 }
 
 fn ring_with_record() -> (AuditProducer, AuditDrain, AuditRecord) {

@@ -49,3 +49,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         n => (v.get(n / 2 - 1).copied().unwrap_or(0.0) + v.get(n / 2).copied().unwrap_or(0.0)) / 2.0,
     }
 }
+
+/// SARK's typical audit fields (a developer invoking `update_ticket`), for the audit
+/// benches.
+pub fn sample_audit_fields() -> pdp::audit::Fields<'static> {
+    pdp::audit::Fields {
+        user_id: "alice",
+        action: "tool:invoke",
+        tool_name: Some("update_ticket"),
+        sensitivity_level: Some("medium"),
+        server_id: None,
+        server_name: None,
+        client_ip: Some("10.20.30.40"),
+        request_id: Some("req-0000000000000001"),
+        session_id: Some("sess-1"),
+        user_roles: vec!["developer"],
+        user_teams: vec!["payments"],
+    }
+}
