@@ -87,6 +87,26 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(s.into())
 }
 
+/// One SO_REUSEPORT listener per shard on `addr`: shard 0's binds first (port 0 picks
+/// one), the others share the address it got.
+fn shard_listeners(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = reuse_port_listener(addr)?;
+    let bound = first.local_addr()?;
+    let mut out = vec![first];
+    for _ in 1..shards {
+        out.push(reuse_port_listener(bound)?);
+    }
+    Ok((bound, out))
+}
+
+/// [`shard_listeners`] for a front door that may be off.
+fn optional_listeners(addr: Option<SocketAddr>, shards: usize) -> std::io::Result<(Option<SocketAddr>, Vec<Option<std::net::TcpListener>>)> {
+    match addr {
+        Some(a) => shard_listeners(a, shards).map(|(bound, ls)| (Some(bound), ls.into_iter().map(Some).collect())),
+        None => Ok((None, (0..shards).map(|_| None).collect())),
+    }
+}
+
 /// Run until SIGTERM/SIGINT. `ready` is called with the bound addresses (binary, HTTP)
 /// once every shard listens.
 ///
@@ -122,33 +142,11 @@ pub fn serve(
             }
         })?;
     }
-    // Shard 0 binds first (port 0 picks one); the others share that address.
-    let first = reuse_port_listener(config.listen)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..config.shards {
-        listeners.push(reuse_port_listener(addr)?);
-    }
-    let mut http_listeners: Vec<Option<std::net::TcpListener>> = (0..config.shards).map(|_| None).collect();
-    let mut http_addr = None;
-    if let Some(h) = &config.http {
-        let first = reuse_port_listener(h.listen)?;
-        let a = first.local_addr()?;
-        http_addr = Some(a);
-        for (i, slot) in http_listeners.iter_mut().enumerate() {
-            *slot = Some(if i == 0 { first.try_clone()? } else { reuse_port_listener(a)? });
-        }
-    }
-    let mut admin_listeners: Vec<Option<std::net::TcpListener>> = (0..config.shards).map(|_| None).collect();
-    let mut admin_addr = None;
-    if let Some(a) = &config.admin {
-        let first = reuse_port_listener(a.listen)?;
-        let at = first.local_addr()?;
-        admin_addr = Some(at);
+    let (addr, listeners) = shard_listeners(config.listen, config.shards)?;
+    let (http_addr, http_listeners) = optional_listeners(config.http.as_ref().map(|h| h.listen), config.shards)?;
+    let (admin_addr, admin_listeners) = optional_listeners(config.admin.as_ref().map(|a| a.listen), config.shards)?;
+    if let Some(at) = admin_addr {
         eprintln!("sark-pdp: admin API on {at} (bearer token required)");
-        for (i, slot) in admin_listeners.iter_mut().enumerate() {
-            *slot = Some(if i == 0 { first.try_clone()? } else { reuse_port_listener(at)? });
-        }
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     let mut log = pdp::audit_log::AuditLog::open(config.audit.clone()).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
