@@ -2,10 +2,12 @@
 # The project's test command (README, .ci/run). Installs what the tests need, then runs
 # lints and every test of the workspace, then the OPA-client interop check of the HTTP front
 # door (scripts/opa-client-test.sh, counted as one test), and closes with the summed count.
-# Needs PyPI once (the OPA reference engine, the OPA client's venv); afterwards it runs offline.
+# Needs PyPI once (the OPA reference engine, the OPA client's venv) and the Debian mirrors
+# once (redis-server, scripts/test-deps.sh); afterwards it runs offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-opa.sh
+./scripts/test-deps.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

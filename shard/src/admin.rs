@@ -10,6 +10,9 @@
 //!   is compiled off the shards and served by every shard as revision
 //!   `<bundle revision>+data.<n>` before the call returns 204. A reload starts again from
 //!   the bundle's own data.
+//! - With `--cluster-redis`, invalidations and data writes are also published to the other
+//!   nodes (`crate::cluster`); `?wait_nodes=N` waits for N of them to acknowledge
+//!   (`nodes_acknowledged` in the answer; 504 when fewer did in time).
 //! - `POST /v1/admin/invalidate` with `{"all": true}`, or any of `{"user_id": …, "tool":
 //!   …, "server_id": …}`: forget every cached decision, or those made for that user, tool
 //!   or server, on every shard; 200 once every shard has.
@@ -38,8 +41,8 @@ pub(crate) async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Respon
     }
     match (head.method.as_str(), head.path.as_str()) {
         ("POST", "/v1/admin/reload") => reload(shard).await,
-        (m @ ("PUT" | "PATCH"), p) if p.starts_with("/v1/data/") => write_data(shard, m == "PUT", p, body).await,
-        ("POST", "/v1/admin/invalidate") => invalidate(shard, body).await,
+        (m @ ("PUT" | "PATCH"), p) if p.starts_with("/v1/data/") => write_data(shard, head, m == "PUT", p, body).await,
+        ("POST", "/v1/admin/invalidate") => invalidate(shard, head, body).await,
         (_, "/v1/admin/reload" | "/v1/admin/invalidate") => method_not_allowed("POST"),
         (_, p) => Response::error(404, "not_found", format!("no admin endpoint {p}")),
     }
@@ -64,30 +67,51 @@ async fn off_shard(work: impl FnOnce() -> Result<(String, u64), String> + Send +
     }
 }
 
-async fn write_data(shard: &Shard, put: bool, path: &str, body: &mut [u8]) -> Response {
+/// `?wait_nodes=N`: how many other nodes must acknowledge before the call returns.
+fn wait_nodes(head: &Head) -> usize {
+    head.query.split('&').find_map(|kv| kv.strip_prefix("wait_nodes=")).and_then(|n| n.parse().ok()).unwrap_or(0).min(1000)
+}
+
+/// Tell the other nodes (when there are some) and wait for `wait` of them; how many
+/// acknowledged, or why they could not be told.
+async fn fan_out(shard: &Shard, shared: crate::cluster::Shared, wait: usize) -> Result<Option<usize>, String> {
+    let Some(cluster) = shard.control.cluster.get().cloned() else {
+        return if wait > 0 { Err("wait_nodes needs --cluster-redis".into()) } else { Ok(None) };
+    };
+    off_shard(move || {
+        let seq = cluster.broadcast(shared).map_err(|e| e.to_string())?;
+        Ok((String::new(), cluster.wait_acks(seq, wait, ACK_TIMEOUT) as u64))
+    })
+    .await
+    .map(|(_, n)| Some(n as usize))
+}
+
+async fn write_data(shard: &Shard, head: &Head, put: bool, path: &str, body: &mut [u8]) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Response::error(400, "invalid_parameter", format!("body: {e}")),
     };
-    let write = if put {
-        crate::control::DataWrite::Put(value)
+    let segments: Vec<String> = path.trim_start_matches("/v1/data/").split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let (write, shared) = if put {
+        (crate::control::DataWrite::Put(value.clone()), crate::cluster::Shared::Put { path: segments.clone(), value })
     } else {
         match serde_json::from_value::<json_patch::Patch>(value) {
-            Ok(p) => crate::control::DataWrite::Patch(p),
+            Ok(p) => (crate::control::DataWrite::Patch(p.clone()), crate::cluster::Shared::Patch { path: segments.clone(), patch: p }),
             Err(e) => return Response::error(400, "invalid_parameter", format!("not a JSON Patch: {e}")),
         }
     };
-    let segments: Vec<String> = path.trim_start_matches("/v1/data/").split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
     let control = shard.control.clone();
-    let result = off_shard(move || control.write_data(&segments.iter().map(String::as_str).collect::<Vec<_>>(), write)).await;
+    let local = segments.clone();
+    let result = off_shard(move || control.write_data(&local.iter().map(String::as_str).collect::<Vec<_>>(), write)).await;
     match result {
         Ok((revision, epoch)) => {
             let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
             eprintln!("sark-pdp: admin: data written at {path}: revision {revision}");
-            if acked {
-                Response::empty(204)
-            } else {
-                Response::json(504, &serde_json::json!({"revision": revision, "acknowledged": false}))
+            let want = wait_nodes(head);
+            match fan_out(shard, shared, want).await {
+                Ok(nodes) if acked && nodes.unwrap_or(0) >= want => Response::empty(204),
+                Ok(nodes) => Response::json(504, &serde_json::json!({"revision": revision, "acknowledged": acked, "nodes_acknowledged": nodes})),
+                Err(why) => Response::error(502, "cluster_unreachable", format!("written here (revision {revision}) but not shared: {why}")),
             }
         }
         Err(why) => Response::error(400, "invalid_parameter", why),
@@ -111,7 +135,7 @@ async fn reload(shard: &Shard) -> Response {
     }
 }
 
-async fn invalidate(shard: &Shard, body: &mut [u8]) -> Response {
+async fn invalidate(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
     let req: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Response::error(400, "invalid_parameter", format!("body: {e}")),
@@ -132,7 +156,19 @@ async fn invalidate(shard: &Shard, body: &mut [u8]) -> Response {
         }
         crate::control::Change::Invalidate(tags)
     };
+    let shared = match &change {
+        crate::control::Change::Invalidate(tags) => crate::cluster::Shared::Invalidate { tags: tags.clone() },
+        _ => crate::cluster::Shared::InvalidateAll,
+    };
     let epoch = shard.control.publish(change);
     let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
-    Response::json(if acked { 200 } else { 504 }, &serde_json::json!({"acknowledged": acked}))
+    let want = wait_nodes(head);
+    match fan_out(shard, shared, want).await {
+        Ok(None) => Response::json(if acked { 200 } else { 504 }, &serde_json::json!({"acknowledged": acked})),
+        Ok(Some(nodes)) => {
+            let ok = acked && nodes >= want;
+            Response::json(if ok { 200 } else { 504 }, &serde_json::json!({"acknowledged": acked, "nodes_acknowledged": nodes}))
+        }
+        Err(why) => Response::error(502, "cluster_unreachable", format!("applied here but not shared: {why}")),
+    }
 }

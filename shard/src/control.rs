@@ -59,6 +59,8 @@ pub struct Control {
     /// The bundle now served, as loaded (data writes change a copy of it), and how many
     /// data writes it has had.
     current: Mutex<(Bundle, u64)>,
+    /// Other nodes to tell about invalidations and data writes (`--cluster-redis`).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// A change to the data document.
@@ -74,6 +76,7 @@ impl Control {
     pub fn new(shards: usize, bundle: Bundle, bundle_path: Option<PathBuf>, limits: EvalLimits) -> Control {
         Control {
             current: Mutex::new((bundle, 0)),
+            cluster: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             changes: Mutex::new(Vec::new()),
             applied: (0..shards).map(|_| AtomicU64::new(0)).collect(),

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod authzen;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod convert;

@@ -104,6 +104,13 @@ enum Command {
         /// Seconds between polls of the bundle server [default: 30].
         #[arg(long)]
         bundle_poll_s: Option<u64>,
+        /// Redis (redis://host:port) through which nodes share invalidations and data
+        /// writes.
+        #[arg(long, env = "SARK_PDP_CLUSTER_REDIS")]
+        cluster_redis: Option<String>,
+        /// This node's name in the cluster [default: host name and process id].
+        #[arg(long, env = "SARK_PDP_NODE_ID")]
+        node_id: Option<String>,
     },
     /// Ask a running server to reload its bundle (validate, then swap on every shard):
     /// POST /v1/admin/reload with the bearer token from SARK_PDP_ADMIN_TOKEN.
@@ -252,6 +259,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin_token,
             bundle_url,
             bundle_poll_s,
+            cluster_redis,
+            node_id,
         } => {
             let file = match &config {
                 Some(path) => FileConfig::load(path)?,
@@ -285,6 +294,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
+                cluster: cluster_redis.map(|url| {
+                    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "node".to_string(), |h| h.trim().to_string());
+                    (url, node_id.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
+                }),
                 bundle_path,
                 limits: compiled.limits(),
             };

@@ -56,6 +56,9 @@ pub struct ServeConfig {
     pub http: Option<crate::http::HttpConfig>,
     /// The admin API (`None`: off — it needs a token).
     pub admin: Option<crate::http::AdminConfig>,
+    /// Redis URL and this node's id, to share invalidations and data writes with other
+    /// nodes (`None`: a single node).
+    pub cluster: Option<(String, String)>,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -141,6 +144,12 @@ pub fn serve(
                 break;
             }
         })?;
+    }
+    if let Some((url, node)) = &config.cluster {
+        let cluster = crate::cluster::Cluster::connect(url, node.clone()).map_err(|e| anyhow::anyhow!("cluster {url}: {e}"))?;
+        cluster.start(control.clone())?;
+        eprintln!("sark-pdp: cluster: node {node} on {url}");
+        let _ = control.cluster.set(cluster);
     }
     let (addr, listeners) = shard_listeners(config.listen, config.shards)?;
     let (http_addr, http_listeners) = optional_listeners(config.http.as_ref().map(|h| h.listen), config.shards)?;

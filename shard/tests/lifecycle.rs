@@ -352,3 +352,72 @@ fn a_polled_bundle_server_is_followed_with_etags() {
     server.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A real redis-server on a free port, stopped on drop (installed by scripts/test-deps.sh).
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run scripts/test-deps.sh");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_nodes_share_invalidations_and_data_writes_through_redis() {
+    let redis = Redis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let env = [("SARK_PDP_ADMIN_TOKEN", TOKEN), ("SARK_PDP_ADMIN_LISTEN", "127.0.0.1:0")];
+    let a = Server::start_env("node-a", &["--shards", "1", "--cluster-redis", &url, "--node-id", "a"], &env);
+    let b = Server::start_env("node-b", &["--shards", "1", "--cluster-redis", &url, "--node-id", "b"], &env);
+    let a_admin = a.admin.unwrap();
+
+    // Node B caches a decision; an invalidation on node A that waits for one other node
+    // has been applied by B when it returns.
+    let mut on_b = wire::Client::connect(b.addr, None).unwrap();
+    let q = wire::message::Eval::example("shared");
+    on_b.eval(q.clone()).unwrap();
+    assert!(on_b.eval(q.clone()).unwrap().cache_hit);
+    let r = admin(a_admin, "/v1/admin/invalidate?wait_nodes=1", r#"{"user_id": "shared"}"#, Some(TOKEN));
+    assert_eq!((r.status, r.json()), (200, json!({"acknowledged": true, "nodes_acknowledged": 1})));
+    assert!(!on_b.eval(q.clone()).unwrap().cache_hit, "node B answered from its cache after A's call returned");
+
+    // A data write on A is served by B too before A's call returns.
+    let mut present = sample_input();
+    present["context"].as_object_mut().unwrap().remove("now_ns");
+    let input = json!({"input": present}).to_string();
+    assert_eq!(call(b.http, "POST", "/v1/data/mcp/allow", &input).json()["result"], true);
+    let auth = format!("authorization: Bearer {TOKEN}\r\nconnection: close\r\n");
+    let put = request("PUT", "/v1/data/sark_config/ip_filtering/blocklist?wait_nodes=1", r#"["10.20.30.40"]"#, &auth);
+    let r = exchange(a_admin, &put, 1).pop().unwrap();
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(call(b.http, "POST", "/v1/data/mcp/allow", &input).json()["result"], false, "node B still allows");
+    assert_eq!(call(a.http, "POST", "/v1/data/mcp/allow", &input).json()["result"], false);
+    // Without a cluster, waiting for other nodes is refused rather than ignored.
+    let single = Server::start_env("node-single", &["--shards", "1"], &env);
+    let r = admin(single.admin.unwrap(), "/v1/admin/invalidate?wait_nodes=1", r#"{"all": true}"#, Some(TOKEN));
+    assert_eq!(r.status, 502);
+    single.stop();
+    a.stop();
+    b.stop();
+}
