@@ -59,3 +59,36 @@ for round in 1 2; do
     echo "| $round | $mode | $(python3 -c "import json; print(round(json.load(open('target/bench-lifecycle-hits.json'))['per_s']))") |"
   done
 done
+
+# Across two nodes through Redis: an invalidation on this node that waits for the other.
+command -v redis-server >/dev/null || ./scripts/test-deps.sh
+redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+redis=$!
+sleep 0.5
+kill $server; wait $server 2>/dev/null || true
+rm -rf target/bench-lifecycle-audit target/bench-lifecycle-audit-b
+target/release/sark-pdp serve --shards "$SHARDS" --listen 127.0.0.1:7478 --http-listen off --admin-listen 127.0.0.1:8283 \
+  --audit-dir target/bench-lifecycle-audit --cluster-redis redis://127.0.0.1:6390 --node-id a > target/bench-lifecycle.log 2>&1 &
+server=$!
+target/release/sark-pdp serve --shards "$SHARDS" --listen 127.0.0.1:7479 --http-listen off --admin-listen 127.0.0.1:8284 \
+  --audit-dir target/bench-lifecycle-audit-b --cluster-redis redis://127.0.0.1:6390 --node-id b > target/bench-lifecycle-b.log 2>&1 &
+node_b=$!
+trap 'kill $server $node_b $redis 2>/dev/null || true; wait 2>/dev/null || true; rm -rf target/bench-lifecycle-audit target/bench-lifecycle-audit-b' EXIT
+for _ in $(seq 100); do grep -q listening target/bench-lifecycle.log && grep -q listening target/bench-lifecycle-b.log && break; sleep 0.1; done
+echo
+python3 <<'PY'
+import http.client, os, time
+token = os.environ["SARK_PDP_ADMIN_TOKEN"]
+def call():
+    c = http.client.HTTPConnection("127.0.0.1", 8283, timeout=60)
+    t = time.perf_counter()
+    c.request("POST", "/v1/admin/invalidate?wait_nodes=1", body='{"all": true}', headers={"authorization": f"Bearer {token}"})
+    r = c.getresponse(); body = r.read()
+    assert r.status == 200, (r.status, body)
+    return (time.perf_counter() - t) * 1e3
+v = sorted(call() for _ in range(200))
+q = lambda p: v[min(len(v) - 1, int(p * len(v)))]
+print("| two nodes via Redis, idle | invalidate → ack on both, p50 | p99 |")
+print("|---|---:|---:|")
+print(f"| wait_nodes=1 | {q(.5):.2f} ms | {q(.99):.2f} ms |")
+PY
