@@ -29,6 +29,7 @@
 //! max_instructions = 1000000 # RVM instructions per evaluation
 //! poll_url = "http://bundles.internal:8888/sark.tar.gz"  # an OPA-style bundle server (optional)
 //! poll_interval_s = 30       # polled with If-None-Match; a new bundle is validated, then swapped
+//! watch = false              # reload when a file in the `path` directory changes
 //!
 //! [audit]
 //! dir = "sark-pdp-audit"     # segments audit-<first seq>.jsonl (pdp/src/audit_log.rs)
@@ -144,6 +145,8 @@ pub struct BundleSection {
     /// An OPA-style bundle server to poll (`http://host:port/path` of a bundle .tar.gz).
     pub poll_url: Option<String>,
     pub poll_interval_s: Option<u64>,
+    /// Reload when a file in the bundle directory changes.
+    pub watch: Option<bool>,
 }
 
 impl BundleSection {

@@ -371,3 +371,49 @@ fn fetch(url: &str, etag: Option<&str>) -> Result<Option<Fetched>, String> {
         other => Err(format!("the bundle server answered {}", other.unwrap_or(0))),
     }
 }
+
+/// The newest modification time of any file under `dir` (the bundle directory), with the
+/// number of files, so that an added or removed file counts as a change too.
+fn fingerprint(dir: &Path) -> Option<(std::time::SystemTime, usize)> {
+    let mut newest = std::time::UNIX_EPOCH;
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).ok()?.flatten() {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files += 1;
+                newest = newest.max(meta.modified().ok()?);
+            }
+        }
+    }
+    Some((newest, files))
+}
+
+/// Watch the bundle directory (checked every `every`): when a file in it changes, reload
+/// — validated like any reload; a bundle caught mid-edit is refused and the next change
+/// tries again.
+pub fn spawn_watcher(control: Arc<Control>, every: Duration, stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    let Some(dir) = control.bundle_path.clone().filter(|p| p.is_dir()) else { return Ok(()) };
+    std::thread::Builder::new().name("bundle-watch".into()).spawn(move || {
+        let mut seen = fingerprint(&dir);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(every);
+            let now = fingerprint(&dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match control.reload() {
+                Ok((revision, epoch)) => {
+                    let acked = control.wait_blocking(epoch, Duration::from_secs(30));
+                    eprintln!("sark-pdp: {} changed: bundle {revision}{}", dir.display(), if acked { " serving on every shard" } else { " not acknowledged in time" });
+                }
+                Err(why) => eprintln!("sark-pdp: {} changed: bundle refused, the old one keeps serving: {why}", dir.display()),
+            }
+        }
+    })?;
+    Ok(())
+}

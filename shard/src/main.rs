@@ -104,6 +104,9 @@ enum Command {
         /// Seconds between polls of the bundle server [default: 30].
         #[arg(long)]
         bundle_poll_s: Option<u64>,
+        /// Reload when a file in the --bundle directory changes (checked every second).
+        #[arg(long)]
+        watch: bool,
         /// Redis (redis://host:port) through which nodes share invalidations and data
         /// writes.
         #[arg(long, env = "SARK_PDP_CLUSTER_REDIS")]
@@ -259,6 +262,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin_token,
             bundle_url,
             bundle_poll_s,
+            watch,
             cluster_redis,
             node_id,
         } => {
@@ -294,6 +298,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
+                bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),
                 cluster: cluster_redis.map(|url| {
                     let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "node".to_string(), |h| h.trim().to_string());
                     (url, node_id.unwrap_or_else(|| format!("{host}-{}", std::process::id())))

@@ -59,6 +59,8 @@ pub struct ServeConfig {
     /// Redis URL and this node's id, to share invalidations and data writes with other
     /// nodes (`None`: a single node).
     pub cluster: Option<(String, String)>,
+    /// Reload when the `--bundle` directory changes, checking this often (`None`: don't).
+    pub bundle_watch: Option<Duration>,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -185,6 +187,9 @@ pub fn serve(
         })?);
     }
     ready(addr, http_addr, admin_addr);
+    if let Some(every) = config.bundle_watch {
+        crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;
+    }
     if let Some(poll) = config.bundle_poll.clone() {
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }

@@ -421,3 +421,23 @@ fn two_nodes_share_invalidations_and_data_writes_through_redis() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn a_watched_bundle_directory_reloads_when_it_changes() {
+    let dir = bundle_copy("watch");
+    let server = Server::start_with("watch", &["--shards", "1", "--bundle", dir.to_str().unwrap(), "--watch"]);
+    let revision = || call(server.http, "GET", "/health?bundles", "").json()["bundles"]["revision"].as_str().unwrap().to_string();
+    assert_eq!(revision(), "sark-default-1");
+    set_revision(&dir, "watched-2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while revision() != "watched-2" {
+        assert!(Instant::now() < deadline, "the change was not picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken edit is refused; the last good bundle keeps serving.
+    std::fs::write(dir.join("broken.rego"), "package x\nallow if {\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(revision(), "watched-2");
+    server.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
