@@ -179,11 +179,17 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
             }
         }
         if !out.is_empty() {
-            crate::server::wait_durable(shard).await;
-            let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
-            out = buf;
+            // Replies whose records could not be made durable (sync mode, the shard
+            // stopped) are not sent: the connection closes.
+            let sent = if crate::server::wait_durable(shard).await {
+                let (res, buf) = stream.write_all(std::mem::take(&mut out)).await;
+                out = buf;
+                res.is_ok()
+            } else {
+                false
+            };
             out.clear();
-            if res.is_err() {
+            if !sent {
                 if let Some(g) = batch {
                     shard.end_batch(g);
                 }

@@ -174,9 +174,17 @@ pub fn serve(
     let audit_io = log.io_name();
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let stop_all = shutdown.clone();
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
         let _ = monoio::utils::bind_to_cpu_set([cores - 1]);
-        drain.run(&mut log, 1024)
+        let result = drain.run(&mut log, 1024);
+        if let Err(e) = &result {
+            // Nothing more can be audited, so nothing more may be answered: stop. Shards
+            // finish what they hold; what cannot be audited is answered with error 1007.
+            eprintln!("sark-pdp: audit log write failed ({e}): stopping");
+            stop_all.store(true, Ordering::SeqCst);
+        }
+        result
     })?;
     let nonce = u64::try_from(now_ns()).unwrap_or(0);
     let mut shards = Vec::new();
@@ -510,7 +518,9 @@ async fn answer_and_write(
     loop {
         let after = answer_all(shard, inbuf, out, conn).await;
         if !out.is_empty() {
-            wait_durable(shard).await;
+            if !wait_durable(shard).await {
+                return false;
+            }
             let (res, buf) = stream.write_all(std::mem::take(out)).await;
             *out = buf;
             out.clear();
@@ -716,16 +726,19 @@ pub(crate) async fn audited(shard: &Shard, mut record: AuditRecord, answer: Answ
 }
 
 /// In `sync` durability, wait until the writer has made this shard's records up to
-/// `durable_needed` durable (other connections keep being served meanwhile).
-pub(crate) async fn wait_durable(shard: &Shard) {
+/// `durable_needed` durable (other connections keep being served meanwhile). False when
+/// the shard stopped first (the writer failed, or shutdown outlasted the drain): those
+/// replies must not be sent.
+pub(crate) async fn wait_durable(shard: &Shard) -> bool {
     if shard.config.audit.durability != pdp::audit_log::Durability::Sync {
-        return;
+        return true;
     }
     let need = shard.durable_needed.get();
     loop {
-        let done = shard.audit.borrow().as_ref().is_none_or(|p| p.durable() >= need);
-        if done {
-            return;
+        match shard.audit.borrow().as_ref().map(|p| p.durable() >= need) {
+            Some(true) => return true,
+            None => return false,
+            Some(false) => {}
         }
         monoio::time::sleep(Duration::from_micros(100)).await;
     }

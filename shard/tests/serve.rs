@@ -301,3 +301,35 @@ fn a_full_ring_and_a_slow_writer_slow_the_clients_and_lose_nothing() {
     let seqs: BTreeSet<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs.len(), 300);
 }
+
+#[test]
+fn a_failing_audit_log_stops_the_server_instead_of_answering_unaudited() {
+    // Small segments, and the log's directory removed under the server: the next rotation
+    // cannot create its segment and the writer fails.
+    let dir = std::env::temp_dir().join(format!("sark-pdp-failing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("pdp.toml");
+    std::fs::write(&conf, "[audit]\nsegment_bytes = 4096\n").unwrap();
+    let mut server = Server::start_with("failing", &["--shards", "1", "--config", conf.to_str().unwrap()]);
+    let mut c = Client::connect(server.addr, None).unwrap();
+    c.eval(sample("before")).unwrap();
+    std::fs::remove_dir_all(&server.audit).unwrap();
+    // Keep asking: answers stop coming (an error or a closed connection), and the process
+    // exits with an error saying why.
+    let mut refused = false;
+    for i in 0..2000 {
+        match c.eval(sample(&format!("after-{i}"))) {
+            Ok(d) if d.error_code == 1007 => refused = true,
+            Ok(_) => {}
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "2000 decisions answered with no audit log");
+    let (status, err) = server.wait_exit(std::time::Duration::from_secs(30));
+    assert!(!status.success(), "exit {status}");
+    assert!(err.contains("audit log write failed"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -95,6 +95,20 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Wait up to `timeout` for the server to exit on its own; its status and stderr.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                return (status, err);
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, wait, and return the audit log's lines.
     pub fn stop(mut self) -> Vec<serde_json::Value> {
         self.sigterm();
