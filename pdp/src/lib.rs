@@ -36,6 +36,7 @@ pub mod input;
 pub mod key;
 pub mod opa;
 pub mod point;
+pub mod sink;
 
 pub use bundle::Bundle;
 pub use decision::{Decision, EngineKind, Sensitivity};

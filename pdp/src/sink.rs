@@ -1,0 +1,609 @@
+//! Shipping the audit log to a destination (a SIEM, a database), losing nothing.
+//!
+//! A [`Shipper`] tails the segmented log ([`crate::audit_log`]) from a persisted cursor —
+//! the sequence number of the next record to ship — batches records, hands them to a
+//! [`Sink`], and advances the cursor (written to a file atomically: temp file, fsync,
+//! rename) only once the destination has acknowledged. Delivery is at least once: after a
+//! crash between acknowledgement and cursor write the batch goes again, and every record
+//! carries its `decision_id` to de-duplicate by.
+//!
+//! Failures: a connection error, a timeout, a 5xx or a 429 is retried after
+//! min(2^(n-1), 60) s; five in a row open the circuit breaker, which lets one try through
+//! after 60 s and closes after two successes. A 4xx other than 429 means the batch itself
+//! is refused: it is split in halves until the record at fault is alone, which goes to a
+//! dead-letter file, and shipping goes on.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::audit_log::{segments, verify_line};
+
+/// Why a batch was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Try again later (connection, timeout, 5xx, 429).
+    Retry(String),
+    /// The destination refuses this batch's content (4xx other than 429).
+    Refused(String),
+}
+
+/// A destination.
+pub trait Sink {
+    fn name(&self) -> &str;
+    /// Deliver `lines` (audit log lines, JSON) or say why not.
+    ///
+    /// # Errors
+    /// [`SendError`].
+    fn send(&mut self, lines: &[String]) -> Result<(), SendError>;
+}
+
+/// The next sequence number to ship, kept in a file.
+#[derive(Debug)]
+pub struct Cursor {
+    path: PathBuf,
+}
+
+impl Cursor {
+    pub fn new(path: impl Into<PathBuf>) -> Cursor {
+        Cursor { path: path.into() }
+    }
+
+    /// The stored cursor (1: from the start).
+    pub fn load(&self) -> u64 {
+        std::fs::read_to_string(&self.path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1)
+    }
+
+    /// Store atomically: a crash leaves the old value or the new one, never a torn one.
+    ///
+    /// # Errors
+    /// The file cannot be written, synced or renamed.
+    pub fn store(&self, next: u64) -> io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        let mut f = File::create(&tmp)?;
+        writeln!(f, "{next}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads intact lines from the log from a sequence number on, following rotations.
+#[derive(Debug)]
+pub struct Tail {
+    dir: PathBuf,
+    /// The segment being read (its first sequence number) and the byte offset in it.
+    segment: Option<(u64, u64)>,
+    next: u64,
+}
+
+impl Tail {
+    pub fn new(dir: impl Into<PathBuf>, from_seq: u64) -> Tail {
+        Tail { dir: dir.into(), segment: None, next: from_seq }
+    }
+
+    /// Up to `max` new lines (with their sequence numbers), in order; none when the log has
+    /// nothing new yet.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn read(&mut self, max: usize) -> io::Result<Vec<(u64, String)>> {
+        let segs = segments(&self.dir)?;
+        let mut out = Vec::new();
+        loop {
+            let (first, offset) = match self.segment {
+                Some(s) => s,
+                None => {
+                    // The segment holding `next`: the last one starting at or before it.
+                    let Some((first, _)) = segs.iter().rev().find(|(f, _)| *f <= self.next).or(segs.first()) else { return Ok(out) };
+                    (*first, 0)
+                }
+            };
+            let path = self.dir.join(format!("audit-{first:020}.jsonl"));
+            let mut f = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.segment = None;
+                    return Ok(out);
+                }
+                Err(e) => return Err(e),
+            };
+            f.seek(SeekFrom::Start(offset))?;
+            let mut reader = BufReader::new(f);
+            let mut pos = offset;
+            let mut line = String::new();
+            while out.len() < max {
+                line.clear();
+                let n = reader.read_line(&mut line)?;
+                if n == 0 || !line.ends_with('\n') {
+                    break; // the end, or a line still being written
+                }
+                let text = line.trim_end_matches('\n');
+                let Some(seq) = verify_line(text) else { break };
+                pos += n as u64;
+                if seq >= self.next {
+                    out.push((seq, text.to_string()));
+                    self.next = seq + 1;
+                }
+            }
+            self.segment = Some((first, pos));
+            if out.len() >= max {
+                return Ok(out);
+            }
+            // At this segment's end: move on if a later segment exists.
+            match segs.iter().find(|(f, _)| *f > first) {
+                Some((later, _)) => self.segment = Some((*later, 0)),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Closed → open after 5 failures → half-open after 60 s → closed after 2 successes;
+/// between failures, retries wait min(2^(n-1), 60) s.
+#[derive(Debug)]
+pub struct Breaker {
+    failures: u32,
+    /// When the next try may go (after a failure).
+    next_try: Option<Instant>,
+    /// Open: set when the fifth failure in a row opened it.
+    open: bool,
+    half_open_successes: u32,
+    pub open_for: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker { failures: 0, next_try: None, open: false, half_open_successes: 0, open_for: Duration::from_secs(60) }
+    }
+}
+
+impl Breaker {
+    /// How long until the next try may go.
+    pub fn wait(&self) -> Duration {
+        self.next_try.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the breaker is open (no try before `open_for` has passed).
+    pub fn is_open(&self) -> bool {
+        self.open && !self.wait().is_zero()
+    }
+
+    pub fn failure(&mut self) {
+        self.failures += 1;
+        self.half_open_successes = 0;
+        let backoff = if self.failures >= 5 {
+            self.open = true;
+            self.open_for
+        } else {
+            Duration::from_secs(1u64 << (self.failures - 1).min(6)).min(Duration::from_secs(60))
+        };
+        self.next_try = Some(Instant::now() + backoff);
+    }
+
+    pub fn success(&mut self) {
+        self.next_try = None;
+        if self.open {
+            self.half_open_successes += 1;
+            if self.half_open_successes < 2 {
+                return;
+            }
+        }
+        self.failures = 0;
+        self.open = false;
+        self.half_open_successes = 0;
+    }
+}
+
+/// Ships the log to one sink.
+pub struct Shipper<S: Sink> {
+    pub sink: S,
+    tail: Tail,
+    cursor: Cursor,
+    dead_letter: PathBuf,
+    pub batch: usize,
+    pub max_wait: Duration,
+    pub breaker: Breaker,
+    pending: Vec<(u64, String)>,
+    first_pending: Option<Instant>,
+    /// Records delivered and dead-lettered since start.
+    pub shipped: u64,
+    pub dead_lettered: u64,
+}
+
+impl<S: Sink> std::fmt::Debug for Shipper<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shipper({}, {} shipped)", self.sink.name(), self.shipped)
+    }
+}
+
+impl<S: Sink> Shipper<S> {
+    /// Ship `log_dir` to `sink`, keeping the cursor and dead letters in `state_dir`.
+    ///
+    /// # Errors
+    /// `state_dir` cannot be created.
+    pub fn new(sink: S, log_dir: &Path, state_dir: &Path) -> io::Result<Shipper<S>> {
+        std::fs::create_dir_all(state_dir)?;
+        let cursor = Cursor::new(state_dir.join(format!("{}.cursor", sink.name())));
+        let dead_letter = state_dir.join(format!("{}.dead-letter.jsonl", sink.name()));
+        let from = cursor.load();
+        Ok(Shipper {
+            sink,
+            tail: Tail::new(log_dir, from),
+            cursor,
+            dead_letter,
+            batch: 100,
+            max_wait: Duration::from_secs(5),
+            breaker: Breaker::default(),
+            pending: Vec::new(),
+            first_pending: None,
+            shipped: 0,
+            dead_lettered: 0,
+        })
+    }
+
+    /// The next sequence number to ship.
+    pub fn cursor(&self) -> u64 {
+        self.cursor.load()
+    }
+
+    /// One step: read what is new, and send a batch when it is full or old enough (or
+    /// `flush`). Returns how long the caller may sleep before the next step.
+    ///
+    /// # Errors
+    /// The log or the state files cannot be read or written.
+    pub fn step(&mut self, flush: bool) -> io::Result<Duration> {
+        let room = self.batch.saturating_sub(self.pending.len());
+        if room > 0 {
+            let new = self.tail.read(room)?;
+            if !new.is_empty() && self.first_pending.is_none() {
+                self.first_pending = Some(Instant::now());
+            }
+            self.pending.extend(new);
+        }
+        if self.pending.is_empty() {
+            return Ok(Duration::from_millis(20));
+        }
+        let due = flush || self.pending.len() >= self.batch || self.first_pending.is_some_and(|t| t.elapsed() >= self.max_wait);
+        if !due {
+            return Ok(Duration::from_millis(5));
+        }
+        let wait = self.breaker.wait();
+        if !wait.is_zero() {
+            return Ok(wait.min(Duration::from_millis(200)));
+        }
+        let batch = std::mem::take(&mut self.pending);
+        match self.deliver(&batch) {
+            Ok(()) => {
+                self.breaker.success();
+                let last = batch.last().map_or(0, |(s, _)| *s);
+                self.cursor.store(last + 1)?;
+                self.shipped += batch.len() as u64;
+                self.first_pending = None;
+                Ok(Duration::ZERO)
+            }
+            Err(why) => {
+                self.breaker.failure();
+                eprintln!("sark-pdp: sink {}: {why}; retrying in {:?}", self.sink.name(), self.breaker.wait());
+                self.pending = batch;
+                Ok(Duration::from_millis(10))
+            }
+        }
+    }
+
+    /// Send `batch`; a refused batch is bisected down to the record at fault, which goes
+    /// to the dead-letter file. Errors only for what must be retried.
+    fn deliver(&mut self, batch: &[(u64, String)]) -> Result<(), String> {
+        let lines: Vec<String> = batch.iter().map(|(_, l)| l.clone()).collect();
+        match self.sink.send(&lines) {
+            Ok(()) => Ok(()),
+            Err(SendError::Retry(why)) => Err(why),
+            Err(SendError::Refused(why)) if batch.len() == 1 => {
+                let mut f = OpenOptions::new().create(true).append(true).open(&self.dead_letter).map_err(|e| e.to_string())?;
+                let line = batch.first().map_or("", |(_, l)| l.as_str());
+                writeln!(f, "{}", serde_json::json!({"sink": self.sink.name(), "reason": why, "record": line})).map_err(|e| e.to_string())?;
+                f.sync_data().map_err(|e| e.to_string())?;
+                self.dead_lettered += 1;
+                Ok(())
+            }
+            Err(SendError::Refused(_)) => {
+                let (a, b) = batch.split_at(batch.len() / 2);
+                self.deliver(a)?;
+                self.deliver(b)
+            }
+        }
+    }
+}
+
+/// Splunk's HTTP Event Collector: `POST /services/collector/event` with
+/// `Authorization: Splunk <token>`, newline-joined events `{time, host, source, sourcetype,
+/// index, event}` (SARK-SPEC), gzip above 1 KiB; success is 200 with `{"code":0}`.
+#[derive(Debug)]
+pub struct SplunkHec {
+    /// `http://host:port` of the collector.
+    pub url: String,
+    pub token: String,
+    pub index: String,
+    pub host: String,
+    pub timeout: Duration,
+}
+
+impl Sink for SplunkHec {
+    fn name(&self) -> &str {
+        "splunk"
+    }
+
+    fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
+        let mut body = String::new();
+        for l in lines {
+            let mut record: serde_json::Value = serde_json::from_str(l).map_err(|e| SendError::Refused(e.to_string()))?;
+            if let Some(o) = record.as_object_mut() {
+                o.remove("crc32c");
+            }
+            let time = record.get("timestamp").and_then(serde_json::Value::as_str).and_then(rfc3339_seconds).unwrap_or(0.0);
+            let event = serde_json::json!({
+                "time": time,
+                "host": self.host,
+                "source": "sark",
+                "sourcetype": "sark:audit:event",
+                "index": self.index,
+                "event": record,
+            });
+            body.push_str(&event.to_string());
+            body.push('\n');
+        }
+        let headers = [("authorization", format!("Splunk {}", self.token))];
+        let (status, reply) = post(&self.url, "/services/collector/event", &headers, body.as_bytes(), self.timeout)?;
+        match status {
+            200 if serde_json::from_slice::<serde_json::Value>(&reply).is_ok_and(|v| v.get("code") == Some(&serde_json::json!(0))) => Ok(()),
+            200 => Err(SendError::Retry(format!("200 without code 0: {}", String::from_utf8_lossy(&reply)))),
+            429 | 500..=599 => Err(SendError::Retry(format!("HTTP {status}"))),
+            _ => Err(SendError::Refused(format!("HTTP {status}: {}", String::from_utf8_lossy(&reply)))),
+        }
+    }
+}
+
+/// `2026-11-23T10:00:00.123456789Z` as seconds since the epoch.
+fn rfc3339_seconds(s: &str) -> Option<f64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let frac: f64 = format!("0.{frac}").parse().ok()?;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
+}
+
+/// POST `body` (gzipped above 1 KiB) to `base` + `path`; the status and the body.
+fn post(base: &str, path: &str, headers: &[(&str, String)], body: &[u8], timeout: Duration) -> Result<(u16, Vec<u8>), SendError> {
+    let retry = |e: &dyn std::fmt::Display| SendError::Retry(e.to_string());
+    let host = base.strip_prefix("http://").ok_or_else(|| SendError::Refused(format!("{base}: only http:// is supported")))?.trim_end_matches('/');
+    let (payload, gzip) = if body.len() > 1024 {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(body).map_err(|e| retry(&e))?;
+        (enc.finish().map_err(|e| retry(&e))?, true)
+    } else {
+        (body.to_vec(), false)
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).map_err(|e| retry(&e))?.next().ok_or_else(|| SendError::Retry(format!("{host}: no address")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| retry(&e))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| retry(&e))?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| retry(&e))?;
+    let mut head = format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n", payload.len());
+    if gzip {
+        head.push_str("content-encoding: gzip\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).map_err(|e| retry(&e))?;
+    s.write_all(&payload).map_err(|e| retry(&e))?;
+    let mut raw = Vec::new();
+    s.take(16 << 20).read_to_end(&mut raw).map_err(|e| retry(&e))?;
+    let mut hs = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut hs);
+    let n = match resp.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(SendError::Retry("no HTTP answer".into())),
+    };
+    Ok((resp.code.unwrap_or(0), raw.get(n..).unwrap_or(&[]).to_vec()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::audit_log::{AuditLog, LogConfig};
+
+    #[test]
+    fn timestamps_convert_to_epoch_seconds() {
+        assert_eq!(rfc3339_seconds("1970-01-01T00:00:00.000000000Z"), Some(0.0));
+        assert_eq!(rfc3339_seconds("2026-11-23T10:00:00.5Z"), Some(1_795_428_000.5));
+        assert_eq!(rfc3339_seconds("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+    }
+
+    #[test]
+    fn the_breaker_backs_off_opens_and_closes_as_documented() {
+        let mut b = Breaker::default();
+        assert_eq!(b.wait(), Duration::ZERO);
+        b.failure();
+        assert!(b.wait() > Duration::from_millis(900) && b.wait() <= Duration::from_secs(1));
+        b.failure();
+        assert!(b.wait() > Duration::from_millis(1900) && b.wait() <= Duration::from_secs(2));
+        for _ in 0..3 {
+            b.failure();
+        }
+        assert!(b.is_open() && b.wait() > Duration::from_secs(59));
+        // Half-open: the first success does not close it, the second does.
+        b.success();
+        assert!(b.open);
+        b.success();
+        assert!(!b.open && b.wait() == Duration::ZERO && b.failures == 0);
+    }
+
+    /// A sink that refuses records containing "poison" and fails its first `fail` sends.
+    struct Fake {
+        got: Vec<String>,
+        fail: usize,
+    }
+
+    impl Sink for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(SendError::Retry("down".into()));
+            }
+            if lines.iter().any(|l| l.contains("poison")) {
+                return Err(SendError::Refused("bad record".into()));
+            }
+            self.got.extend(lines.iter().cloned());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_record_is_shipped_once_across_failures_poison_and_restarts() {
+        let root = std::env::temp_dir().join(format!("sark-pdp-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (log_dir, state) = (root.join("log"), root.join("state"));
+        let mut cfg = LogConfig::new(&log_dir);
+        cfg.segment_bytes = 3000;
+        let mut log = AuditLog::open(cfg).unwrap();
+        for n in 0..50u64 {
+            let user = if n == 17 { "poison".to_string() } else { format!("u{n}") };
+            log.append(&crate::audit::test_record(u128::from(n), &user, true)).unwrap();
+            log.flush().unwrap();
+        }
+        log.sync().unwrap();
+        let mut s = Shipper::new(Fake { got: Vec::new(), fail: 2 }, &log_dir, &state).unwrap();
+        s.batch = 8;
+        s.breaker.open_for = Duration::ZERO;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.cursor() <= 50 {
+            assert!(Instant::now() < deadline, "stuck at {}", s.cursor());
+            let wait = s.step(true).unwrap();
+            std::thread::sleep(wait.min(Duration::from_millis(5)));
+        }
+        assert_eq!(s.sink.got.len(), 49);
+        assert_eq!(s.dead_lettered, 1);
+        let dead = std::fs::read_to_string(state.join("fake.dead-letter.jsonl")).unwrap();
+        assert!(dead.contains("poison") && dead.lines().count() == 1);
+        // A restart resumes from the cursor: new records only.
+        log.append(&crate::audit::test_record(99, "late", true)).unwrap();
+        log.sync().unwrap();
+        let mut again = Shipper::new(Fake { got: Vec::new(), fail: 0 }, &log_dir, &state).unwrap();
+        while again.cursor() <= 51 {
+            again.step(true).unwrap();
+        }
+        assert_eq!(again.sink.got.len(), 1);
+        assert!(again.sink.got[0].contains("late"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A stand-in for Splunk's collector: checks each request's exact shape and answers 503
+    /// to the first one; returns the events it accepted.
+    fn hec_receiver() -> (String, std::thread::JoinHandle<Vec<serde_json::Value>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut events = Vec::new();
+            for (n, stream) in listener.incoming().enumerate() {
+                let mut s = stream.unwrap();
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 65536];
+                let (head_len, body_len) = loop {
+                    let k = s.read(&mut buf).unwrap();
+                    raw.extend_from_slice(&buf[..k]);
+                    let mut hs = [httparse::EMPTY_HEADER; 32];
+                    let mut req = httparse::Request::new(&mut hs);
+                    if let Ok(httparse::Status::Complete(h)) = req.parse(&raw) {
+                        assert_eq!((req.method, req.path), (Some("POST"), Some("/services/collector/event")));
+                        let get = |name: &str| req.headers.iter().find(|x| x.name.eq_ignore_ascii_case(name)).map(|x| String::from_utf8_lossy(x.value).to_string());
+                        assert_eq!(get("authorization").as_deref(), Some("Splunk tok-123"));
+                        let len: usize = get("content-length").unwrap().parse().unwrap();
+                        break (h, len);
+                    }
+                };
+                while raw.len() < head_len + body_len {
+                    let k = s.read(&mut buf).unwrap();
+                    raw.extend_from_slice(&buf[..k]);
+                }
+                let text = String::from_utf8_lossy(&raw[..head_len]).to_lowercase();
+                let body = &raw[head_len..head_len + body_len];
+                let body = if text.contains("content-encoding: gzip") {
+                    let mut out = String::new();
+                    flate2::read::GzDecoder::new(body).read_to_string(&mut out).unwrap();
+                    out
+                } else {
+                    assert!(body.len() <= 1024, "bodies over 1 KiB must be gzipped");
+                    String::from_utf8(body.to_vec()).unwrap()
+                };
+                if n == 0 {
+                    s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").unwrap();
+                    continue;
+                }
+                for line in body.lines() {
+                    let e: serde_json::Value = serde_json::from_str(line).unwrap();
+                    for k in ["time", "host", "source", "sourcetype", "index", "event"] {
+                        assert!(e.get(k).is_some(), "{k} missing in {line}");
+                    }
+                    assert_eq!((e["source"].as_str(), e["sourcetype"].as_str()), (Some("sark"), Some("sark:audit:event")));
+                    assert!(e["event"]["decision_id"].is_string() && e["event"].get("crc32c").is_none());
+                    events.push(e);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 27\r\n\r\n{\"text\":\"Success\",\"code\":0}").unwrap();
+                if events.len() >= 30 {
+                    return events;
+                }
+            }
+            events
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn splunk_hec_gets_its_documented_format_and_a_retry() {
+        let root = std::env::temp_dir().join(format!("sark-pdp-hec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut log = AuditLog::open(LogConfig::new(root.join("log"))).unwrap();
+        for n in 0..30u64 {
+            log.append(&crate::audit::test_record(u128::from(n), &format!("u{n}"), n % 3 != 0)).unwrap();
+        }
+        log.sync().unwrap();
+        let (url, receiver) = hec_receiver();
+        let hec = SplunkHec { url, token: "tok-123".into(), index: "sark_audit".into(), host: "pdp-1".into(), timeout: Duration::from_secs(5) };
+        let mut s = Shipper::new(hec, &root.join("log"), &root.join("state")).unwrap();
+        s.batch = 10;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.cursor() <= 30 {
+            assert!(Instant::now() < deadline, "stuck at {}", s.cursor());
+            let wait = s.step(true).unwrap();
+            std::thread::sleep(wait.min(Duration::from_millis(20)));
+        }
+        let events = receiver.join().unwrap();
+        assert_eq!(events.len(), 30);
+        let ids: std::collections::BTreeSet<String> = events.iter().map(|e| e["event"]["decision_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids.len(), 30, "a record was delivered twice");
+        assert_eq!(events[0]["index"], "sark_audit");
+        assert_eq!(events[0]["host"], "pdp-1");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+}
