@@ -213,6 +213,9 @@ pub struct Shipper<S: Sink> {
     /// Records delivered and dead-lettered since start.
     pub shipped: u64,
     pub dead_lettered: u64,
+    /// Published after each acknowledged batch: the next sequence number to ship (the
+    /// log's retention keeps every segment from it on).
+    pub published: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<S: Sink> std::fmt::Debug for Shipper<S> {
@@ -243,6 +246,7 @@ impl<S: Sink> Shipper<S> {
             first_pending: None,
             shipped: 0,
             dead_lettered: 0,
+            published: None,
         })
     }
 
@@ -282,6 +286,9 @@ impl<S: Sink> Shipper<S> {
                 self.breaker.success();
                 let last = batch.last().map_or(0, |(s, _)| *s);
                 self.cursor.store(last + 1)?;
+                if let Some(p) = &self.published {
+                    p.store(last + 1, std::sync::atomic::Ordering::Release);
+                }
                 self.shipped += batch.len() as u64;
                 self.first_pending = None;
                 Ok(Duration::ZERO)

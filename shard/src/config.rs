@@ -24,6 +24,13 @@
 //! listen = "127.0.0.1:8282"
 //! token = "…"                # ≥ 16 characters; without it the admin API is off
 //!
+//! [sinks.splunk]             # ship the audit log to Splunk HEC (pdp/src/sink.rs)
+//! url = "http://splunk:8088"
+//! token = "…"
+//! index = "sark_audit"
+//! batch = 100
+//! max_wait_s = 5
+//!
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
 //! max_instructions = 1000000 # RVM instructions per evaluation
@@ -72,6 +79,7 @@ const MAX_FILE: u64 = 1 << 20;
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub server: ServerSection,
+    pub sinks: SinksSection,
     pub http: HttpSection,
     pub admin: AdminSection,
     pub bundle: BundleSection,
@@ -88,6 +96,33 @@ pub struct ServerSection {
     pub idle_timeout_s: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_payload: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksSection {
+    pub splunk: Option<SplunkSection>,
+}
+
+/// `[sinks.splunk]`: ship the audit log to a Splunk HTTP Event Collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplunkSection {
+    /// `http://host:port` of the collector.
+    pub url: String,
+    pub token: String,
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// Records per request (SARK: 100; at most 1000).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Seconds a partial batch may wait (SARK: 5).
+    #[serde(default)]
+    pub max_wait_s: Option<u64>,
+}
+
+fn default_index() -> String {
+    "sark_audit".into()
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub cluster: Option<(String, String)>,
     /// Reload when the `--bundle` directory changes, checking this often (`None`: don't).
     pub bundle_watch: Option<Duration>,
+    /// Ship the audit log to Splunk HEC (`None`: no).
+    pub splunk: Option<crate::config::SplunkSection>,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -90,6 +92,33 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
+}
+
+/// Ship the audit log to Splunk HEC on a thread of its own (never on a shard), until
+/// shutdown; the cursor and dead letters live in `<audit dir>/sinks/`.
+fn spawn_splunk(cfg: crate::config::SplunkSection, log_dir: std::path::PathBuf, shipped: Option<Arc<AtomicU64>>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
+    let hec = pdp::sink::SplunkHec { url: cfg.url.clone(), token: cfg.token, index: cfg.index, host, timeout: Duration::from_secs(10) };
+    let mut shipper = pdp::sink::Shipper::new(hec, &log_dir, &log_dir.join("sinks"))?;
+    shipper.batch = cfg.batch.unwrap_or(100).clamp(1, 1000);
+    shipper.max_wait = Duration::from_secs(cfg.max_wait_s.unwrap_or(5).clamp(1, 3600));
+    if let Some(s) = &shipped {
+        s.store(shipper.cursor(), Ordering::Release);
+    }
+    shipper.published = shipped;
+    eprintln!("sark-pdp: shipping the audit log to Splunk HEC at {} from seq {}", cfg.url, shipper.cursor());
+    std::thread::Builder::new().name("sink-splunk".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match shipper.step(false) {
+                Ok(wait) => std::thread::sleep(wait),
+                Err(e) => {
+                    eprintln!("sark-pdp: sink splunk: {e}");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    })?;
+    Ok(())
 }
 
 /// One SO_REUSEPORT listener per shard on `addr`: shard 0's binds first (port 0 picks
@@ -160,7 +189,11 @@ pub fn serve(
         eprintln!("sark-pdp: admin API on {at} (bearer token required)");
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
-    let mut log = pdp::audit_log::AuditLog::open(config.audit.clone()).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
+    // Retention keeps what the sink has not shipped yet.
+    let shipped = config.splunk.as_ref().map(|_| Arc::new(AtomicU64::new(1)));
+    let mut log_config = config.audit.clone();
+    log_config.shipped = shipped.clone();
+    let mut log = pdp::audit_log::AuditLog::open(log_config).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
     let rec = &log.recovery;
     eprintln!(
         "sark-pdp: audit log {} ({} segments, next seq {}, durability {}, {}{})",
@@ -195,6 +228,9 @@ pub fn serve(
         })?);
     }
     ready(addr, http_addr, admin_addr);
+    if let Some(splunk) = config.splunk.clone() {
+        spawn_splunk(splunk, config.audit.dir.clone(), shipped, shutdown.clone())?;
+    }
     if let Some(every) = config.bundle_watch {
         crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;
     }
