@@ -374,6 +374,74 @@ impl Sink for SplunkHec {
     }
 }
 
+/// Datadog's log intake: `POST /api/v2/logs` with `DD-API-KEY`, a JSON array of
+/// `{ddsource, ddtags, service, hostname, message, …the record's fields}` (at most 1000
+/// entries and 5 MB uncompressed per request: larger batches are split), gzip above 1 KiB;
+/// success is 202.
+#[derive(Debug)]
+pub struct Datadog {
+    /// `http://host:port` of the intake (or a local agent/proxy).
+    pub url: String,
+    pub api_key: String,
+    pub service: String,
+    pub tags: String,
+    pub host: String,
+    pub timeout: Duration,
+}
+
+/// Datadog's per-request limits.
+const DD_MAX_ENTRIES: usize = 1000;
+const DD_MAX_BYTES: usize = 5 << 20;
+
+impl Sink for Datadog {
+    fn name(&self) -> &str {
+        "datadog"
+    }
+
+    fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
+        let mut entries = Vec::with_capacity(lines.len());
+        for l in lines {
+            let mut record: serde_json::Value = serde_json::from_str(l).map_err(|e| SendError::Refused(e.to_string()))?;
+            let Some(o) = record.as_object_mut() else { return Err(SendError::Refused("not an object".into())) };
+            o.remove("crc32c");
+            let message = format!(
+                "{} {} {}",
+                o.get("result").and_then(serde_json::Value::as_str).unwrap_or(""),
+                o.get("user_id").and_then(serde_json::Value::as_str).unwrap_or(""),
+                o.get("action").and_then(serde_json::Value::as_str).unwrap_or("")
+            );
+            o.insert("ddsource".into(), "sark".into());
+            o.insert("ddtags".into(), self.tags.clone().into());
+            o.insert("service".into(), self.service.clone().into());
+            o.insert("hostname".into(), self.host.clone().into());
+            o.insert("message".into(), message.into());
+            entries.push(record.to_string());
+        }
+        // Within Datadog's limits: at most 1000 entries and 5 MB per request.
+        let mut start = 0;
+        while start < entries.len() {
+            let (mut end, mut bytes) = (start, 2);
+            while end < entries.len() && end - start < DD_MAX_ENTRIES && bytes + entries.get(end).map_or(0, |e| e.len() + 1) <= DD_MAX_BYTES {
+                bytes += entries.get(end).map_or(0, |e| e.len() + 1);
+                end += 1;
+            }
+            if end == start {
+                return Err(SendError::Refused("a record is larger than Datadog's 5 MB limit".into()));
+            }
+            let body = format!("[{}]", entries.get(start..end).unwrap_or(&[]).join(","));
+            let headers = [("dd-api-key", self.api_key.clone())];
+            let (status, reply) = post(&self.url, "/api/v2/logs", &headers, body.as_bytes(), self.timeout)?;
+            match status {
+                202 => {}
+                429 | 500..=599 => return Err(SendError::Retry(format!("HTTP {status}"))),
+                _ => return Err(SendError::Refused(format!("HTTP {status}: {}", String::from_utf8_lossy(&reply)))),
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
 /// `2026-11-23T10:00:00.123456789Z` as seconds since the epoch.
 fn rfc3339_seconds(s: &str) -> Option<f64> {
     let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
@@ -610,6 +678,78 @@ mod tests {
         assert_eq!(ids.len(), 30, "a record was delivered twice");
         assert_eq!(events[0]["index"], "sark_audit");
         assert_eq!(events[0]["host"], "pdp-1");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+
+    #[test]
+    fn datadog_gets_json_arrays_within_its_limits() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let receiver = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for stream in listener.incoming() {
+                let mut s = stream.unwrap();
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 65536];
+                let (head, len) = loop {
+                    let k = s.read(&mut buf).unwrap();
+                    raw.extend_from_slice(&buf[..k]);
+                    if let Some(h) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let text = String::from_utf8_lossy(&raw[..h]).to_lowercase();
+                        assert!(text.starts_with("post /api/v2/logs http/1.1"), "{text}");
+                        assert!(text.contains("dd-api-key: key-1"), "{text}");
+                        let len: usize = text.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().trim().parse().unwrap();
+                        break (h + 4, len);
+                    }
+                };
+                while raw.len() < head + len {
+                    let k = s.read(&mut buf).unwrap();
+                    raw.extend_from_slice(&buf[..k]);
+                }
+                let gz = String::from_utf8_lossy(&raw[..head]).to_lowercase().contains("content-encoding: gzip");
+                let mut body = String::new();
+                if gz {
+                    flate2::read::GzDecoder::new(&raw[head..head + len]).read_to_string(&mut body).unwrap();
+                } else {
+                    body = String::from_utf8_lossy(&raw[head..head + len]).into_owned();
+                }
+                let entries: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                assert!(entries.len() <= 1000);
+                for e in &entries {
+                    assert_eq!((e["ddsource"].as_str(), e["service"].as_str()), (Some("sark"), Some("sark-pdp")));
+                    assert!(e["message"].is_string() && e["decision_id"].is_string() && e.get("crc32c").is_none());
+                }
+                all.extend(entries);
+                s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+                if all.len() >= 1200 {
+                    return all;
+                }
+            }
+            all
+        });
+        let root = std::env::temp_dir().join(format!("sark-pdp-dd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut log = AuditLog::open(LogConfig::new(root.join("log"))).unwrap();
+        for n in 0..1200u64 {
+            log.append(&crate::audit::test_record(u128::from(n), &format!("u{n}"), true)).unwrap();
+        }
+        log.sync().unwrap();
+        let dd = Datadog {
+            url,
+            api_key: "key-1".into(),
+            service: "sark-pdp".into(),
+            tags: "env:test".into(),
+            host: "pdp-1".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let mut s = Shipper::new(dd, &root.join("log"), &root.join("state")).unwrap();
+        s.batch = 1200; // over Datadog's 1000 entries: the sink splits it
+        while s.cursor() <= 1200 {
+            s.step(true).unwrap();
+        }
+        let got = receiver.join().unwrap();
+        assert_eq!(got.len(), 1200);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
