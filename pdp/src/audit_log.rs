@@ -70,9 +70,9 @@ pub struct LogConfig {
     pub retention_age: Option<Duration>,
     /// Closed segments are deleted, oldest first, while all segments together exceed this.
     pub retention_bytes: Option<u64>,
-    /// The lowest sequence number some sink still has to ship (sinks are issue 7): segments
-    /// holding it or later records are kept whatever their age and size.
-    pub shipped: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Each sink's next sequence number to ship ([`crate::sink`]): segments holding the
+    /// lowest of them or later records are kept whatever their age and size.
+    pub shipped: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// Write with plain syscalls even where io_uring is available.
     pub plain_io: bool,
     /// Fault injection for tests: hold each pass's lines this long before writing them
@@ -91,7 +91,7 @@ impl LogConfig {
             segment_age: Duration::from_secs(3600),
             retention_age: None,
             retention_bytes: None,
-            shipped: None,
+            shipped: Vec::new(),
             plain_io: false,
             fault_delay: Duration::ZERO,
         }
@@ -307,7 +307,7 @@ impl AuditLog {
         let segs = segments(&self.cfg.dir)?;
         let sizes: Vec<u64> = segs.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).collect();
         let mut total: u64 = sizes.iter().sum();
-        let unshipped = self.cfg.shipped.as_ref().map_or(u64::MAX, |c| c.load(std::sync::atomic::Ordering::Acquire));
+        let unshipped = self.cfg.shipped.iter().map(|c| c.load(std::sync::atomic::Ordering::Acquire)).min().unwrap_or(u64::MAX);
         let mut removed = 0;
         // The last segment is the one being written.
         for (i, (_, path)) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
@@ -477,7 +477,7 @@ mod tests {
         cfg.segment_bytes = 2000;
         cfg.retention_bytes = Some(5000);
         let shipped = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        cfg.shipped = Some(shipped.clone());
+        cfg.shipped = vec![shipped.clone()];
         let mut log = AuditLog::open(cfg).unwrap();
         for n in 0..40 {
             log.append(&record(n)).unwrap();

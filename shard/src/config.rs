@@ -31,6 +31,12 @@
 //! batch = 100
 //! max_wait_s = 5
 //!
+//! [sinks.datadog]            # ship the audit log to Datadog's log intake
+//! url = "http://datadog-agent:8080"
+//! api_key = "…"
+//! service = "sark-pdp"
+//! tags = "env:prod"
+//!
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
 //! max_instructions = 1000000 # RVM instructions per evaluation
@@ -102,6 +108,28 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SinksSection {
     pub splunk: Option<SplunkSection>,
+    pub datadog: Option<DatadogSection>,
+}
+
+/// `[sinks.datadog]`: ship the audit log to Datadog's log intake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatadogSection {
+    /// `http://host:port` of the intake (or a local agent or proxy).
+    pub url: String,
+    pub api_key: String,
+    #[serde(default = "default_service")]
+    pub service: String,
+    #[serde(default)]
+    pub tags: String,
+    #[serde(default)]
+    pub batch: Option<usize>,
+    #[serde(default)]
+    pub max_wait_s: Option<u64>,
+}
+
+fn default_service() -> String {
+    "sark-pdp".into()
 }
 
 /// `[sinks.splunk]`: ship the audit log to a Splunk HTTP Event Collector.

@@ -299,6 +299,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 admin,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
                 splunk: file.sinks.splunk.clone(),
+                datadog: file.sinks.datadog.clone(),
                 bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),
                 cluster: cluster_redis.map(|url| {
                     let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "node".to_string(), |h| h.trim().to_string());

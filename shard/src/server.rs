@@ -61,8 +61,9 @@ pub struct ServeConfig {
     pub cluster: Option<(String, String)>,
     /// Reload when the `--bundle` directory changes, checking this often (`None`: don't).
     pub bundle_watch: Option<Duration>,
-    /// Ship the audit log to Splunk HEC (`None`: no).
+    /// Ship the audit log to Splunk HEC / Datadog (`None`: no).
     pub splunk: Option<crate::config::SplunkSection>,
+    pub datadog: Option<crate::config::DatadogSection>,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -94,25 +95,29 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(s.into())
 }
 
-/// Ship the audit log to Splunk HEC on a thread of its own (never on a shard), until
-/// shutdown; the cursor and dead letters live in `<audit dir>/sinks/`.
-fn spawn_splunk(cfg: crate::config::SplunkSection, log_dir: std::path::PathBuf, shipped: Option<Arc<AtomicU64>>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
-    let hec = pdp::sink::SplunkHec { url: cfg.url.clone(), token: cfg.token, index: cfg.index, host, timeout: Duration::from_secs(10) };
-    let mut shipper = pdp::sink::Shipper::new(hec, &log_dir, &log_dir.join("sinks"))?;
-    shipper.batch = cfg.batch.unwrap_or(100).clamp(1, 1000);
-    shipper.max_wait = Duration::from_secs(cfg.max_wait_s.unwrap_or(5).clamp(1, 3600));
-    if let Some(s) = &shipped {
-        s.store(shipper.cursor(), Ordering::Release);
-    }
-    shipper.published = shipped;
-    eprintln!("sark-pdp: shipping the audit log to Splunk HEC at {} from seq {}", cfg.url, shipper.cursor());
-    std::thread::Builder::new().name("sink-splunk".into()).spawn(move || {
+/// Ship the audit log to a sink on a thread of its own (never on a shard), until shutdown;
+/// the cursor and dead letters live in `<audit dir>/sinks/`, and `shipped` tells the log's
+/// retention what is not shipped yet.
+fn spawn_sink<S: pdp::sink::Sink + Send + 'static>(
+    sink: S,
+    (batch, max_wait_s): (Option<usize>, Option<u64>),
+    log_dir: &std::path::Path,
+    shipped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let name = sink.name().to_string();
+    let mut shipper = pdp::sink::Shipper::new(sink, log_dir, &log_dir.join("sinks"))?;
+    shipper.batch = batch.unwrap_or(100).clamp(1, 1000);
+    shipper.max_wait = Duration::from_secs(max_wait_s.unwrap_or(5).clamp(1, 3600));
+    shipped.store(shipper.cursor(), Ordering::Release);
+    shipper.published = Some(shipped);
+    eprintln!("sark-pdp: shipping the audit log to {name} from seq {}", shipper.cursor());
+    std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match shipper.step(false) {
                 Ok(wait) => std::thread::sleep(wait),
                 Err(e) => {
-                    eprintln!("sark-pdp: sink splunk: {e}");
+                    eprintln!("sark-pdp: sink {name}: {e}");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -189,10 +194,15 @@ pub fn serve(
         eprintln!("sark-pdp: admin API on {at} (bearer token required)");
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
-    // Retention keeps what the sink has not shipped yet.
-    let shipped = config.splunk.as_ref().map(|_| Arc::new(AtomicU64::new(1)));
+    // Retention keeps what a sink has not shipped yet.
+    let (splunk_at, datadog_at) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(1)));
     let mut log_config = config.audit.clone();
-    log_config.shipped = shipped.clone();
+    if config.splunk.is_some() {
+        log_config.shipped.push(splunk_at.clone());
+    }
+    if config.datadog.is_some() {
+        log_config.shipped.push(datadog_at.clone());
+    }
     let mut log = pdp::audit_log::AuditLog::open(log_config).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
     let rec = &log.recovery;
     eprintln!(
@@ -228,8 +238,14 @@ pub fn serve(
         })?);
     }
     ready(addr, http_addr, admin_addr);
-    if let Some(splunk) = config.splunk.clone() {
-        spawn_splunk(splunk, config.audit.dir.clone(), shipped, shutdown.clone())?;
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
+    if let Some(c) = config.splunk.clone() {
+        let hec = pdp::sink::SplunkHec { url: c.url, token: c.token, index: c.index, host: host.clone(), timeout: Duration::from_secs(10) };
+        spawn_sink(hec, (c.batch, c.max_wait_s), &config.audit.dir, splunk_at, shutdown.clone())?;
+    }
+    if let Some(c) = config.datadog.clone() {
+        let dd = pdp::sink::Datadog { url: c.url, api_key: c.api_key, service: c.service, tags: c.tags, host, timeout: Duration::from_secs(10) };
+        spawn_sink(dd, (c.batch, c.max_wait_s), &config.audit.dir, datadog_at, shutdown.clone())?;
     }
     if let Some(every) = config.bundle_watch {
         crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;

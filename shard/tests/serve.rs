@@ -334,9 +334,9 @@ fn a_failing_audit_log_stops_the_server_instead_of_answering_unaudited() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A stand-in Splunk collector: answers every request `{"code":0}` and keeps the decision
-/// ids of the events.
-fn splunk_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// A stand-in Splunk collector or Datadog intake: answers every request as the real one
+/// does on success and keeps the decision ids of what it got.
+fn siem_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let ids: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
@@ -366,35 +366,50 @@ fn splunk_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
             } else {
                 body = String::from_utf8_lossy(&raw[head..head + len]).into_owned();
             }
-            for line in body.lines() {
-                let e: serde_json::Value = serde_json::from_str(line).unwrap();
-                got.lock().unwrap().push(e["event"]["decision_id"].as_str().unwrap().to_string());
+            if body.starts_with('[') {
+                // Datadog: a JSON array of records.
+                let entries: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+                got.lock().unwrap().extend(entries.iter().map(|e| e["decision_id"].as_str().unwrap().to_string()));
+                s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+            } else {
+                // Splunk HEC: newline-joined events.
+                for line in body.lines() {
+                    let e: serde_json::Value = serde_json::from_str(line).unwrap();
+                    got.lock().unwrap().push(e["event"]["decision_id"].as_str().unwrap().to_string());
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n").unwrap();
             }
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n").unwrap();
         }
     });
     (url, ids)
 }
 
 #[test]
-fn the_audit_log_is_shipped_to_splunk() {
-    let (url, received) = splunk_receiver();
+fn the_audit_log_is_shipped_to_splunk_and_datadog() {
+    let (url, received) = siem_receiver();
+    let (dd_url, dd_received) = siem_receiver();
     let dir = std::env::temp_dir().join(format!("sark-pdp-splunk-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("pdp.toml");
-    std::fs::write(&conf, format!("[sinks.splunk]\nurl = \"{url}\"\ntoken = \"t\"\nbatch = 7\nmax_wait_s = 1\n")).unwrap();
+    std::fs::write(
+        &conf,
+        format!("[sinks.splunk]\nurl = \"{url}\"\ntoken = \"t\"\nbatch = 7\nmax_wait_s = 1\n[sinks.datadog]\nurl = \"{dd_url}\"\napi_key = \"k\"\nmax_wait_s = 1\n"),
+    )
+    .unwrap();
     let server = Server::start_with("splunk", &["--shards", "1", "--config", conf.to_str().unwrap()]);
     let mut c = Client::connect(server.addr, None).unwrap();
     for i in 0..20 {
         c.eval(sample(&format!("s{i}"))).unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while received.lock().unwrap().len() < 20 {
-        assert!(std::time::Instant::now() < deadline, "only {} events reached Splunk", received.lock().unwrap().len());
+    while received.lock().unwrap().len() < 20 || dd_received.lock().unwrap().len() < 20 {
+        assert!(std::time::Instant::now() < deadline, "only {} / {} records reached Splunk / Datadog", received.lock().unwrap().len(), dd_received.lock().unwrap().len());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let logged: BTreeSet<String> = server.stop().iter().map(|r| r["decision_id"].as_str().unwrap().to_string()).collect();
     let shipped: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
     assert_eq!(shipped, logged, "Splunk got exactly the audit log's decisions");
+    let shipped: BTreeSet<String> = dd_received.lock().unwrap().iter().cloned().collect();
+    assert_eq!(shipped, logged, "Datadog got exactly the audit log's decisions");
     std::fs::remove_dir_all(&dir).unwrap();
 }
