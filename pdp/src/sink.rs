@@ -199,6 +199,19 @@ impl Breaker {
     }
 }
 
+/// A shipper's counters, readable from other threads (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Records acknowledged by the destination.
+    pub sent: std::sync::atomic::AtomicU64,
+    pub dead_lettered: std::sync::atomic::AtomicU64,
+    /// Batches that failed and will be retried.
+    pub failures: std::sync::atomic::AtomicU64,
+    pub breaker_open: std::sync::atomic::AtomicBool,
+    /// The next sequence number to ship.
+    pub cursor: std::sync::atomic::AtomicU64,
+}
+
 /// Ships the log to one sink.
 pub struct Shipper<S: Sink> {
     pub sink: S,
@@ -216,6 +229,7 @@ pub struct Shipper<S: Sink> {
     /// Published after each acknowledged batch: the next sequence number to ship (the
     /// log's retention keeps every segment from it on).
     pub published: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    pub stats: std::sync::Arc<SinkStats>,
 }
 
 impl<S: Sink> std::fmt::Debug for Shipper<S> {
@@ -247,6 +261,7 @@ impl<S: Sink> Shipper<S> {
             shipped: 0,
             dead_lettered: 0,
             published: None,
+            stats: std::sync::Arc::default(),
         })
     }
 
@@ -291,10 +306,17 @@ impl<S: Sink> Shipper<S> {
                 }
                 self.shipped += batch.len() as u64;
                 self.first_pending = None;
+                use std::sync::atomic::Ordering::Relaxed;
+                self.stats.sent.store(self.shipped, Relaxed);
+                self.stats.dead_lettered.store(self.dead_lettered, Relaxed);
+                self.stats.cursor.store(last + 1, Relaxed);
+                self.stats.breaker_open.store(self.breaker.is_open(), Relaxed);
                 Ok(Duration::ZERO)
             }
             Err(why) => {
                 self.breaker.failure();
+                self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.breaker_open.store(self.breaker.is_open(), std::sync::atomic::Ordering::Relaxed);
                 eprintln!("sark-pdp: sink {}: {why}; retrying in {:?}", self.sink.name(), self.breaker.wait());
                 self.pending = batch;
                 Ok(Duration::from_millis(10))

@@ -59,6 +59,8 @@ pub struct Control {
     /// The bundle now served, as loaded (data writes change a copy of it), and how many
     /// data writes it has had.
     current: Mutex<(Bundle, u64)>,
+    /// The audit sinks' counters, by sink name (for `/metrics`).
+    pub sinks: Mutex<Vec<(String, Arc<pdp::sink::SinkStats>)>>,
     /// Other nodes to tell about invalidations and data writes (`--cluster-redis`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
@@ -77,6 +79,7 @@ impl Control {
         Control {
             current: Mutex::new((bundle, 0)),
             cluster: std::sync::OnceLock::new(),
+            sinks: Mutex::new(Vec::new()),
             epoch: AtomicU64::new(0),
             changes: Mutex::new(Vec::new()),
             applied: (0..shards).map(|_| AtomicU64::new(0)).collect(),

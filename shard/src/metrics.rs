@@ -36,6 +36,11 @@ struct Level {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChangeResult {
     result: &'static str,
 }
@@ -79,6 +84,19 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let bundle_changes = Family::<ChangeResult, Counter>::default();
     bundle_changes.get_or_create(&ChangeResult { result: "ok" }).inc_by(control.changes_ok.load(Ordering::Relaxed));
     bundle_changes.get_or_create(&ChangeResult { result: "refused" }).inc_by(control.changes_refused.load(Ordering::Relaxed));
+    let sent = Family::<SinkLabel, Counter>::default();
+    let dead = Family::<SinkLabel, Counter>::default();
+    let failures = Family::<SinkLabel, Counter>::default();
+    let breaker = Family::<SinkLabel, Gauge>::default();
+    let cursor = Family::<SinkLabel, Gauge>::default();
+    for (name, st) in control.sinks.lock().map(|s| s.clone()).unwrap_or_default() {
+        let l = SinkLabel { sink: name };
+        sent.get_or_create(&l).inc_by(st.sent.load(Ordering::Relaxed));
+        dead.get_or_create(&l).inc_by(st.dead_lettered.load(Ordering::Relaxed));
+        failures.get_or_create(&l).inc_by(st.failures.load(Ordering::Relaxed));
+        breaker.get_or_create(&l).set(i64::from(st.breaker_open.load(Ordering::Relaxed)));
+        cursor.get_or_create(&l).set(u(st.cursor.load(Ordering::Relaxed)));
+    }
     let audit = Family::<AuditInfo, Gauge>::default();
     audit.get_or_create(&AuditInfo { durability, io }).set(1);
     for (i, st) in all.iter().enumerate() {
@@ -112,6 +130,11 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("sark_pdp_audit_ring_depth", "Audit records waiting in each shard's ring", depth);
     r.register("sark_pdp_http_requests", "HTTP requests answered per shard", requests);
     r.register("sark_pdp_bundle_changes", "Bundle reloads and data writes, served or refused (refused ones change nothing)", bundle_changes);
+    r.register("siem_events_sent", "Audit records acknowledged by each sink", sent);
+    r.register("siem_events_dead_lettered", "Audit records a sink refused, kept in its dead-letter file", dead);
+    r.register("siem_batch_failures", "Batches that failed and were retried", failures);
+    r.register("sark_pdp_sink_breaker_open", "1 while a sink's circuit breaker is open", breaker);
+    r.register("sark_pdp_sink_cursor", "The next audit sequence number each sink will ship", cursor);
     r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();

@@ -103,10 +103,12 @@ fn spawn_sink<S: pdp::sink::Sink + Send + 'static>(
     (batch, max_wait_s): (Option<usize>, Option<u64>),
     log_dir: &std::path::Path,
     shipped: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    (stop, control): (Arc<AtomicBool>, &crate::control::Control),
 ) -> anyhow::Result<()> {
     let name = sink.name().to_string();
     let mut shipper = pdp::sink::Shipper::new(sink, log_dir, &log_dir.join("sinks"))?;
+    shipper.stats.cursor.store(shipper.cursor(), Ordering::Relaxed);
+    control.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name.clone(), shipper.stats.clone()));
     shipper.batch = batch.unwrap_or(100).clamp(1, 1000);
     shipper.max_wait = Duration::from_secs(max_wait_s.unwrap_or(5).clamp(1, 3600));
     shipped.store(shipper.cursor(), Ordering::Release);
@@ -241,11 +243,11 @@ pub fn serve(
     let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
     if let Some(c) = config.splunk.clone() {
         let hec = pdp::sink::SplunkHec { url: c.url, token: c.token, index: c.index, host: host.clone(), timeout: Duration::from_secs(10) };
-        spawn_sink(hec, (c.batch, c.max_wait_s), &config.audit.dir, splunk_at, shutdown.clone())?;
+        spawn_sink(hec, (c.batch, c.max_wait_s), &config.audit.dir, splunk_at, (shutdown.clone(), &control))?;
     }
     if let Some(c) = config.datadog.clone() {
         let dd = pdp::sink::Datadog { url: c.url, api_key: c.api_key, service: c.service, tags: c.tags, host, timeout: Duration::from_secs(10) };
-        spawn_sink(dd, (c.batch, c.max_wait_s), &config.audit.dir, datadog_at, shutdown.clone())?;
+        spawn_sink(dd, (c.batch, c.max_wait_s), &config.audit.dir, datadog_at, (shutdown.clone(), &control))?;
     }
     if let Some(every) = config.bundle_watch {
         crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;

@@ -406,6 +406,19 @@ fn the_audit_log_is_shipped_to_splunk_and_datadog() {
         assert!(std::time::Instant::now() < deadline, "only {} / {} records reached Splunk / Datadog", received.lock().unwrap().len(), dd_received.lock().unwrap().len());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The shippers count a batch once its cursor is stored, just after the receiver saw it.
+    for sink in ["splunk", "datadog"] {
+        let want = format!("siem_events_sent_total{{sink=\"{sink}\"}} 20");
+        let metrics = loop {
+            let m = String::from_utf8(common::web::call(server.http, "GET", "/metrics", "").body).unwrap();
+            if m.contains(&want) || std::time::Instant::now() > deadline {
+                break m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(metrics.contains(&want), "{metrics}");
+        assert!(metrics.contains(&format!("sark_pdp_sink_breaker_open{{sink=\"{sink}\"}} 0")), "{metrics}");
+    }
     let logged: BTreeSet<String> = server.stop().iter().map(|r| r["decision_id"].as_str().unwrap().to_string()).collect();
     let shipped: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
     assert_eq!(shipped, logged, "Splunk got exactly the audit log's decisions");
