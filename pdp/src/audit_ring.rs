@@ -55,6 +55,9 @@ impl AuditProducer {
 pub struct AuditDrain {
     rings: Vec<rtrb::Consumer<AuditRecord>>,
     durable: Arc<Vec<AtomicU64>>,
+    /// The log's next sequence number, published after each pass (sinks' lag is measured
+    /// against it).
+    pub next_seq: Arc<AtomicU64>,
 }
 
 /// One ring per shard, each of `capacity` records.
@@ -66,7 +69,7 @@ pub fn rings(shards: usize, capacity: usize) -> (Vec<AuditProducer>, AuditDrain)
             (AuditProducer { ring: p, pushed: 0, durable: durable.clone(), index }, c)
         })
         .unzip();
-    (producers, AuditDrain { rings: consumers, durable })
+    (producers, AuditDrain { rings: consumers, durable, next_seq: Arc::new(AtomicU64::new(0)) })
 }
 
 impl AuditDrain {
@@ -100,6 +103,7 @@ impl AuditDrain {
             if took > 0 {
                 log.flush()?;
                 written += took as u64;
+                self.next_seq.store(log.next_seq(), Ordering::Release);
             }
             let none = log.durability() == crate::audit_log::Durability::None;
             if log.commit_due() || (done && !none) {

@@ -59,6 +59,8 @@ pub struct Control {
     /// The bundle now served, as loaded (data writes change a copy of it), and how many
     /// data writes it has had.
     current: Mutex<(Bundle, u64)>,
+    /// The audit log's next sequence number (for the sinks' lag in `/metrics`).
+    pub log_next_seq: std::sync::OnceLock<Arc<AtomicU64>>,
     /// The audit sinks' counters, by sink name (for `/metrics`).
     pub sinks: Mutex<Vec<(String, Arc<pdp::sink::SinkStats>)>>,
     /// Other nodes to tell about invalidations and data writes (`--cluster-redis`).
@@ -80,6 +82,7 @@ impl Control {
             current: Mutex::new((bundle, 0)),
             cluster: std::sync::OnceLock::new(),
             sinks: Mutex::new(Vec::new()),
+            log_next_seq: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             changes: Mutex::new(Vec::new()),
             applied: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -400,8 +403,9 @@ fn fingerprint(dir: &Path) -> Option<(std::time::SystemTime, usize)> {
 /// tries again.
 pub fn spawn_watcher(control: Arc<Control>, every: Duration, stop: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
     let Some(dir) = control.bundle_path.clone().filter(|p| p.is_dir()) else { return Ok(()) };
+    // Taken now, before the server says it is ready: a change made after that is seen.
+    let mut seen = fingerprint(&dir);
     std::thread::Builder::new().name("bundle-watch".into()).spawn(move || {
-        let mut seen = fingerprint(&dir);
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(every);
             let now = fingerprint(&dir);

@@ -89,6 +89,8 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let failures = Family::<SinkLabel, Counter>::default();
     let breaker = Family::<SinkLabel, Gauge>::default();
     let cursor = Family::<SinkLabel, Gauge>::default();
+    let lag = Family::<SinkLabel, Gauge>::default();
+    let next = control.log_next_seq.get().map_or(0, |n| n.load(Ordering::Acquire));
     for (name, st) in control.sinks.lock().map(|s| s.clone()).unwrap_or_default() {
         let l = SinkLabel { sink: name };
         sent.get_or_create(&l).inc_by(st.sent.load(Ordering::Relaxed));
@@ -96,6 +98,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         failures.get_or_create(&l).inc_by(st.failures.load(Ordering::Relaxed));
         breaker.get_or_create(&l).set(i64::from(st.breaker_open.load(Ordering::Relaxed)));
         cursor.get_or_create(&l).set(u(st.cursor.load(Ordering::Relaxed)));
+        lag.get_or_create(&l).set(u(next.saturating_sub(st.cursor.load(Ordering::Relaxed))));
     }
     let audit = Family::<AuditInfo, Gauge>::default();
     audit.get_or_create(&AuditInfo { durability, io }).set(1);
@@ -135,6 +138,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("siem_batch_failures", "Batches that failed and were retried", failures);
     r.register("sark_pdp_sink_breaker_open", "1 while a sink's circuit breaker is open", breaker);
     r.register("sark_pdp_sink_cursor", "The next audit sequence number each sink will ship", cursor);
+    r.register("sark_pdp_sink_lag_records", "Audit records written but not yet shipped, per sink", lag);
     r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();

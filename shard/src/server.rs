@@ -218,6 +218,8 @@ pub fn serve(
     );
     let audit_io = log.io_name();
     let (producers, drain) = rings(config.shards, config.ring_capacity);
+    drain.next_seq.store(log.next_seq(), Ordering::Release);
+    let _ = control.log_next_seq.set(drain.next_seq.clone());
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let stop_all = shutdown.clone();
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
@@ -239,6 +241,12 @@ pub fn serve(
             run_shard(index, (listener, http, admin), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
         })?);
     }
+    if let Some(every) = config.bundle_watch {
+        crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;
+    }
+    if let Some(poll) = config.bundle_poll.clone() {
+        crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
+    }
     ready(addr, http_addr, admin_addr);
     let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
     if let Some(c) = config.splunk.clone() {
@@ -248,12 +256,6 @@ pub fn serve(
     if let Some(c) = config.datadog.clone() {
         let dd = pdp::sink::Datadog { url: c.url, api_key: c.api_key, service: c.service, tags: c.tags, host, timeout: Duration::from_secs(10) };
         spawn_sink(dd, (c.batch, c.max_wait_s), &config.audit.dir, datadog_at, (shutdown.clone(), &control))?;
-    }
-    if let Some(every) = config.bundle_watch {
-        crate::control::spawn_watcher(control.clone(), every, shutdown.clone())?;
-    }
-    if let Some(poll) = config.bundle_poll.clone() {
-        crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }
     let mut result = Ok(());
     for s in shards {

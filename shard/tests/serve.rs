@@ -418,6 +418,7 @@ fn the_audit_log_is_shipped_to_splunk_and_datadog() {
         };
         assert!(metrics.contains(&want), "{metrics}");
         assert!(metrics.contains(&format!("sark_pdp_sink_breaker_open{{sink=\"{sink}\"}} 0")), "{metrics}");
+        assert!(metrics.contains(&format!("sark_pdp_sink_lag_records{{sink=\"{sink}\"}} 0")), "{metrics}");
     }
     let logged: BTreeSet<String> = server.stop().iter().map(|r| r["decision_id"].as_str().unwrap().to_string()).collect();
     let shipped: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
