@@ -50,7 +50,7 @@ pub(crate) async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Respon
 
 /// Run `work` on a thread of its own (compiling a bundle would stall this shard) and
 /// wait for it without blocking the shard.
-async fn off_shard(work: impl FnOnce() -> Result<(String, u64), String> + Send + 'static) -> Result<(String, u64), String> {
+async fn off_shard<T: Send + 'static>(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("control".into())
@@ -80,10 +80,9 @@ async fn fan_out(shard: &Shard, shared: crate::cluster::Shared, wait: usize) -> 
     };
     off_shard(move || {
         let seq = cluster.broadcast(shared).map_err(|e| e.to_string())?;
-        Ok((String::new(), cluster.wait_acks(seq, wait, ACK_TIMEOUT) as u64))
+        Ok(Some(cluster.wait_acks(seq, wait, ACK_TIMEOUT)))
     })
     .await
-    .map(|(_, n)| Some(n as usize))
 }
 
 async fn write_data(shard: &Shard, head: &Head, put: bool, path: &str, body: &mut [u8]) -> Response {

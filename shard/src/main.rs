@@ -302,8 +302,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 datadog: file.sinks.datadog.clone(),
                 bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),
                 cluster: cluster_redis.map(|url| {
-                    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "node".to_string(), |h| h.trim().to_string());
-                    (url, node_id.unwrap_or_else(|| format!("{host}-{}", std::process::id())))
+                    (url, node_id.unwrap_or_else(|| format!("{}-{}", shard::server::host_name(), std::process::id())))
                 }),
                 bundle_path,
                 limits: compiled.limits(),

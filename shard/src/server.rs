@@ -128,6 +128,11 @@ fn spawn_sink<S: pdp::sink::Sink + Send + 'static>(
     Ok(())
 }
 
+/// This machine's name (for SIEM events and the default cluster node id).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string())
+}
+
 /// One SO_REUSEPORT listener per shard on `addr`: shard 0's binds first (port 0 picks
 /// one), the others share the address it got.
 fn shard_listeners(addr: SocketAddr, shards: usize) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
@@ -248,7 +253,7 @@ pub fn serve(
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }
     ready(addr, http_addr, admin_addr);
-    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "sark-pdp".into(), |h| h.trim().to_string());
+    let host = host_name();
     if let Some(c) = config.splunk.clone() {
         let hec = pdp::sink::SplunkHec { url: c.url, token: c.token, index: c.index, host: host.clone(), timeout: Duration::from_secs(10) };
         spawn_sink(hec, (c.batch, c.max_wait_s), &config.audit.dir, splunk_at, (shutdown.clone(), &control))?;
