@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system tools the tests start: redis-server (Debian package) for the
-# multi-node tests. Idempotent; needs root and the Debian mirrors once.
+# multi-node tests, PostgreSQL (Debian package; scripts/postgres.sh runs throwaway
+# clusters of it) for the audit sink tests. Idempotent; needs root and the Debian mirrors
+# once.
 set -euo pipefail
-if ! command -v redis-server >/dev/null; then
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi

@@ -18,6 +18,9 @@
 //! 7. [`audit::AuditRecord`] is the record each decision leaves (one JSON line);
 //!    [`audit_ring`] hands it to the writer thread over a lock-free ring per shard.
 //!
+//! 8. [`audit_log`] makes the records durable; [`sink`] ships the log to Splunk HEC and
+//!    Datadog, [`sink_postgres`] to PostgreSQL, each from a persisted cursor.
+//!
 //! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
 //! reference for decisions and peer for speed.
 
@@ -37,6 +40,7 @@ pub mod key;
 pub mod opa;
 pub mod point;
 pub mod sink;
+pub mod sink_postgres;
 
 pub use bundle::Bundle;
 pub use decision::{Decision, EngineKind, Sensitivity};

@@ -32,11 +32,12 @@ pub enum SendError {
 /// A destination.
 pub trait Sink {
     fn name(&self) -> &str;
-    /// Deliver `lines` (audit log lines, JSON) or say why not.
+    /// Deliver `batch` (audit log lines, JSON, with their sequence numbers, in order) or
+    /// say why not.
     ///
     /// # Errors
     /// [`SendError`].
-    fn send(&mut self, lines: &[String]) -> Result<(), SendError>;
+    fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError>;
 }
 
 /// The next sequence number to ship, kept in a file.
@@ -143,22 +144,44 @@ impl Tail {
     }
 }
 
-/// Closed → open after 5 failures → half-open after 60 s → closed after 2 successes;
-/// between failures, retries wait min(2^(n-1), 60) s.
+impl Tail {
+    /// Bytes of log not read yet: the rest of the segment being read and every later one.
+    ///
+    /// # Errors
+    /// The log's directory cannot be listed.
+    pub fn unread_bytes(&self) -> io::Result<u64> {
+        let segs = segments(&self.dir)?;
+        // Where reading stands: the segment being read, or the one that holds `next`.
+        let (current, offset) = self.segment.unwrap_or_else(|| (segs.iter().rev().find(|(f, _)| *f <= self.next).map_or(0, |(f, _)| *f), 0));
+        Ok(segs
+            .iter()
+            .filter(|(first, _)| *first >= current)
+            .map(|(first, path)| {
+                let len = std::fs::metadata(path).map_or(0, |m| m.len());
+                if *first == current { len.saturating_sub(offset) } else { len }
+            })
+            .sum())
+    }
+}
+
+/// Closed → open after `threshold` failures in a row (SARK: 5) → half-open after
+/// `open_for` (SARK: 60 s) → closed after 2 successes; between failures, retries wait
+/// min(2^(n-1), 60) s.
 #[derive(Debug)]
 pub struct Breaker {
     failures: u32,
     /// When the next try may go (after a failure).
     next_try: Option<Instant>,
-    /// Open: set when the fifth failure in a row opened it.
+    /// Open: set when the `threshold`th failure in a row opened it.
     open: bool,
     half_open_successes: u32,
+    pub threshold: u32,
     pub open_for: Duration,
 }
 
 impl Default for Breaker {
     fn default() -> Self {
-        Breaker { failures: 0, next_try: None, open: false, half_open_successes: 0, open_for: Duration::from_secs(60) }
+        Breaker { failures: 0, next_try: None, open: false, half_open_successes: 0, threshold: 5, open_for: Duration::from_secs(60) }
     }
 }
 
@@ -176,7 +199,7 @@ impl Breaker {
     pub fn failure(&mut self) {
         self.failures += 1;
         self.half_open_successes = 0;
-        let backoff = if self.failures >= 5 {
+        let backoff = if self.failures >= self.threshold.max(1) {
             self.open = true;
             self.open_for
         } else {
@@ -210,6 +233,13 @@ pub struct SinkStats {
     pub breaker_open: std::sync::atomic::AtomicBool,
     /// The next sequence number to ship.
     pub cursor: std::sync::atomic::AtomicU64,
+    /// When the oldest record not yet acknowledged was decided (ns since the epoch; 0: none
+    /// waiting), for the lag in seconds.
+    pub oldest_pending_ns: std::sync::atomic::AtomicU64,
+    /// Bytes of log not yet acknowledged, and whether that is past the sink's bound (an
+    /// alarm: the log keeps them whatever its retention says).
+    pub lag_bytes: std::sync::atomic::AtomicU64,
+    pub lag_alarm: std::sync::atomic::AtomicBool,
 }
 
 /// Ships the log to one sink.
@@ -230,6 +260,12 @@ pub struct Shipper<S: Sink> {
     /// log's retention keeps every segment from it on).
     pub published: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pub stats: std::sync::Arc<SinkStats>,
+    /// Told how long each send took (for `siem_batch_send_duration_seconds`).
+    pub on_send: Option<Box<dyn Fn(Duration) + Send>>,
+    /// Unshipped log bytes past which [`SinkStats::lag_alarm`] is raised.
+    pub max_lag_bytes: u64,
+    /// When the lag in bytes was last measured.
+    lag_checked: Option<Instant>,
 }
 
 impl<S: Sink> std::fmt::Debug for Shipper<S> {
@@ -262,6 +298,9 @@ impl<S: Sink> Shipper<S> {
             dead_lettered: 0,
             published: None,
             stats: std::sync::Arc::default(),
+            on_send: None,
+            max_lag_bytes: 1 << 30,
+            lag_checked: None,
         })
     }
 
@@ -284,6 +323,7 @@ impl<S: Sink> Shipper<S> {
             }
             self.pending.extend(new);
         }
+        self.measure_lag()?;
         if self.pending.is_empty() {
             return Ok(Duration::from_millis(20));
         }
@@ -311,6 +351,7 @@ impl<S: Sink> Shipper<S> {
                 self.stats.dead_lettered.store(self.dead_lettered, Relaxed);
                 self.stats.cursor.store(last + 1, Relaxed);
                 self.stats.breaker_open.store(self.breaker.is_open(), Relaxed);
+                self.stats.oldest_pending_ns.store(0, Relaxed);
                 Ok(Duration::ZERO)
             }
             Err(why) => {
@@ -324,11 +365,44 @@ impl<S: Sink> Shipper<S> {
         }
     }
 
+    /// Publish the lag: when the oldest unacknowledged record was decided (each step), and
+    /// how many log bytes are unshipped (once a second), raising the alarm past
+    /// `max_lag_bytes`.
+    fn measure_lag(&mut self) -> io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some((_, line)) = self.pending.first() {
+            if self.stats.oldest_pending_ns.load(Relaxed) == 0 {
+                let ns = line.split_once("\"timestamp\":\"").and_then(|(_, t)| t.split_once('"')).and_then(|(t, _)| rfc3339_ns(t)).unwrap_or(1);
+                self.stats.oldest_pending_ns.store(u64::try_from(ns).unwrap_or(1).max(1), Relaxed);
+            }
+        }
+        if self.lag_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        self.lag_checked = Some(Instant::now());
+        let pending: u64 = self.pending.iter().map(|(_, l)| l.len() as u64 + 1).sum();
+        let bytes = self.tail.unread_bytes()? + pending;
+        self.stats.lag_bytes.store(bytes, Relaxed);
+        let alarm = bytes > self.max_lag_bytes;
+        if alarm != self.stats.lag_alarm.swap(alarm, Relaxed) {
+            if alarm {
+                eprintln!("sark-pdp: sink {}: {bytes} bytes of audit log not shipped, past its bound of {} (they are kept)", self.sink.name(), self.max_lag_bytes);
+            } else {
+                eprintln!("sark-pdp: sink {}: back under its lag bound", self.sink.name());
+            }
+        }
+        Ok(())
+    }
+
     /// Send `batch`; a refused batch is bisected down to the record at fault, which goes
     /// to the dead-letter file. Errors only for what must be retried.
     fn deliver(&mut self, batch: &[(u64, String)]) -> Result<(), String> {
-        let lines: Vec<String> = batch.iter().map(|(_, l)| l.clone()).collect();
-        match self.sink.send(&lines) {
+        let started = Instant::now();
+        let sent = self.sink.send(batch);
+        if let Some(observe) = &self.on_send {
+            observe(started.elapsed());
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(SendError::Retry(why)) => Err(why),
             Err(SendError::Refused(why)) if batch.len() == 1 => {
@@ -366,9 +440,9 @@ impl Sink for SplunkHec {
         "splunk"
     }
 
-    fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
+    fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError> {
         let mut body = String::new();
-        for l in lines {
+        for (_, l) in batch {
             let mut record: serde_json::Value = serde_json::from_str(l).map_err(|e| SendError::Refused(e.to_string()))?;
             if let Some(o) = record.as_object_mut() {
                 o.remove("crc32c");
@@ -420,9 +494,9 @@ impl Sink for Datadog {
         "datadog"
     }
 
-    fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
-        let mut entries = Vec::with_capacity(lines.len());
-        for l in lines {
+    fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError> {
+        let mut entries = Vec::with_capacity(batch.len());
+        for (_, l) in batch {
             let mut record: serde_json::Value = serde_json::from_str(l).map_err(|e| SendError::Refused(e.to_string()))?;
             let Some(o) = record.as_object_mut() else { return Err(SendError::Refused("not an object".into())) };
             o.remove("crc32c");
@@ -466,6 +540,11 @@ impl Sink for Datadog {
 
 /// `2026-11-23T10:00:00.123456789Z` as seconds since the epoch.
 fn rfc3339_seconds(s: &str) -> Option<f64> {
+    rfc3339_ns(s).map(|ns| ns as f64 / 1e9)
+}
+
+/// `2026-11-23T10:00:00.123456789Z` as nanoseconds since the epoch.
+pub(crate) fn rfc3339_ns(s: &str) -> Option<i64> {
     let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>());
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
@@ -480,8 +559,13 @@ fn rfc3339_seconds(s: &str) -> Option<f64> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let frac: f64 = format!("0.{frac}").parse().ok()?;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec) as f64 + frac)
+    // The fraction's first nine digits, as nanoseconds.
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = frac.get(..frac.len().min(9))?;
+    let ns: i64 = format!("{digits:0<9}").parse().ok()?;
+    (days * 86_400 + h * 3600 + mi * 60 + sec).checked_mul(1_000_000_000)?.checked_add(ns)
 }
 
 /// POST `body` (gzipped above 1 KiB) to `base` + `path`; the status and the body.
@@ -531,6 +615,12 @@ mod tests {
         assert_eq!(rfc3339_seconds("1970-01-01T00:00:00.000000000Z"), Some(0.0));
         assert_eq!(rfc3339_seconds("2026-11-23T10:00:00.5Z"), Some(1_795_428_000.5));
         assert_eq!(rfc3339_seconds("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+        // Nanoseconds survive the round trip through the log's own format.
+        for ns in [0, 1, 1_795_428_000_123_456_789, 951_782_400_000_000_001] {
+            assert_eq!(rfc3339_ns(&crate::audit::rfc3339(ns)), Some(ns));
+        }
+        assert_eq!(rfc3339_ns("2026-11-23T10:00:00.5xZ"), None);
+        assert_eq!(rfc3339_ns("2026-11-23T10:00:00.Z"), None);
     }
 
     #[test]
@@ -562,15 +652,15 @@ mod tests {
         fn name(&self) -> &str {
             "fake"
         }
-        fn send(&mut self, lines: &[String]) -> Result<(), SendError> {
+        fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError> {
             if self.fail > 0 {
                 self.fail -= 1;
                 return Err(SendError::Retry("down".into()));
             }
-            if lines.iter().any(|l| l.contains("poison")) {
+            if batch.iter().any(|(_, l)| l.contains("poison")) {
                 return Err(SendError::Refused("bad record".into()));
             }
-            self.got.extend(lines.iter().cloned());
+            self.got.extend(batch.iter().map(|(_, l)| l.clone()));
             Ok(())
         }
     }
