@@ -40,6 +40,16 @@ pub trait Sink {
     fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError>;
 }
 
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError> {
+        (**self).send(batch)
+    }
+}
+
 /// The next sequence number to ship, kept in a file.
 #[derive(Debug)]
 pub struct Cursor {

@@ -25,17 +25,25 @@
 //! token = "…"                # ≥ 16 characters; without it the admin API is off
 //!
 //! [sinks.splunk]             # ship the audit log to Splunk HEC (pdp/src/sink.rs)
-//! url = "http://splunk:8088"
-//! token = "…"
-//! index = "sark_audit"
-//! batch = 100
-//! max_wait_s = 5
+//! url = "http://splunk:8088" # or SPLUNK_HEC_URL; http:// only
+//! token = "…"                # or SPLUNK_HEC_TOKEN
+//! index = "sark_audit"       # or SPLUNK_INDEX
+//! batch = 100                # records per request, at most 1000 (SIEM_BATCH_SIZE)
+//! max_wait_s = 5             # a partial batch goes after this (SIEM_BATCH_TIMEOUT_SECONDS)
+//! timeout_s = 10             # connect and each request (SPLUNK_TIMEOUT_SECONDS)
+//! breaker_failures = 5       # failures in a row that open the breaker (SIEM_CIRCUIT_FAILURE_THRESHOLD)
+//! breaker_open_s = 60        # then one try after this (SIEM_CIRCUIT_RECOVERY_TIMEOUT)
+//! max_lag_bytes = 1073741824 # unshipped log past this raises sark_pdp_sink_lag_alarm
 //!
-//! [sinks.datadog]            # ship the audit log to Datadog's log intake
-//! url = "http://datadog-agent:8080"
-//! api_key = "…"
-//! service = "sark-pdp"
-//! tags = "env:prod"
+//! [sinks.datadog]            # ship the audit log to Datadog's log intake; the same
+//! url = "http://datadog-agent:8080"  # batch/timeout/breaker keys (DATADOG_URL)
+//! api_key = "…"              # or DATADOG_API_KEY
+//! service = "sark-pdp"       # or DATADOG_SERVICE
+//! tags = "team:sec"          # ddtags; DATADOG_ENVIRONMENT adds env:…
+//!
+//! [sinks.postgres]           # rows of policy_decision_logs (pdp/src/sink_postgres.rs); the
+//! url = "postgresql://sark@db/sark"  # same batch/timeout/breaker keys, batch up to 10000
+//! node_id = "pdp-1"          # default: --node-id, else the host name
 //!
 //! [bundle]
 //! path = "policies"          # directory or OPA bundle .tar.gz; default: the embedded bundle
@@ -107,50 +115,198 @@ pub struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksSection {
-    pub splunk: Option<SplunkSection>,
-    pub datadog: Option<DatadogSection>,
+    pub splunk: Option<SinkSection>,
+    pub datadog: Option<SinkSection>,
+    pub postgres: Option<SinkSection>,
 }
 
-/// `[sinks.datadog]`: ship the audit log to Datadog's log intake.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatadogSection {
-    /// `http://host:port` of the intake (or a local agent or proxy).
-    pub url: String,
-    pub api_key: String,
-    #[serde(default = "default_service")]
-    pub service: String,
-    #[serde(default)]
-    pub tags: String,
-    #[serde(default)]
-    pub batch: Option<usize>,
-    #[serde(default)]
-    pub max_wait_s: Option<u64>,
-}
-
-fn default_service() -> String {
-    "sark-pdp".into()
-}
-
-/// `[sinks.splunk]`: ship the audit log to a Splunk HTTP Event Collector.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SplunkSection {
-    /// `http://host:port` of the collector.
-    pub url: String,
-    pub token: String,
-    #[serde(default = "default_index")]
-    pub index: String,
-    /// Records per request (SARK: 100; at most 1000).
-    #[serde(default)]
+/// `[sinks.splunk]`, `[sinks.datadog]`, `[sinks.postgres]`: ship the audit log there. Which
+/// keys each takes is checked in [`SinksSection::resolve`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSection {
+    /// `http://host:port` (Splunk's collector, Datadog's intake or a local agent), or a
+    /// PostgreSQL connection string.
+    pub url: Option<String>,
+    /// Splunk: the HEC token, and the index.
+    pub token: Option<String>,
+    pub index: Option<String>,
+    /// Datadog: the API key, `service` and `ddtags`.
+    pub api_key: Option<String>,
+    pub service: Option<String>,
+    pub tags: Option<String>,
+    /// PostgreSQL: whose rows and cursor these are (default: `--node-id`, else the host name).
+    pub node_id: Option<String>,
+    /// Records per batch (SARK: 100; at most 1000, 10000 for PostgreSQL).
     pub batch: Option<usize>,
     /// Seconds a partial batch may wait (SARK: 5).
-    #[serde(default)]
     pub max_wait_s: Option<u64>,
+    /// Seconds to connect and for each request or statement.
+    pub timeout_s: Option<u64>,
+    /// Failures in a row that open the circuit breaker (SARK: 5), and seconds it stays
+    /// open (SARK: 60).
+    pub breaker_failures: Option<u32>,
+    pub breaker_open_s: Option<u64>,
+    /// Unshipped log bytes that raise `sark_pdp_sink_lag_alarm` (default 1 GiB).
+    pub max_lag_bytes: Option<u64>,
 }
 
-fn default_index() -> String {
-    "sark_audit".into()
+/// Where a sink ships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkKind {
+    Splunk { token: String, index: String },
+    Datadog { api_key: String, service: String, tags: String },
+    Postgres { node_id: String },
+}
+
+/// One sink, resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    pub url: String,
+    pub kind: SinkKind,
+    pub batch: usize,
+    pub max_wait: Duration,
+    pub timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub max_lag_bytes: u64,
+}
+
+impl SinkSettings {
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            SinkKind::Splunk { .. } => "splunk",
+            SinkKind::Datadog { .. } => "datadog",
+            SinkKind::Postgres { .. } => "postgres",
+        }
+    }
+}
+
+impl SinksSection {
+    /// The sinks to run: each section, with SARK's variables from `env` over it — Splunk's
+    /// `SPLUNK_HEC_URL` (a path `/services/collector[/event]` is cut), `SPLUNK_HEC_TOKEN`,
+    /// `SPLUNK_INDEX`, `SPLUNK_TIMEOUT_SECONDS`; Datadog's `DATADOG_API_KEY`,
+    /// `DATADOG_SERVICE`, `DATADOG_ENVIRONMENT` (adds the tag `env:…`),
+    /// `DATADOG_TIMEOUT_SECONDS`, and `DATADOG_URL` (ours: SARK derives the intake from
+    /// `DATADOG_SITE`, over TLS, which this build does not speak); for both SIEMs
+    /// `SIEM_BATCH_SIZE`, `SIEM_BATCH_TIMEOUT_SECONDS`, `SIEM_CIRCUIT_FAILURE_THRESHOLD`,
+    /// `SIEM_CIRCUIT_RECOVERY_TIMEOUT`. The variables alone turn a SIEM on (URL and
+    /// token or key). `node_id` is PostgreSQL's default node id.
+    ///
+    /// # Errors
+    /// A required key missing, a key the sink does not take, a URL of the wrong scheme, or
+    /// a value out of range, each named.
+    pub fn resolve(&self, env: impl Fn(&str) -> Option<String>, node_id: &str) -> anyhow::Result<Vec<SinkSettings>> {
+        let num = |var: &str| -> anyhow::Result<Option<u64>> {
+            env(var).map(|v| v.trim().parse::<u64>().map_err(|e| anyhow::anyhow!("{var}={v:?}: {e}"))).transpose()
+        };
+        let mut out = Vec::new();
+        // Splunk.
+        let mut splunk = self.splunk.clone();
+        let hec_url = env("SPLUNK_HEC_URL").map(|u| {
+            let u = u.trim().trim_end_matches('/');
+            u.strip_suffix("/services/collector/event").or_else(|| u.strip_suffix("/services/collector")).unwrap_or(u).to_string()
+        });
+        if splunk.is_some() || hec_url.is_some() || env("SPLUNK_HEC_TOKEN").is_some() {
+            let s = splunk.get_or_insert_with(SinkSection::default);
+            s.url = hec_url.or(s.url.take());
+            s.token = env("SPLUNK_HEC_TOKEN").or(s.token.take());
+            s.index = env("SPLUNK_INDEX").or(s.index.take());
+            s.timeout_s = num("SPLUNK_TIMEOUT_SECONDS")?.or(s.timeout_s);
+            siem_env(s, &num)?;
+        }
+        if let Some(s) = &splunk {
+            only(s, "splunk", &["token", "index"])?;
+            let kind = SinkKind::Splunk { token: required(&s.token, "sinks.splunk.token (or SPLUNK_HEC_TOKEN)")?, index: s.index.clone().unwrap_or_else(|| "sark_audit".into()) };
+            out.push(settings(s, "splunk", kind, 1000)?);
+        }
+        // Datadog.
+        let mut datadog = self.datadog.clone();
+        if datadog.is_some() || env("DATADOG_API_KEY").is_some() || env("DATADOG_URL").is_some() {
+            let s = datadog.get_or_insert_with(SinkSection::default);
+            s.url = env("DATADOG_URL").or(s.url.take());
+            s.api_key = env("DATADOG_API_KEY").or(s.api_key.take());
+            s.service = env("DATADOG_SERVICE").or(s.service.take());
+            if let Some(e) = env("DATADOG_ENVIRONMENT") {
+                let tags = s.tags.take().unwrap_or_default();
+                s.tags = Some(if tags.is_empty() { format!("env:{e}") } else { format!("{tags},env:{e}") });
+            }
+            s.timeout_s = num("DATADOG_TIMEOUT_SECONDS")?.or(s.timeout_s);
+            siem_env(s, &num)?;
+        }
+        if let Some(s) = &datadog {
+            only(s, "datadog", &["api_key", "service", "tags"])?;
+            let kind = SinkKind::Datadog {
+                api_key: required(&s.api_key, "sinks.datadog.api_key (or DATADOG_API_KEY)")?,
+                service: s.service.clone().unwrap_or_else(|| "sark-pdp".into()),
+                tags: s.tags.clone().unwrap_or_default(),
+            };
+            out.push(settings(s, "datadog", kind, 1000)?);
+        }
+        // PostgreSQL.
+        if let Some(s) = &self.postgres {
+            only(s, "postgres", &["node_id"])?;
+            let node_id = s.node_id.clone().unwrap_or_else(|| node_id.to_string());
+            anyhow::ensure!(!node_id.is_empty() && node_id.len() <= 200, "sinks.postgres.node_id: 1 to 200 characters");
+            out.push(settings(s, "postgres", SinkKind::Postgres { node_id }, 10_000)?);
+        }
+        Ok(out)
+    }
+}
+
+/// SARK's `SIEM_*` variables over a SIEM sink's section.
+fn siem_env(s: &mut SinkSection, num: &dyn Fn(&str) -> anyhow::Result<Option<u64>>) -> anyhow::Result<()> {
+    if let Some(b) = num("SIEM_BATCH_SIZE")? {
+        s.batch = Some(usize::try_from(b).unwrap_or(usize::MAX));
+    }
+    s.max_wait_s = num("SIEM_BATCH_TIMEOUT_SECONDS")?.or(s.max_wait_s);
+    if let Some(f) = num("SIEM_CIRCUIT_FAILURE_THRESHOLD")? {
+        s.breaker_failures = Some(u32::try_from(f).unwrap_or(u32::MAX));
+    }
+    s.breaker_open_s = num("SIEM_CIRCUIT_RECOVERY_TIMEOUT")?.or(s.breaker_open_s);
+    Ok(())
+}
+
+fn required(v: &Option<String>, name: &str) -> anyhow::Result<String> {
+    v.clone().filter(|v| !v.is_empty()).ok_or_else(|| anyhow::anyhow!("{name} is required"))
+}
+
+/// Refuse the sink-specific keys that belong to another sink.
+fn only(s: &SinkSection, sink: &str, allowed: &[&str]) -> anyhow::Result<()> {
+    let given = [
+        ("token", s.token.is_some()),
+        ("index", s.index.is_some()),
+        ("api_key", s.api_key.is_some()),
+        ("service", s.service.is_some()),
+        ("tags", s.tags.is_some()),
+        ("node_id", s.node_id.is_some()),
+    ];
+    for (key, set) in given {
+        anyhow::ensure!(!set || allowed.contains(&key), "sinks.{sink}.{key}: not a setting of this sink");
+    }
+    Ok(())
+}
+
+/// The settings every sink shares, checked.
+fn settings(s: &SinkSection, sink: &str, kind: SinkKind, max_batch: usize) -> anyhow::Result<SinkSettings> {
+    let url = required(&s.url, &format!("sinks.{sink}.url"))?;
+    match kind {
+        SinkKind::Postgres { .. } => anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('='),
+            "sinks.postgres.url {url:?}: expected postgresql://… or host=… port=…"
+        ),
+        _ => anyhow::ensure!(url.starts_with("http://"), "sinks.{sink}.url {url:?}: only http:// is supported (put a TLS proxy or agent in between)"),
+    }
+    Ok(SinkSettings {
+        url,
+        kind,
+        batch: in_range(&format!("sinks.{sink}.batch"), s.batch.unwrap_or(100), 1, max_batch)?,
+        max_wait: Duration::from_secs(in_range(&format!("sinks.{sink}.max_wait_s"), s.max_wait_s.unwrap_or(5), 1, 3600)?),
+        timeout: Duration::from_secs(in_range(&format!("sinks.{sink}.timeout_s"), s.timeout_s.unwrap_or(10), 1, 300)?),
+        breaker_failures: in_range(&format!("sinks.{sink}.breaker_failures"), s.breaker_failures.unwrap_or(5), 1, 1000)?,
+        breaker_open: Duration::from_secs(in_range(&format!("sinks.{sink}.breaker_open_s"), s.breaker_open_s.unwrap_or(60), 1, 86_400)?),
+        max_lag_bytes: in_range(&format!("sinks.{sink}.max_lag_bytes"), s.max_lag_bytes.unwrap_or(1 << 30), 1 << 20, u64::MAX)?,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,5 +581,60 @@ mod tests {
         let e = parse("[cache.ttl]\nlow = 99999999\n").unwrap().cache(|_| None).unwrap_err().to_string();
         assert!(e.contains("low"), "{e}");
         assert!(in_range("server.shards", 0usize, 1, 1024).unwrap_err().to_string().contains("server.shards = 0"));
+    }
+
+    #[test]
+    fn sinks_come_from_the_file_and_sarks_variables() {
+        let c = parse(
+            "[sinks.splunk]\nurl = \"http://hec:8088\"\ntoken = \"t\"\nbatch = 50\n\
+             [sinks.postgres]\nurl = \"host=db port=5432\"\nbatch = 10000\nbreaker_open_s = 5\n",
+        )
+        .unwrap();
+        let none = |_: &str| None;
+        let sinks = c.sinks.resolve(none, "node-7").unwrap();
+        assert_eq!(sinks.len(), 2);
+        let (splunk, pg) = (&sinks[0], &sinks[1]);
+        assert_eq!(splunk.kind, SinkKind::Splunk { token: "t".into(), index: "sark_audit".into() });
+        assert_eq!((splunk.batch, splunk.max_wait, splunk.breaker_failures, splunk.breaker_open), (50, Duration::from_secs(5), 5, Duration::from_secs(60)));
+        assert_eq!(pg.kind, SinkKind::Postgres { node_id: "node-7".into() });
+        assert_eq!((pg.batch, pg.breaker_open), (10_000, Duration::from_secs(5)));
+        // SARK's variables win over the file, and alone turn Datadog on.
+        let env = |v: &str| {
+            match v {
+                "SPLUNK_HEC_URL" => Some("http://other:8088/services/collector"),
+                "SIEM_BATCH_SIZE" => Some("200"),
+                "SIEM_CIRCUIT_FAILURE_THRESHOLD" => Some("3"),
+                "SIEM_CIRCUIT_RECOVERY_TIMEOUT" => Some("10"),
+                "DATADOG_API_KEY" => Some("k"),
+                "DATADOG_URL" => Some("http://agent:8126"),
+                "DATADOG_ENVIRONMENT" => Some("prod"),
+                _ => None,
+            }
+            .map(String::from)
+        };
+        let sinks = c.sinks.resolve(env, "n").unwrap();
+        assert_eq!(sinks.iter().map(SinkSettings::name).collect::<Vec<_>>(), ["splunk", "datadog", "postgres"]);
+        assert_eq!(sinks[0].url, "http://other:8088");
+        assert_eq!((sinks[0].batch, sinks[0].breaker_failures, sinks[0].breaker_open), (200, 3, Duration::from_secs(10)));
+        assert_eq!(sinks[1].kind, SinkKind::Datadog { api_key: "k".into(), service: "sark-pdp".into(), tags: "env:prod".into() });
+        // SIEM_* are for the SIEMs: PostgreSQL keeps its own.
+        assert_eq!(sinks[2].batch, 10_000);
+    }
+
+    #[test]
+    fn sink_mistakes_are_named() {
+        let err = |text: &str, env: &dyn Fn(&str) -> Option<String>| parse(text).unwrap().sinks.resolve(env, "n").unwrap_err().to_string();
+        let none = |_: &str| None;
+        assert!(err("[sinks.splunk]\nurl = \"http://h:1\"\n", &none).contains("sinks.splunk.token"));
+        assert!(err("[sinks.datadog]\nurl = \"http://h:1\"\napi_key = \"k\"\ntoken = \"t\"\n", &none).contains("sinks.datadog.token: not a setting"));
+        assert!(err("[sinks.splunk]\nurl = \"https://h:1\"\ntoken = \"t\"\n", &none).contains("only http://"));
+        assert!(err("[sinks.splunk]\nurl = \"http://h:1\"\ntoken = \"t\"\nbatch = 1001\n", &none).contains("sinks.splunk.batch = 1001"));
+        assert!(err("[sinks.postgres]\nurl = \"mysql://x\"\n", &none).contains("sinks.postgres.url"));
+        assert!(err("[sinks.postgres]\nurl = \"host=x\"\nbatch = 10001\n", &none).contains("sinks.postgres.batch"));
+        let token_only = |v: &str| (v == "SPLUNK_HEC_TOKEN").then(|| "t".to_string());
+        assert!(err("", &token_only).contains("sinks.splunk.url"));
+        let bad = |v: &str| (v == "SIEM_BATCH_SIZE").then(|| "many".to_string());
+        assert!(err("[sinks.splunk]\nurl = \"http://h:1\"\ntoken = \"t\"\n", &bad).contains("SIEM_BATCH_SIZE"));
+        assert!(parse("[sinks.splunk]\nurl = \"http://h:1\"\ntokn = \"t\"\n").unwrap_err().to_string().contains("tokn"));
     }
 }

@@ -63,6 +63,8 @@ pub struct Control {
     pub log_next_seq: std::sync::OnceLock<Arc<AtomicU64>>,
     /// The audit sinks' counters, by sink name (for `/metrics`).
     pub sinks: Mutex<Vec<(String, Arc<pdp::sink::SinkStats>)>>,
+    /// How long each sink's sends take (`siem_batch_send_duration_seconds`).
+    pub(crate) sink_send_seconds: crate::metrics::SinkHistograms,
     /// Other nodes to tell about invalidations and data writes (`--cluster-redis`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
@@ -82,6 +84,7 @@ impl Control {
             current: Mutex::new((bundle, 0)),
             cluster: std::sync::OnceLock::new(),
             sinks: Mutex::new(Vec::new()),
+            sink_send_seconds: crate::metrics::SinkHistograms::new_with_constructor(crate::metrics::send_seconds_histogram),
             log_next_seq: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             changes: Mutex::new(Vec::new()),

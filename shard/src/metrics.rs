@@ -17,6 +17,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::server::ShardStats;
@@ -36,8 +37,16 @@ struct Level {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SinkLabel {
-    sink: String,
+pub(crate) struct SinkLabel {
+    pub(crate) sink: String,
+}
+
+/// `siem_batch_send_duration_seconds`, per sink: observed by the sink threads, read here.
+pub(crate) type SinkHistograms = Family<SinkLabel, Histogram, fn() -> Histogram>;
+
+/// A send's duration, 1 ms to 30 s.
+pub(crate) fn send_seconds_histogram() -> Histogram {
+    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +99,10 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let breaker = Family::<SinkLabel, Gauge>::default();
     let cursor = Family::<SinkLabel, Gauge>::default();
     let lag = Family::<SinkLabel, Gauge>::default();
+    let lag_seconds = Family::<SinkLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let lag_bytes = Family::<SinkLabel, Gauge>::default();
+    let lag_alarm = Family::<SinkLabel, Gauge>::default();
+    let now_ns = crate::server::now_ns();
     let next = control.log_next_seq.get().map_or(0, |n| n.load(Ordering::Acquire));
     for (name, st) in control.sinks.lock().map(|s| s.clone()).unwrap_or_default() {
         let l = SinkLabel { sink: name };
@@ -99,6 +112,10 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         breaker.get_or_create(&l).set(i64::from(st.breaker_open.load(Ordering::Relaxed)));
         cursor.get_or_create(&l).set(u(st.cursor.load(Ordering::Relaxed)));
         lag.get_or_create(&l).set(u(next.saturating_sub(st.cursor.load(Ordering::Relaxed))));
+        let oldest = i64::try_from(st.oldest_pending_ns.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        lag_seconds.get_or_create(&l).set(if oldest == 0 { 0.0 } else { now_ns.saturating_sub(oldest).max(0) as f64 / 1e9 });
+        lag_bytes.get_or_create(&l).set(u(st.lag_bytes.load(Ordering::Relaxed)));
+        lag_alarm.get_or_create(&l).set(i64::from(st.lag_alarm.load(Ordering::Relaxed)));
     }
     let audit = Family::<AuditInfo, Gauge>::default();
     audit.get_or_create(&AuditInfo { durability, io }).set(1);
@@ -139,6 +156,15 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("sark_pdp_sink_breaker_open", "1 while a sink's circuit breaker is open", breaker);
     r.register("sark_pdp_sink_cursor", "The next audit sequence number each sink will ship", cursor);
     r.register("sark_pdp_sink_lag_records", "Audit records written but not yet shipped, per sink", lag);
+    r.register("sark_pdp_sink_lag_seconds", "Age of the oldest audit record a sink has not had acknowledged (0: caught up)", lag_seconds);
+    r.register("sark_pdp_sink_lag_bytes", "Audit log bytes a sink has not shipped (measured once a second)", lag_bytes);
+    r.register("sark_pdp_sink_lag_alarm", "1 while a sink's unshipped bytes are past its max_lag_bytes (the log keeps them)", lag_alarm);
+    r.register_with_unit(
+        "siem_batch_send_duration",
+        "How long each batch send took, per sink (failed ones included)",
+        prometheus_client::registry::Unit::Seconds,
+        control.sink_send_seconds.clone(),
+    );
     r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);
     let mut out = String::new();

@@ -61,9 +61,10 @@ pub struct ServeConfig {
     pub cluster: Option<(String, String)>,
     /// Reload when the `--bundle` directory changes, checking this often (`None`: don't).
     pub bundle_watch: Option<Duration>,
-    /// Ship the audit log to Splunk HEC / Datadog (`None`: no).
-    pub splunk: Option<crate::config::SplunkSection>,
-    pub datadog: Option<crate::config::DatadogSection>,
+    /// Ship the audit log to these (Splunk HEC, Datadog, PostgreSQL).
+    pub sinks: Vec<crate::config::SinkSettings>,
+    /// This node's name in SIEM events.
+    pub host: String,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -95,22 +96,42 @@ fn reuse_port_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(s.into())
 }
 
+/// The sink `s` describes, built (nothing is connected yet).
+///
+/// # Errors
+/// A PostgreSQL URL that does not parse.
+fn build_sink(s: &crate::config::SinkSettings, host: &str) -> anyhow::Result<Box<dyn pdp::sink::Sink + Send>> {
+    use crate::config::SinkKind;
+    let (url, timeout, host) = (s.url.clone(), s.timeout, host.to_string());
+    Ok(match &s.kind {
+        SinkKind::Splunk { token, index } => Box::new(pdp::sink::SplunkHec { url, token: token.clone(), index: index.clone(), host, timeout }),
+        SinkKind::Datadog { api_key, service, tags } => {
+            Box::new(pdp::sink::Datadog { url, api_key: api_key.clone(), service: service.clone(), tags: tags.clone(), host, timeout })
+        }
+        SinkKind::Postgres { node_id } => Box::new(pdp::sink_postgres::Postgres::new(&url, node_id, timeout).map_err(|e| anyhow::anyhow!("sinks.postgres: {e}"))?),
+    })
+}
+
 /// Ship the audit log to a sink on a thread of its own (never on a shard), until shutdown;
 /// the cursor and dead letters live in `<audit dir>/sinks/`, and `shipped` tells the log's
 /// retention what is not shipped yet.
-fn spawn_sink<S: pdp::sink::Sink + Send + 'static>(
-    sink: S,
-    (batch, max_wait_s): (Option<usize>, Option<u64>),
+fn spawn_sink(
+    (sink, s): (Box<dyn pdp::sink::Sink + Send>, &crate::config::SinkSettings),
     log_dir: &std::path::Path,
     shipped: Arc<AtomicU64>,
     (stop, control): (Arc<AtomicBool>, &crate::control::Control),
 ) -> anyhow::Result<()> {
-    let name = sink.name().to_string();
+    let name = s.name();
     let mut shipper = pdp::sink::Shipper::new(sink, log_dir, &log_dir.join("sinks"))?;
     shipper.stats.cursor.store(shipper.cursor(), Ordering::Relaxed);
-    control.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name.clone(), shipper.stats.clone()));
-    shipper.batch = batch.unwrap_or(100).clamp(1, 1000);
-    shipper.max_wait = Duration::from_secs(max_wait_s.unwrap_or(5).clamp(1, 3600));
+    control.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name.to_string(), shipper.stats.clone()));
+    let histogram = control.sink_send_seconds.get_or_create(&crate::metrics::SinkLabel { sink: name.to_string() }).clone();
+    shipper.on_send = Some(Box::new(move |took| histogram.observe(took.as_secs_f64())));
+    shipper.batch = s.batch;
+    shipper.max_wait = s.max_wait;
+    shipper.breaker.threshold = s.breaker_failures;
+    shipper.breaker.open_for = s.breaker_open;
+    shipper.max_lag_bytes = s.max_lag_bytes;
     shipped.store(shipper.cursor(), Ordering::Release);
     shipper.published = Some(shipped);
     eprintln!("sark-pdp: shipping the audit log to {name} from seq {}", shipper.cursor());
@@ -202,14 +223,9 @@ pub fn serve(
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     // Retention keeps what a sink has not shipped yet.
-    let (splunk_at, datadog_at) = (Arc::new(AtomicU64::new(1)), Arc::new(AtomicU64::new(1)));
+    let sinks = config.sinks.iter().map(|s| Ok((build_sink(s, &config.host)?, s, Arc::new(AtomicU64::new(1))))).collect::<anyhow::Result<Vec<_>>>()?;
     let mut log_config = config.audit.clone();
-    if config.splunk.is_some() {
-        log_config.shipped.push(splunk_at.clone());
-    }
-    if config.datadog.is_some() {
-        log_config.shipped.push(datadog_at.clone());
-    }
+    log_config.shipped.extend(sinks.iter().map(|(_, _, at)| at.clone()));
     let mut log = pdp::audit_log::AuditLog::open(log_config).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
     let rec = &log.recovery;
     eprintln!(
@@ -253,14 +269,8 @@ pub fn serve(
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }
     ready(addr, http_addr, admin_addr);
-    let host = host_name();
-    if let Some(c) = config.splunk.clone() {
-        let hec = pdp::sink::SplunkHec { url: c.url, token: c.token, index: c.index, host: host.clone(), timeout: Duration::from_secs(10) };
-        spawn_sink(hec, (c.batch, c.max_wait_s), &config.audit.dir, splunk_at, (shutdown.clone(), &control))?;
-    }
-    if let Some(c) = config.datadog.clone() {
-        let dd = pdp::sink::Datadog { url: c.url, api_key: c.api_key, service: c.service, tags: c.tags, host, timeout: Duration::from_secs(10) };
-        spawn_sink(dd, (c.batch, c.max_wait_s), &config.audit.dir, datadog_at, (shutdown.clone(), &control))?;
+    for (sink, settings, at) in sinks {
+        spawn_sink((sink, settings), &config.audit.dir, at, (shutdown.clone(), &control))?;
     }
     let mut result = Ok(());
     for s in shards {
