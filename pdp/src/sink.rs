@@ -714,6 +714,42 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    #[test]
+    fn lag_is_published_in_records_seconds_and_bytes_with_its_alarm() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let root = std::env::temp_dir().join(format!("sark-pdp-sink-lag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut cfg = LogConfig::new(root.join("log"));
+        cfg.segment_bytes = 4096;
+        let mut log = AuditLog::open(cfg).unwrap();
+        for n in 0..40u64 {
+            log.append(&crate::audit::test_record(u128::from(n), &format!("u{n}"), true)).unwrap();
+        }
+        log.sync().unwrap();
+        let total: u64 = segments(&root.join("log")).unwrap().iter().map(|(_, p)| std::fs::metadata(p).unwrap().len()).sum();
+        let mut s = Shipper::new(Fake { got: Vec::new(), fail: usize::MAX }, &root.join("log"), &root.join("state")).unwrap();
+        s.batch = 10;
+        s.max_lag_bytes = total / 2;
+        // The destination is down: everything is unshipped, past the bound.
+        s.step(true).unwrap();
+        assert_eq!(s.stats.lag_bytes.load(Relaxed), total);
+        assert!(s.stats.lag_alarm.load(Relaxed));
+        // test_record's decisions are stamped at the epoch.
+        assert_eq!(s.stats.oldest_pending_ns.load(Relaxed), 1);
+        // Back: once everything is shipped, the next measure (a second later) clears it.
+        s.sink.fail = 0;
+        s.breaker = Breaker::default();
+        while s.cursor() <= 40 {
+            s.step(true).unwrap();
+        }
+        assert_eq!(s.stats.oldest_pending_ns.load(Relaxed), 0);
+        std::thread::sleep(Duration::from_millis(1100));
+        s.step(true).unwrap();
+        assert_eq!(s.stats.lag_bytes.load(Relaxed), 0);
+        assert!(!s.stats.lag_alarm.load(Relaxed));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// A stand-in for Splunk's collector: checks each request's exact shape and answers 503
     /// to the first one; returns the events it accepted.
     fn hec_receiver() -> (String, std::thread::JoinHandle<Vec<serde_json::Value>>) {

@@ -334,60 +334,10 @@ fn a_failing_audit_log_stops_the_server_instead_of_answering_unaudited() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A stand-in Splunk collector or Datadog intake: answers every request as the real one
-/// does on success and keeps the decision ids of what it got.
-fn siem_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let ids: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
-    let got = ids.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let mut s = stream.unwrap();
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 65536];
-            let (head, len) = loop {
-                let k = s.read(&mut buf).unwrap();
-                raw.extend_from_slice(&buf[..k]);
-                if let Some(h) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let text = String::from_utf8_lossy(&raw[..h]).to_lowercase();
-                    let len: usize = text.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().trim().parse().unwrap();
-                    break (h + 4, len);
-                }
-            };
-            while raw.len() < head + len {
-                let k = s.read(&mut buf).unwrap();
-                raw.extend_from_slice(&buf[..k]);
-            }
-            let gz = String::from_utf8_lossy(&raw[..head]).to_lowercase().contains("content-encoding: gzip");
-            let mut body = String::new();
-            if gz {
-                flate2::read::GzDecoder::new(&raw[head..head + len]).read_to_string(&mut body).unwrap();
-            } else {
-                body = String::from_utf8_lossy(&raw[head..head + len]).into_owned();
-            }
-            if body.starts_with('[') {
-                // Datadog: a JSON array of records.
-                let entries: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-                got.lock().unwrap().extend(entries.iter().map(|e| e["decision_id"].as_str().unwrap().to_string()));
-                s.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-            } else {
-                // Splunk HEC: newline-joined events.
-                for line in body.lines() {
-                    let e: serde_json::Value = serde_json::from_str(line).unwrap();
-                    got.lock().unwrap().push(e["event"]["decision_id"].as_str().unwrap().to_string());
-                }
-                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"code\":0}\n").unwrap();
-            }
-        }
-    });
-    (url, ids)
-}
-
 #[test]
 fn the_audit_log_is_shipped_to_splunk_and_datadog() {
-    let (url, received) = siem_receiver();
-    let (dd_url, dd_received) = siem_receiver();
+    let (hec, dd) = (common::siem::Receiver::start(), common::siem::Receiver::start());
+    let (url, received, dd_url, dd_received) = (&hec.url, &hec.ids, &dd.url, &dd.ids);
     let dir = std::env::temp_dir().join(format!("sark-pdp-splunk-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("pdp.toml");

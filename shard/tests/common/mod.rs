@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
+pub mod postgres;
+pub mod siem;
 pub mod web;
 
 use std::io::{BufRead, BufReader, Read};
