@@ -380,11 +380,11 @@ impl<S: Sink> Shipper<S> {
     /// `max_lag_bytes`.
     fn measure_lag(&mut self) -> io::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some((_, line)) = self.pending.first() {
-            if self.stats.oldest_pending_ns.load(Relaxed) == 0 {
-                let ns = line.split_once("\"timestamp\":\"").and_then(|(_, t)| t.split_once('"')).and_then(|(t, _)| rfc3339_ns(t)).unwrap_or(1);
-                self.stats.oldest_pending_ns.store(u64::try_from(ns).unwrap_or(1).max(1), Relaxed);
-            }
+        if let Some((_, line)) = self.pending.first()
+            && self.stats.oldest_pending_ns.load(Relaxed) == 0
+        {
+            let ns = line.split_once("\"timestamp\":\"").and_then(|(_, t)| t.split_once('"')).and_then(|(t, _)| rfc3339_ns(t)).unwrap_or(1);
+            self.stats.oldest_pending_ns.store(u64::try_from(ns).unwrap_or(1).max(1), Relaxed);
         }
         if self.lag_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             return Ok(());
