@@ -4,8 +4,11 @@
 # one sink (Splunk HEC and Datadog against scripts/siem_receiver.py, PostgreSQL — a local
 # cluster from scripts/postgres.sh, durable — with COPY batches of 100, 1000 and 10000), and
 # with all three sinks dead (nothing listening). Records shipped per second is the change
-# of siem_events_sent_total over the same 10 s. Configurations interleave round by round;
-# prints a Markdown table.
+# of siem_events_sent_total over the same 10 s; then, the load stopped, over 5 s more
+# (catching up on the backlog with no decisions to make: the sink's own rate, "≥" when it
+# ran out of backlog), with the CPU the sink's thread and its peer (the receiver, or every
+# PostgreSQL process) used meanwhile: the one near 100% of a core is the bottleneck.
+# Configurations interleave round by round; prints a Markdown table.
 #
 #   scripts/bench-sinks.sh [ROUNDS]        (default 3)
 set -euo pipefail
@@ -29,15 +32,34 @@ sink_conf() {
     dead) printf '[sinks.splunk]\nurl = "http://127.0.0.1:9"\ntoken = "t"\n[sinks.datadog]\nurl = "http://127.0.0.1:9"\napi_key = "k"\n[sinks.postgres]\nurl = "host=127.0.0.1 port=9 user=postgres"\n' ;;
   esac
 }
+# Records shipped so far and records not yet shipped, over every sink.
 sent() {
   python3 - "$1" <<'PY'
 import re, sys, urllib.request
 text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics").read().decode()
-print(sum(float(v) for v in re.findall(r'^siem_events_sent_total\{sink="[a-z]+"\} (\S+)$', text, re.M)))
+total = lambda name: sum(float(v) for v in re.findall(r'^' + name + r'\{sink="[a-z]+"\} (\S+)$', text, re.M))
+print(total("siem_events_sent_total"), total("sark_pdp_sink_lag_records"))
 PY
 }
-echo "| round | sink | decisions/s | records shipped/s | shipped / decided |"
-echo "|---:|---|---:|---:|---:|"
+# CPU ticks used so far by the sink threads of server $1, and by the sink's peer.
+ticks() {
+  python3 - "$1" "$receiver" "$work/pg" <<'PY'
+import glob, os, sys
+server, receiver, pgdir = sys.argv[1:]
+def t(stat):
+    try:
+        f = open(stat).read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    except OSError:
+        return 0
+sink = sum(t(s) for s in glob.glob(f"/proc/{server}/task/*/stat") if open(s).read().split("(", 1)[1].startswith("sink-"))
+pg = sum(t(f"/proc/{p}/stat") for p in os.listdir("/proc") if p.isdigit() and os.path.exists(f"/proc/{p}/cmdline")
+         and (open(f"/proc/{p}/cmdline", "rb").read().startswith(b"postgres:") or pgdir.encode() in open(f"/proc/{p}/cmdline", "rb").read()))
+print(sink, t(f"/proc/{receiver}/stat"), pg)
+PY
+}
+echo "| round | sink | decisions/s | records shipped/s, same 10 s | shipped / decided | catching up, no load: records/s | sink thread CPU | peer CPU |"
+echo "|---:|---|---:|---:|---:|---:|---:|---:|"
 for round in $(seq "$ROUNDS"); do
   for conf in none splunk datadog pg100 pg1000 pg10000 dead; do
     rm -rf "$work/audit"
@@ -51,14 +73,25 @@ for round in $(seq "$ROUNDS"); do
     taskset -c "$LOAD_CPUS" target/release/pdp-bench closed --addr 127.0.0.1:7478 --scenario hit --connections 4 --depth 16 \
       --duration 10 --warmup 0 --json "$work/closed.json" >/dev/null
     after=$(sent 127.0.0.1:8188)
-    python3 - "$round" "$conf" "$before" "$after" "$work/closed.json" <<'PY'
-import json, sys
-r, conf, before, after, path = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    cpu0=$(ticks "$server")
+    sleep 5
+    later=$(sent 127.0.0.1:8188)
+    cpu1=$(ticks "$server")
+    python3 - "$round" "$conf" "$work/closed.json" "$cpu0" "$cpu1" $before $after $later <<'PY'
+import json, os, sys
+r, conf, path, cpu0, cpu1 = sys.argv[1:6]
+(before, _), (after, _), (later, lag) = [(float(a), float(b)) for a, b in zip(sys.argv[6::2], sys.argv[7::2])]
+hz = os.sysconf("SC_CLK_TCK")
+sink_cpu, recv_cpu, pg_cpu = [(int(b) - int(a)) / hz / 5 * 100 for a, b in zip(cpu0.split(), cpu1.split())]
+peer = pg_cpu if conf.startswith("pg") else recv_cpu
 c = json.load(open(path))
-shipped = (after - before) / c["seconds"] if "seconds" in c else (after - before) / 10
+shipped = (after - before) / c["seconds"]
 decided = c["per_s"]
-ratio = f"{shipped / decided:.2f}" if conf not in ("none", "dead") else "—"
-print(f"| {r} | {conf} | {decided:.0f} | {shipped:.0f} | {ratio} |")
+sink = conf not in ("none", "dead")
+ratio = f"{shipped / decided:.2f}" if sink else "—"
+catch = f"{'≥ ' if lag == 0 else ''}{(later - after) / 5:.0f}" if sink else "—"
+cpu = f"{sink_cpu:.0f}% | {peer:.0f}%" if sink else "— | —"
+print(f"| {r} | {conf} | {decided:.0f} | {shipped:.0f} | {ratio} | {catch} | {cpu} |")
 PY
     kill "$server"; wait "$server" || true
   done
