@@ -12,6 +12,10 @@
 //! after 60 s and closes after two successes. A 4xx other than 429 means the batch itself
 //! is refused: it is split in halves until the record at fault is alone, which goes to a
 //! dead-letter file, and shipping goes on.
+//!
+//! Lag, for `/metrics`: records not yet acknowledged (from the cursor), the age of the
+//! oldest of them, and the log bytes they take — past `max_lag_bytes` an alarm is raised
+//! (the log keeps them whatever its retention says; nothing is dropped to make room).
 
 use std::fs::{File, OpenOptions};
 use std::fmt::Write as _;
@@ -98,6 +102,24 @@ impl Tail {
         Tail { dir: dir.into(), segment: None, next: from_seq }
     }
 
+    /// Bytes of log not read yet: the rest of the segment being read and every later one.
+    ///
+    /// # Errors
+    /// The log's directory cannot be listed.
+    pub fn unread_bytes(&self) -> io::Result<u64> {
+        let segs = segments(&self.dir)?;
+        // Where reading stands: the segment being read, or the one that holds `next`.
+        let (current, offset) = self.segment.unwrap_or_else(|| (segs.iter().rev().find(|(f, _)| *f <= self.next).map_or(0, |(f, _)| *f), 0));
+        Ok(segs
+            .iter()
+            .filter(|(first, _)| *first >= current)
+            .map(|(first, path)| {
+                let len = std::fs::metadata(path).map_or(0, |m| m.len());
+                if *first == current { len.saturating_sub(offset) } else { len }
+            })
+            .sum())
+    }
+
     /// Up to `max` new lines (with their sequence numbers), in order; none when the log has
     /// nothing new yet.
     ///
@@ -152,26 +174,6 @@ impl Tail {
                 None => return Ok(out),
             }
         }
-    }
-}
-
-impl Tail {
-    /// Bytes of log not read yet: the rest of the segment being read and every later one.
-    ///
-    /// # Errors
-    /// The log's directory cannot be listed.
-    pub fn unread_bytes(&self) -> io::Result<u64> {
-        let segs = segments(&self.dir)?;
-        // Where reading stands: the segment being read, or the one that holds `next`.
-        let (current, offset) = self.segment.unwrap_or_else(|| (segs.iter().rev().find(|(f, _)| *f <= self.next).map_or(0, |(f, _)| *f), 0));
-        Ok(segs
-            .iter()
-            .filter(|(first, _)| *first >= current)
-            .map(|(first, path)| {
-                let len = std::fs::metadata(path).map_or(0, |m| m.len());
-                if *first == current { len.saturating_sub(offset) } else { len }
-            })
-            .sum())
     }
 }
 
@@ -384,7 +386,7 @@ impl<S: Sink> Shipper<S> {
         if let Some((_, line)) = self.pending.first()
             && self.stats.oldest_pending_ns.load(Relaxed) == 0
         {
-            let ns = line.split_once("\"timestamp\":\"").and_then(|(_, t)| t.split_once('"')).and_then(|(t, _)| rfc3339_ns(t)).unwrap_or(1);
+            let ns = field_str(line, "timestamp").and_then(rfc3339_ns).unwrap_or(1);
             self.stats.oldest_pending_ns.store(u64::try_from(ns).unwrap_or(1).max(1), Relaxed);
         }
         if self.lag_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -453,7 +455,8 @@ impl Sink for SplunkHec {
 
     fn send(&mut self, batch: &[(u64, String)]) -> Result<(), SendError> {
         // Each event is spliced around the log line (whose JSON the log wrote and its CRC
-        // vouches for) rather than parsed and printed again: a third of the cost.
+        // vouches for) rather than parsed and printed again: about a quarter of the cost
+        // (BENCHMARKS.md).
         let head = format!(
             ",\"host\":{},\"source\":\"sark\",\"sourcetype\":\"sark:audit:event\",\"index\":{},\"event\":",
             json_string(&self.host),
