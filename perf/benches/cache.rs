@@ -9,56 +9,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pdp::cache::{CacheConfig, DecisionCache, Eviction};
-use pdp::input::{Blob, SarkInput, ToolFields, UserFields};
+use pdp::cache::{CacheConfig, Eviction};
 use pdp::key::{CacheKey, KeyHasher};
 use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits};
 use pdp::point::DecisionPoint;
-use pdp::{Decision, EngineKind, Sensitivity, Value};
-
-fn sample() -> SarkInput {
-    SarkInput {
-        user: UserFields {
-            id: "alice".into(),
-            roles: vec!["developer".into()],
-            teams: vec!["payments".into()],
-            mfa_verified: Some(true),
-            mfa_age_s: Some(120),
-            ..UserFields::default()
-        },
-        action: "tool:invoke".into(),
-        tool: Some(ToolFields {
-            name: "update_ticket".into(),
-            sensitivity_level: Some("medium".into()),
-            teams: vec!["payments".into()],
-            ..ToolFields::default()
-        }),
-        client_ip: Some("10.20.30.40".into()),
-        now_ns: Some(1_795_428_000_000_000_000),
-        parameters: Blob::Json(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
-        context: Blob::Json(r#"{"audit_enabled": true, "vpn": true, "request_id": "r"}"#.into()),
-        ..SarkInput::default()
-    }
-}
-
-fn decision() -> Arc<Decision> {
-    Arc::new(Decision {
-        allow: true,
-        reasons: vec!["allowed".into()],
-        policies_evaluated: vec!["rbac".into()],
-        policy_results: vec![("rbac".into(), true)],
-        filtered_parameters: Value::Undefined,
-        filtered_parameters_json: None,
-        cache_ttl_s: Some(300),
-        restrictions: Default::default(),
-        error: None,
-        engine: EngineKind::Rvm,
-        bundle_revision: "bench".into(),
-    })
-}
+use pdp::Sensitivity;
 
 fn cache(c: &mut Criterion) {
-    let input = sample();
+    let input = perf::sample_input();
     let doc = input.to_value().unwrap();
     let mut hasher = KeyHasher::new("bench", "data.sark.decision");
     let mut g = c.benchmark_group("cache");
@@ -68,21 +26,11 @@ fn cache(c: &mut Criterion) {
     });
     g.bench_function("typed_to_value", |b| b.iter(|| black_box(black_box(&input).to_value())));
     for (name, eviction) in [("s3fifo", Eviction::S3Fifo), ("lru", Eviction::Lru)] {
-        let mut cache = DecisionCache::new(
-            CacheConfig {
-                eviction,
-                ..CacheConfig::default()
-            },
-            quanta::Clock::new(),
-        );
-        for i in 0..60_000u128 {
-            cache.insert(CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), decision(), Sensitivity::Low);
-        }
-        let present = CacheKey(1234u128.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (mut cache, present) = perf::full_cache(eviction);
         assert!(cache.get(present).is_some());
         g.bench_function(format!("hit_{name}"), |b| b.iter(|| black_box(cache.get(black_box(present)))));
         g.bench_function(format!("miss_{name}"), |b| b.iter(|| black_box(cache.get(black_box(CacheKey(7))))));
-        let d = decision();
+        let d = perf::sample_decision();
         let mut i = 0u128;
         g.bench_function(format!("insert_{name}"), |b| {
             b.iter(|| {

@@ -67,3 +67,106 @@ pub fn sample_audit_fields() -> pdp::audit::Fields<'static> {
         user_teams: vec!["payments"],
     }
 }
+
+/// SARK's typical question as typed fields (a developer invoking `update_ticket`), for the
+/// cache and decision-path benches.
+pub fn sample_input() -> pdp::input::SarkInput {
+    use pdp::input::{Blob, SarkInput, ToolFields, UserFields};
+    SarkInput {
+        user: UserFields {
+            id: "alice".into(),
+            roles: vec!["developer".into()],
+            teams: vec!["payments".into()],
+            mfa_verified: Some(true),
+            mfa_age_s: Some(120),
+            ..UserFields::default()
+        },
+        action: "tool:invoke".into(),
+        tool: Some(ToolFields {
+            name: "update_ticket".into(),
+            sensitivity_level: Some("medium".into()),
+            teams: vec!["payments".into()],
+            ..ToolFields::default()
+        }),
+        client_ip: Some("10.20.30.40".into()),
+        now_ns: Some(1_795_428_000_000_000_000),
+        parameters: Blob::Json(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
+        context: Blob::Json(r#"{"audit_enabled": true, "vpn": true, "request_id": "r"}"#.into()),
+        ..SarkInput::default()
+    }
+}
+
+/// An allow, as a cache entry.
+pub fn sample_decision() -> std::sync::Arc<pdp::Decision> {
+    std::sync::Arc::new(pdp::Decision {
+        allow: true,
+        reasons: vec!["allowed".into()],
+        policies_evaluated: vec!["rbac".into()],
+        policy_results: vec![("rbac".into(), true)],
+        filtered_parameters: pdp::Value::Undefined,
+        filtered_parameters_json: None,
+        cache_ttl_s: Some(300),
+        restrictions: Default::default(),
+        error: None,
+        engine: pdp::EngineKind::Rvm,
+        bundle_revision: "bench".into(),
+    })
+}
+
+/// A cache of 60,000 entries (keys spread like real hashes) and a key present in it.
+pub fn full_cache(eviction: pdp::cache::Eviction) -> (pdp::cache::DecisionCache, pdp::key::CacheKey) {
+    use pdp::key::CacheKey;
+    let mut cache = pdp::cache::DecisionCache::new(pdp::cache::CacheConfig { eviction, ..pdp::cache::CacheConfig::default() }, quanta::Clock::new());
+    for i in 0..60_000u128 {
+        cache.insert(CacheKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), sample_decision(), pdp::Sensitivity::Low);
+    }
+    (cache, CacheKey(1234u128.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// SARK's typical question as a binary-protocol EVAL.
+pub fn sample_eval() -> wire::message::Eval {
+    use wire::message::{Eval, Tool};
+    Eval {
+        user_id: "alice".into(),
+        roles: vec!["developer".into()],
+        teams: vec!["payments".into()],
+        mfa_verified: Some(true),
+        mfa_age_s: Some(120),
+        action: "tool:invoke".into(),
+        tool: Some(Tool {
+            name: "update_ticket".into(),
+            sensitivity_level: Some("medium".into()),
+            teams: vec!["payments".into()],
+            ..Tool::default()
+        }),
+        client_ip: Some("10.20.30.40".into()),
+        parameters_json: Some(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
+        context_json: Some(r#"{"audit_enabled": true, "vpn": true}"#.into()),
+        ..Eval::default()
+    }
+}
+
+/// An allow as a binary-protocol DECISION reply.
+pub fn sample_reply() -> wire::Reply {
+    wire::Reply::Decision(wire::message::Decision {
+        allow: true,
+        cache_hit: true,
+        ttl_s: 300,
+        decision_id: 42,
+        error_code: 0,
+        reasons: vec![wire::message::Reason { code: 0, text: "allowed: all policies passed".into() }],
+        filtered_parameters_json: Some(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
+    })
+}
+
+/// The header and payload of the one whole frame in `buf`.
+///
+/// # Panics
+/// `buf` is not exactly one whole frame (a bench fixture's bug).
+#[allow(clippy::panic)]
+pub fn one_frame(buf: &[u8]) -> (wire::Header, &[u8]) {
+    match wire::check(buf, wire::DEFAULT_MAX_PAYLOAD) {
+        Ok(wire::Check::Complete { header, total }) if total == buf.len() => (header, buf.get(wire::HEADER_LEN..total).unwrap_or(&[])),
+        other => panic!("not one whole frame: {other:?}"),
+    }
+}
