@@ -62,7 +62,7 @@ def main():
         print("perf/check: a hot path got slower (or a bench is missing from the baseline); "
               "if that is intended, say why in the commit and run perf/check --update")
     # The closing line scripts/test.sh adds to its total.
-    print(f"{passed} passed, {failed} failed")
+    print(f"perf: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run). Installs what the tests need, then runs
 # lints and every test of the workspace, then the OPA-client interop check of the HTTP front
-# door (scripts/opa-client-test.sh, counted as one test), and closes with the summed count.
+# door (scripts/opa-client-test.sh, counted as one test), then the perf gate (perf/check:
+# each hot path's instruction count against perf/baseline/, one test per bench), and closes
+# with the summed count.
 # Needs PyPI once (the OPA reference engine, the OPA client's venv) and the Debian mirrors
 # once (redis-server, scripts/test-deps.sh); afterwards it runs offline.
 set -euo pipefail
@@ -14,11 +16,17 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 opa_rc=0
 ./scripts/opa-client-test.sh 2>&1 | tee -a "$log" || opa_rc=$?
-# Sum libtest's "test result:" lines and the policy-case runner's "N passed, N failed";
-# the OPA-client check adds one pass or one failure.
-awk -v opa_rc="$opa_rc" '
+# perf/check closes with "perf: N passed, N failed" (counted below); one that stops before
+# it counts as a failure.
+perf_rc=0
+perf/check 2>&1 | tee -a "$log" || perf_rc=$?
+# Sum libtest's "test result:" lines, the policy-case runner's "N passed, N failed" and
+# perf/check's; the OPA-client check adds one pass or one failure.
+awk -v opa_rc="$opa_rc" -v perf_rc="$perf_rc" '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+  /^perf: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4; counted_perf = 1 }
   END { if (opa_rc == 0) p += 1; else f += 1
+        if (perf_rc != 0 && !counted_perf) f += 1
         printf "total: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }
 ' "$log"
