@@ -283,7 +283,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
-            let host = shard::server::host_name();
             let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
             let config = shard::server::ServeConfig {
                 listen: listen.or(srv.listen).unwrap_or_else(default_listen),
@@ -299,8 +298,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
-                sinks: file.sinks.resolve(|v| std::env::var(v).ok(), node_id.as_deref().unwrap_or(&host))?,
-                host: host.clone(),
+                sinks: file.sinks.resolve(|v| std::env::var(v).ok(), node_id.as_deref().unwrap_or(&shard::server::host_name()))?,
                 bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),
                 cluster: cluster_redis.map(|url| {
                     (url, node_id.unwrap_or_else(|| format!("{}-{}", shard::server::host_name(), std::process::id())))

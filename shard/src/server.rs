@@ -63,8 +63,6 @@ pub struct ServeConfig {
     pub bundle_watch: Option<Duration>,
     /// Ship the audit log to these (Splunk HEC, Datadog, PostgreSQL).
     pub sinks: Vec<crate::config::SinkSettings>,
-    /// This node's name in SIEM events.
-    pub host: String,
     /// A bundle server to poll (`None`: none).
     pub bundle_poll: Option<crate::control::BundlePoll>,
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
@@ -223,7 +221,8 @@ pub fn serve(
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     // Retention keeps what a sink has not shipped yet.
-    let sinks = config.sinks.iter().map(|s| Ok((build_sink(s, &config.host)?, s, Arc::new(AtomicU64::new(1))))).collect::<anyhow::Result<Vec<_>>>()?;
+    let host = host_name();
+    let sinks = config.sinks.iter().map(|s| Ok((build_sink(s, &host)?, s, Arc::new(AtomicU64::new(1))))).collect::<anyhow::Result<Vec<_>>>()?;
     let mut log_config = config.audit.clone();
     log_config.shipped.extend(sinks.iter().map(|(_, _, at)| at.clone()));
     let mut log = pdp::audit_log::AuditLog::open(log_config).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
