@@ -170,3 +170,15 @@ pub fn one_frame(buf: &[u8]) -> (wire::Header, &[u8]) {
         other => panic!("not one whole frame: {other:?}"),
     }
 }
+
+/// SARK's typical question as HTTP requests: OPA's data API (`POST /v1/data/mcp/allow`
+/// with `{"input": …}`) and AuthZEN's `POST /access/v1/evaluation`.
+pub fn sample_http_requests() -> [(&'static str, Vec<u8>); 2] {
+    let input = sample_input().to_value().map(|v| v.to_string()).unwrap_or_default();
+    let opa = format!(r#"{{"input":{input}}}"#);
+    let authzen = r#"{"subject":{"type":"user","id":"alice","properties":{"roles":["developer"],"teams":["payments"],"mfa_verified":true}},"action":{"name":"tool:invoke"},"resource":{"type":"tool","id":"update_ticket","properties":{"sensitivity_level":"medium","teams":["payments"]}},"context":{"client_ip":"10.20.30.40","audit_enabled":true,"vpn":true}}"#;
+    let request = |path: &str, body: &str| {
+        format!("POST {path} HTTP/1.1\r\nhost: pdp:8181\r\ncontent-type: application/json\r\nx-request-id: req-1\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    [("opa_data", request("/v1/data/mcp/allow", &opa)), ("authzen_evaluation", request("/access/v1/evaluation", authzen))]
+}

@@ -275,6 +275,25 @@ async fn answer_one(shard: &Shard, cfg: &HttpConfig, door: Door, inbuf: &mut Vec
     Step::Answered { close }
 }
 
+/// What a connection does with one buffered request before routing it: parse the head,
+/// then the body as JSON (simd-json, in place, depth-checked). The request's length and its
+/// body (`Null` when empty); `None` while it is incomplete; or the status it is refused
+/// with. Public for the perf benches (`perf/benches/http.rs`, `iai_http.rs`).
+///
+/// # Errors
+/// The status a connection would answer (400, 411, 413, 431).
+pub fn parse_request(cfg: &HttpConfig, buf: &mut [u8]) -> Result<Option<(usize, serde_json::Value)>, u16> {
+    let head = match parse_head(cfg, buf) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(r) => return Err(r.status),
+    };
+    let total = head.head_len + head.body_len;
+    let Some(body) = buf.get_mut(head.head_len..total) else { return Ok(None) };
+    let value = if body.is_empty() { serde_json::Value::Null } else { parse_body::<serde_json::Value>(body).map_err(|r| r.status)? };
+    Ok(Some((total, value)))
+}
+
 fn parse_head(cfg: &HttpConfig, buf: &[u8]) -> Result<Option<Head>, Response> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
