@@ -1,7 +1,8 @@
 //! Load over the binary protocol: what each scenario sends, and the closed and open loops
 //! that send it. One blocking socket per connection; frames are written in groups and
-//! replies parsed as they arrive, checked (a PONG for a PING, an allow for every EVAL, a
-//! whole batch for a batch), and timed.
+//! replies parsed as they arrive, checked (a PONG for a PING, an allow for every EVAL of
+//! the hit and miss scenarios, a decision for every EVAL of the seed mix, a whole batch
+//! for a batch), and timed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +25,19 @@ pub enum Scenario {
     Hit,
     /// EVALs for a user never seen before, every time: the evaluator decides each.
     Miss,
+    /// The seeds' traffic mix: 50% repeated questions (zipf-distributed users × tools, so
+    /// cacheable), 30% unique users, 15% critical tools (zipf users; SARK's rules deny
+    /// most of them), 5% server operations (`server:read`). Denies are expected and
+    /// counted, not wrong.
+    SeedMix,
 }
+
+/// The seed mix's populations: users and tools asked about again and again (zipf, s = 1),
+/// critical tools, servers.
+const MIX_USERS: f64 = 1_000.0;
+const MIX_TOOLS: f64 = 100.0;
+const MIX_CRITICAL_TOOLS: f64 = 20.0;
+const MIX_SERVERS: f64 = 50.0;
 
 /// Inputs the hit scenario cycles through.
 const HIT_POOL: usize = 64;
@@ -61,6 +74,9 @@ pub struct Generator {
     /// Unique-user prefix for misses: run nonce and connection.
     prefix: String,
     counter: u64,
+    /// The seed mix's draws (seeded by the run nonce and connection: reproducible).
+    rng: rand::rngs::SmallRng,
+    zipf: [rand_distr::Zipf<f64>; 4],
 }
 
 impl Generator {
@@ -72,6 +88,8 @@ impl Generator {
             next: 0,
             prefix: format!("miss-{nonce:x}-{connection}-"),
             counter: 0,
+            rng: rand::SeedableRng::seed_from_u64(nonce ^ (connection as u64).rotate_left(32)),
+            zipf: [MIX_USERS, MIX_TOOLS, MIX_CRITICAL_TOOLS, MIX_SERVERS].map(|n| rand_distr::Zipf::new(n, 1.0).unwrap_or_else(|e| unreachable!("{e}"))),
         };
         let encode = |req: &Request| {
             let mut b = Vec::new();
@@ -91,9 +109,54 @@ impl Generator {
                     }));
                 }
             }
-            Scenario::Miss => {}
+            Scenario::Miss | Scenario::SeedMix => {}
         }
         g
+    }
+
+    /// Whether every EVAL must be answered with an allow (the seed mix asks what SARK's
+    /// rules deny too).
+    pub fn allow_expected(&self) -> bool {
+        self.scenario != Scenario::SeedMix
+    }
+
+    /// One question of the seed mix.
+    fn seed_mix_eval(&mut self) -> Eval {
+        use rand::Rng;
+        use rand_distr::Distribution;
+        let draw = |rng: &mut rand::rngs::SmallRng, z: &rand_distr::Zipf<f64>| z.sample(rng) as u64;
+        self.counter += 1;
+        let class = self.rng.random_range(0..100u32);
+        let user = match class {
+            50..80 => format!("{}{}", self.prefix, self.counter),
+            _ => format!("user-{}", draw(&mut self.rng, &self.zipf[0])),
+        };
+        let mut e = sample_with(user, self.counter);
+        match class {
+            0..80 => {
+                if let Some(t) = e.tool.as_mut() {
+                    t.name = format!("tool-{}", draw(&mut self.rng, &self.zipf[1]));
+                }
+            }
+            80..95 => {
+                e.tool = Some(wire::message::Tool {
+                    name: format!("payments-{}", draw(&mut self.rng, &self.zipf[2])),
+                    sensitivity_level: Some("critical".into()),
+                    teams: vec!["payments".into()],
+                    ..wire::message::Tool::default()
+                });
+            }
+            _ => {
+                e.action = "server:read".into();
+                e.tool = None;
+                e.server = Some(wire::message::Server {
+                    id: format!("srv-{}", draw(&mut self.rng, &self.zipf[3])),
+                    teams: vec!["payments".into()],
+                    ..wire::message::Server::default()
+                });
+            }
+        }
+        e
     }
 
     /// Decisions (or pongs) one frame asks for.
@@ -102,15 +165,19 @@ impl Generator {
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, id: u64) {
-        if self.scenario == Scenario::Miss {
+        if matches!(self.scenario, Scenario::Miss | Scenario::SeedMix) {
+            let batch = self.batch;
             let mut user = || {
+                if self.scenario == Scenario::SeedMix {
+                    return self.seed_mix_eval();
+                }
                 self.counter += 1;
                 sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
             };
-            let req = if self.batch == 1 {
+            let req = if batch == 1 {
                 Request::Eval(Box::new(user()))
             } else {
-                Request::EvalBatch((0..self.batch).map(|_| user()).collect())
+                Request::EvalBatch((0..batch).map(|_| user()).collect())
             };
             wire::encode_request(out, id, &req);
             return;
@@ -140,8 +207,9 @@ pub struct Tally {
     /// Decisions (or pongs) answered.
     pub items: u64,
     pub frames: u64,
-    /// EVAL answers that came from the cache.
+    /// EVAL answers that came from the cache, and that were denies.
     pub hits: u64,
+    pub denies: u64,
     /// Answers that were not what the scenario expects (an ERROR, a deny, a short batch).
     pub wrong: u64,
     pub first_wrong: Option<String>,
@@ -157,6 +225,7 @@ impl Tally {
             items: 0,
             frames: 0,
             hits: 0,
+            denies: 0,
             wrong: 0,
             first_wrong: None,
             latency: Histogram::new_with_bounds(1, 120_000_000_000, 3)?,
@@ -167,6 +236,7 @@ impl Tally {
         self.items += o.items;
         self.frames += o.frames;
         self.hits += o.hits;
+        self.denies += o.denies;
         self.wrong += o.wrong;
         if self.first_wrong.is_none() {
             self.first_wrong = o.first_wrong;
@@ -174,7 +244,7 @@ impl Tally {
         let _ = self.latency.add(o.latency);
     }
 
-    fn count(&mut self, reply: &Reply, batch: usize, latency_ns: u64) {
+    fn count(&mut self, reply: &Reply, (batch, allow_expected): (usize, bool), latency_ns: u64) {
         let mut wrong = |what: String| {
             self.wrong += 1;
             if self.first_wrong.is_none() {
@@ -184,9 +254,10 @@ impl Tally {
         let items = match reply {
             Reply::Pong(_) => 1,
             Reply::Decision(d) => {
-                if !d.allow {
+                if !d.allow && allow_expected {
                     wrong(format!("deny: {d:?}"));
                 }
+                self.denies += u64::from(!d.allow);
                 self.hits += u64::from(d.cache_hit);
                 1
             }
@@ -195,9 +266,10 @@ impl Tally {
                     wrong(format!("a batch of {} for {batch}", ds.len()));
                 }
                 for d in ds {
-                    if !d.allow {
+                    if !d.allow && allow_expected {
                         wrong(format!("deny: {d:?}"));
                     }
+                    self.denies += u64::from(!d.allow);
                     self.hits += u64::from(d.cache_hit);
                 }
                 ds.len()
@@ -298,7 +370,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, measure_from: In
     let mut replies = Replies::default();
     let mut tally = Tally::new()?;
     let (mut next_id, mut in_flight) = (1u64, 0usize);
-    let batch = g.items();
+    let batch = (g.items(), g.allow_expected());
     loop {
         let now = Instant::now();
         if now < end {
@@ -343,7 +415,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, dur
     let start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let batch = g.items();
+    let batch = (g.items(), g.allow_expected());
     let receiver = {
         let (sent, done) = (sent.clone(), done.clone());
         std::thread::spawn(move || -> anyhow::Result<Tally> {
@@ -408,4 +480,42 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, dur
     done.store(true, Ordering::Release);
     result?;
     receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_mix_asks_in_its_documented_proportions() {
+        let mut g = Generator::new(Scenario::SeedMix, 1, 0, 42);
+        let (mut repeated, mut unique, mut critical, mut server) = (0, 0, 0, 0);
+        let mut seen = std::collections::HashSet::new();
+        let mut repeats = 0;
+        for _ in 0..20_000 {
+            let e = g.seed_mix_eval();
+            match (&e.tool, e.action.as_str()) {
+                (None, "server:read") => server += 1,
+                (Some(t), _) if t.sensitivity_level.as_deref() == Some("critical") => critical += 1,
+                (Some(_), _) if e.user_id.starts_with("miss-") => unique += 1,
+                (Some(t), _) => {
+                    repeated += 1;
+                    repeats += usize::from(!seen.insert((e.user_id.clone(), t.name.clone())));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // 50 / 30 / 15 / 5 %, within sampling noise.
+        for (got, want) in [(repeated, 10_000), (unique, 6_000), (critical, 3_000), (server, 1_000)] {
+            assert!((got as f64 - want as f64).abs() < want as f64 * 0.08, "{got} for {want}: {repeated} {unique} {critical} {server}");
+        }
+        // zipf users × tools: in only 10,000 draws, ~half the repeated class was asked
+        // before (uniform draws over the 100,000 pairs would repeat ~5%).
+        assert!(repeats > repeated * 2 / 5, "{repeats} repeats of {repeated}");
+        // Unique users never come back.
+        let mut again = Generator::new(Scenario::SeedMix, 1, 0, 42);
+        assert_eq!(again.seed_mix_eval(), Generator::new(Scenario::SeedMix, 1, 0, 42).seed_mix_eval(), "reproducible per nonce");
+        assert!(!again.allow_expected() && Generator::new(Scenario::Hit, 1, 0, 1).allow_expected());
+    }
 }

@@ -122,8 +122,9 @@ struct Run {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
-    /// Of the EVAL answers, the fraction from the cache.
+    /// Of the EVAL answers, the fraction from the cache, and the fraction denied.
     hit_ratio: Option<f64>,
+    deny_ratio: Option<f64>,
     wrong: u64,
     first_wrong: Option<String>,
     /// % of one core, by server thread name and for the harness.
@@ -184,6 +185,7 @@ fn summarize(t: &Tally, c: &Common, shape: Shape, usage: std::collections::BTree
         p999_us: us(0.999),
         max_us: t.latency.max() as f64 / 1000.0,
         hit_ratio: (scenario != Scenario::Ping && t.items > 0).then(|| t.hits as f64 / t.items as f64),
+        deny_ratio: (scenario != Scenario::Ping && t.items > 0).then(|| t.denies as f64 / t.items as f64),
         wrong: t.wrong,
         first_wrong: t.first_wrong.clone(),
         cpu: usage,
