@@ -123,26 +123,13 @@ pub fn full_cache(eviction: pdp::cache::Eviction) -> (pdp::cache::DecisionCache,
     (cache, CacheKey(1234u128.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
 }
 
-/// SARK's typical question as a binary-protocol EVAL.
+/// SARK's typical question as a binary-protocol EVAL (`Eval::example` with these
+/// benches' parameters and context).
 pub fn sample_eval() -> wire::message::Eval {
-    use wire::message::{Eval, Tool};
-    Eval {
-        user_id: "alice".into(),
-        roles: vec!["developer".into()],
-        teams: vec!["payments".into()],
-        mfa_verified: Some(true),
-        mfa_age_s: Some(120),
-        action: "tool:invoke".into(),
-        tool: Some(Tool {
-            name: "update_ticket".into(),
-            sensitivity_level: Some("medium".into()),
-            teams: vec!["payments".into()],
-            ..Tool::default()
-        }),
-        client_ip: Some("10.20.30.40".into()),
+    wire::message::Eval {
         parameters_json: Some(r#"{"ticket_id": "T-42", "status": "closed"}"#.into()),
         context_json: Some(r#"{"audit_enabled": true, "vpn": true}"#.into()),
-        ..Eval::default()
+        ..wire::message::Eval::example("alice")
     }
 }
 
