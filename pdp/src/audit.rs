@@ -381,6 +381,31 @@ pub fn rfc3339(ns: i64) -> String {
     s
 }
 
+/// `2026-11-23T10:00:00.123456789Z` as nanoseconds since the epoch: [`rfc3339`] read back.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // The fraction's first nine digits, as nanoseconds.
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = frac.get(..frac.len().min(9))?;
+    let ns: i64 = format!("{digits:0<9}").parse().ok()?;
+    (days * 86_400 + h * 3600 + mi * 60 + sec).checked_mul(1_000_000_000)?.checked_add(ns)
+}
+
 fn rfc3339_into(out: &mut String, ns: i64) {
     let secs = ns.div_euclid(1_000_000_000);
     let nanos = ns.rem_euclid(1_000_000_000);
@@ -439,6 +464,19 @@ mod tests {
         assert_eq!(rfc3339(1_795_428_000_123_456_789), "2026-11-23T10:00:00.123456789Z");
         assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn timestamps_read_back_to_epoch_nanoseconds() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00.000000000Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-11-23T10:00:00.5Z"), Some(1_795_428_000_500_000_000));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400_000_000_000));
+        // Nanoseconds survive the round trip through the log's own format.
+        for ns in [0, 1, 1_795_428_000_123_456_789, 951_782_400_000_000_001] {
+            assert_eq!(parse_rfc3339(&rfc3339(ns)), Some(ns));
+        }
+        assert_eq!(parse_rfc3339("2026-11-23T10:00:00.5xZ"), None);
+        assert_eq!(parse_rfc3339("2026-11-23T10:00:00.Z"), None);
     }
 
     #[test]

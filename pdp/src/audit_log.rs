@@ -147,11 +147,17 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// A line's record without its checksum and closing brace: `{"seq":…,"bundle_revision":…`
+/// (what a sink splices into its own envelope).
+pub fn record_body(line: &str) -> Option<&str> {
+    line.get(..line.rfind(SUFFIX)?).filter(|r| r.starts_with('{'))
+}
+
 /// The sequence number of a whole, intact line (without its newline); `None` when the
 /// checksum or the shape is wrong.
 pub fn verify_line(line: &str) -> Option<u64> {
-    let at = line.rfind(SUFFIX)?;
-    let (body, tail) = line.split_at(at);
+    let body = record_body(line)?;
+    let tail = line.get(body.len()..)?;
     let hex = tail.strip_prefix(SUFFIX)?.strip_suffix("\"}")?;
     let want = u32::from_str_radix(hex, 16).ok()?;
     if hex.len() != 8 || crc32c::crc32c(body.as_bytes()) != want {

@@ -23,7 +23,8 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::audit_log::{segments, verify_line};
+use crate::audit::parse_rfc3339;
+use crate::audit_log::{record_body, segments, verify_line};
 
 /// Why a batch was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,7 +387,7 @@ impl<S: Sink> Shipper<S> {
         if let Some((_, line)) = self.pending.first()
             && self.stats.oldest_pending_ns.load(Relaxed) == 0
         {
-            let ns = field_str(line, "timestamp").and_then(rfc3339_ns).unwrap_or(1);
+            let ns = field_str(line, "timestamp").and_then(parse_rfc3339).unwrap_or(1);
             self.stats.oldest_pending_ns.store(u64::try_from(ns).unwrap_or(1).max(1), Relaxed);
         }
         if self.lag_checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
@@ -464,8 +465,8 @@ impl Sink for SplunkHec {
         );
         let mut body = String::with_capacity(batch.iter().map(|(_, l)| l.len() + head.len() + 32).sum());
         for (seq, l) in batch {
-            let record = record_json(l).ok_or_else(|| SendError::Refused(format!("record {seq} is not an audit log line")))?;
-            let ns = field_str(record, "timestamp").and_then(rfc3339_ns).unwrap_or(0);
+            let record = record_body(l).ok_or_else(|| SendError::Refused(format!("record {seq} is not an audit log line")))?;
+            let ns = field_str(record, "timestamp").and_then(parse_rfc3339).unwrap_or(0);
             let _ = writeln!(body, "{{\"time\":{}.{:09}{head}{record}}}}}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
         }
         let headers = [("authorization", format!("Splunk {}", self.token))];
@@ -515,7 +516,7 @@ impl Sink for Datadog {
         let mut entries = Vec::with_capacity(batch.len());
         for (seq, l) in batch {
             let refused = || SendError::Refused(format!("record {seq} is not an audit log line"));
-            let record = record_json(l).ok_or_else(refused)?;
+            let record = record_body(l).ok_or_else(refused)?;
             let summary: Summary<'_> = serde_json::from_str(l).map_err(|_| refused())?;
             let message = json_string(&format!("{} {} {}", summary.result, summary.user_id, summary.action));
             entries.push(format!("{head}{message},{}}}", record.get(1..).unwrap_or("")));
@@ -556,12 +557,6 @@ struct Summary<'a> {
     action: std::borrow::Cow<'a, str>,
 }
 
-/// An audit log line without its checksum and closing brace: `{"seq":…,"bundle_revision":…`.
-fn record_json(line: &str) -> Option<&str> {
-    let at = line.rfind(",\"crc32c\":\"")?;
-    line.get(..at).filter(|r| r.starts_with('{'))
-}
-
 /// The raw text of a string field the log wrote (`timestamp`: never escaped).
 fn field_str<'a>(record: &'a str, name: &str) -> Option<&'a str> {
     let (_, rest) = record.split_once(&format!(",\"{name}\":\""))?;
@@ -570,31 +565,6 @@ fn field_str<'a>(record: &'a str, name: &str) -> Option<&'a str> {
 
 fn json_string(s: &str) -> String {
     serde_json::Value::from(s).to_string()
-}
-
-/// `2026-11-23T10:00:00.123456789Z` as nanoseconds since the epoch.
-pub(crate) fn rfc3339_ns(s: &str) -> Option<i64> {
-    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (H. Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    // The fraction's first nine digits, as nanoseconds.
-    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let digits = frac.get(..frac.len().min(9))?;
-    let ns: i64 = format!("{digits:0<9}").parse().ok()?;
-    (days * 86_400 + h * 3600 + mi * 60 + sec).checked_mul(1_000_000_000)?.checked_add(ns)
 }
 
 /// POST `body` (gzipped above 1 KiB) to `base` + `path`; the status and the body.
@@ -638,19 +608,6 @@ fn post(base: &str, path: &str, headers: &[(&str, String)], body: &[u8], timeout
 mod tests {
     use super::*;
     use crate::audit_log::{AuditLog, LogConfig};
-
-    #[test]
-    fn timestamps_convert_to_epoch_nanoseconds() {
-        assert_eq!(rfc3339_ns("1970-01-01T00:00:00.000000000Z"), Some(0));
-        assert_eq!(rfc3339_ns("2026-11-23T10:00:00.5Z"), Some(1_795_428_000_500_000_000));
-        assert_eq!(rfc3339_ns("2000-02-29T00:00:00Z"), Some(951_782_400_000_000_000));
-        // Nanoseconds survive the round trip through the log's own format.
-        for ns in [0, 1, 1_795_428_000_123_456_789, 951_782_400_000_000_001] {
-            assert_eq!(rfc3339_ns(&crate::audit::rfc3339(ns)), Some(ns));
-        }
-        assert_eq!(rfc3339_ns("2026-11-23T10:00:00.5xZ"), None);
-        assert_eq!(rfc3339_ns("2026-11-23T10:00:00.Z"), None);
-    }
 
     #[test]
     fn the_breaker_backs_off_opens_and_closes_as_documented() {
