@@ -513,7 +513,7 @@ mod tests {
         // zipf users × tools: in only 10,000 draws, ~half the repeated class was asked
         // before (uniform draws over the 100,000 pairs would repeat ~5%).
         assert!(repeats > repeated * 2 / 5, "{repeats} repeats of {repeated}");
-        // Unique users never come back.
+        // The same nonce and connection draw the same questions; only the mix accepts denies.
         let mut again = Generator::new(Scenario::SeedMix, 1, 0, 42);
         assert_eq!(again.seed_mix_eval(), Generator::new(Scenario::SeedMix, 1, 0, 42).seed_mix_eval(), "reproducible per nonce");
         assert!(!again.allow_expected() && Generator::new(Scenario::Hit, 1, 0, 1).allow_expected());

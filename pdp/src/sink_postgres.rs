@@ -28,7 +28,8 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 use serde::Deserialize;
 
-use crate::sink::{SendError, Sink, rfc3339_ns};
+use crate::audit::parse_rfc3339;
+use crate::sink::{SendError, Sink};
 
 /// Each migration once, in order; the version applied is kept in `sark_pdp_schema_migrations`.
 const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS policy_decision_logs (
@@ -173,14 +174,14 @@ impl Postgres {
         Ok(self.client.insert(client))
     }
 
-    /// One batch in one transaction: rows and cursor together.
-    fn write(&mut self, rows: &[(u64, Row)]) -> Result<(), postgres::Error> {
+    /// One batch in one transaction: rows (with their sequence numbers) and cursor together.
+    fn write(&mut self, rows: &[(i64, Row)]) -> Result<(), postgres::Error> {
         let node = self.node_id.clone();
         let client = self.connect()?;
         let mut tx = client.transaction()?;
         tx.execute("INSERT INTO sark_pdp_sink_cursors (node_id, sink, next_seq) VALUES ($1, 'postgres', 1) ON CONFLICT DO NOTHING", &[&node])?;
         let stored: i64 = tx.query_one("SELECT next_seq FROM sark_pdp_sink_cursors WHERE node_id = $1 AND sink = 'postgres' FOR UPDATE", &[&node])?.get(0);
-        let first = rows.first().map_or(0, |(s, _)| i64::try_from(*s).unwrap_or(i64::MAX));
+        let first = rows.first().map_or(0, |(s, _)| *s);
         // Overlapping the cursor: leave out what is already there.
         let mut present = HashMap::new();
         if first < stored {
@@ -190,19 +191,18 @@ impl Postgres {
         }
         // A row at one of this batch's sequence numbers with another decision id: the stored
         // cursor is another log's (this node restarted on an empty audit directory).
-        let foreign = rows.iter().any(|(seq, r)| present.get(&i64::try_from(*seq).unwrap_or(i64::MAX)).is_some_and(|id| *id != r.decision_id));
+        let foreign = rows.iter().any(|(seq, r)| present.get(seq).is_some_and(|id| *id != r.decision_id));
         let copy = tx.copy_in(&format!("COPY policy_decision_logs ({COLUMNS}) FROM STDIN BINARY"))?;
         let mut w = BinaryCopyInWriter::new(copy, &TYPES);
         for (seq, r) in rows {
-            let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
-            if present.get(&seq) == Some(&r.decision_id) {
+            if present.get(seq) == Some(&r.decision_id) {
                 continue;
             }
-            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(rfc3339_ns(&r.timestamp).and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(parse_rfc3339(&r.timestamp).and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
             let values: [&(dyn ToSql + Sync); 25] = [
                 &r.decision_id,
                 &node,
-                &seq,
+                seq,
                 &at,
                 &r.allow,
                 &r.result,
@@ -230,7 +230,7 @@ impl Postgres {
         }
         w.finish()?;
         // Past the batch; never back over what this log shipped before (a batch sent again).
-        let past = rows.last().map_or(stored, |(s, _)| i64::try_from(*s).unwrap_or(i64::MAX - 1) + 1);
+        let past = rows.last().map_or(stored, |(s, _)| s.saturating_add(1));
         let next = if foreign { past } else { past.max(stored) };
         tx.execute("UPDATE sark_pdp_sink_cursors SET next_seq = $2, updated_at = now() WHERE node_id = $1 AND sink = 'postgres'", &[&node, &next])?;
         tx.commit()
@@ -263,7 +263,7 @@ impl Sink for Postgres {
         let mut rows = Vec::with_capacity(batch.len());
         for (seq, line) in batch {
             let row: Row = serde_json::from_str(line).map_err(|e| SendError::Refused(format!("record {seq}: {e}")))?;
-            rows.push((*seq, row));
+            rows.push((i64::try_from(*seq).map_err(|e| SendError::Refused(format!("record {seq}: {e}")))?, row));
         }
         self.write(&rows).map_err(|e| {
             let refused = e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));

@@ -121,7 +121,8 @@ fn spawn_sink(
 ) -> anyhow::Result<()> {
     let name = s.name();
     let mut shipper = pdp::sink::Shipper::new(sink, log_dir, &log_dir.join("sinks"))?;
-    shipper.stats.cursor.store(shipper.cursor(), Ordering::Relaxed);
+    let from = shipper.cursor();
+    shipper.stats.cursor.store(from, Ordering::Relaxed);
     control.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name.to_string(), shipper.stats.clone()));
     let histogram = control.sink_send_seconds.get_or_create(&crate::metrics::SinkLabel { sink: name.to_string() }).clone();
     shipper.on_send = Some(Box::new(move |took| histogram.observe(took.as_secs_f64())));
@@ -130,9 +131,9 @@ fn spawn_sink(
     shipper.breaker.threshold = s.breaker_failures;
     shipper.breaker.open_for = s.breaker_open;
     shipper.max_lag_bytes = s.max_lag_bytes;
-    shipped.store(shipper.cursor(), Ordering::Release);
+    shipped.store(from, Ordering::Release);
     shipper.published = Some(shipped);
-    eprintln!("sark-pdp: shipping the audit log to {name} from seq {}", shipper.cursor());
+    eprintln!("sark-pdp: shipping the audit log to {name} from seq {from}");
     std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match shipper.step(false) {
