@@ -1,8 +1,12 @@
-//! Load over the binary protocol: what each scenario sends, and the closed and open loops
-//! that send it. One blocking socket per connection; frames are written in groups and
-//! replies parsed as they arrive, checked (a PONG for a PING, an allow for every EVAL of
-//! the hit and miss scenarios, a decision for every EVAL of the seed mix, a whole batch
-//! for a batch), and timed.
+//! Load over the binary protocol or HTTP: what each scenario sends, and the closed and
+//! open loops that send it. One blocking socket per connection; requests are written in
+//! groups and answers parsed as they arrive, checked (a PONG for a PING, an allow for
+//! every EVAL of the hit and miss scenarios, a decision for every EVAL of the seed mix, a
+//! whole batch for a batch), and timed.
+//!
+//! Over HTTP (keep-alive, pipelined) a PING is `GET /health` and an EVAL is `POST
+//! /v1/data/sark/decision` with the same input document the binary protocol's typed
+//! fields make; answers come back in request order, so the n-th answer is request n's.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,6 +18,16 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use wire::message::{Eval, Hello, HelloOk};
 use wire::{Check, HEADER_LEN, Reply, Request};
+
+/// How the requests travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// The binary protocol (HELLO, then frames; batches as EVAL_BATCH).
+    Binary,
+    /// HTTP/1.1 keep-alive to the OPA data API (batch 1 only: the data API has no batch).
+    Http,
+}
 
 /// What the requests ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -63,9 +77,29 @@ fn sample_with(user: String, request: u64) -> Eval {
     }
 }
 
+/// Where HTTP EVALs go unless told: what SARK's OPA clients ask (a bool).
+pub const DEFAULT_HTTP_PATH: &str = "/v1/data/mcp/allow";
+
+/// An HTTP request asking for SARK's decision on `e`: the input document the server
+/// builds from the binary protocol's typed fields, posted to the OPA data API at `path`.
+fn http_eval(path: &str, e: Eval) -> Vec<u8> {
+    let input = shard::convert::input_from_eval(e);
+    let doc = input.to_value().ok().and_then(|v| pdp::decision::value_to_json(&v)).unwrap_or_default();
+    let body = serde_json::json!({ "input": doc }).to_string();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: sark-pdp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const HTTP_PING: &[u8] = b"GET /health HTTP/1.1\r\nHost: sark-pdp\r\n\r\n";
+
 /// Encodes the next request of a scenario.
 pub struct Generator {
     scenario: Scenario,
+    transport: Transport,
+    http_path: String,
     batch: usize,
     /// Pre-encoded frames (ping, hit) whose request id is patched per send, and where
     /// in each the context's request ids are (rewritten per send too).
@@ -80,9 +114,19 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(scenario: Scenario, batch: usize, connection: usize, nonce: u64) -> Generator {
+    /// A generator whose HTTP EVALs go to [`DEFAULT_HTTP_PATH`] (the tests').
+    #[cfg(test)]
+    pub fn new(scenario: Scenario, transport: Transport, batch: usize, connection: usize, nonce: u64) -> Generator {
+        Generator::with_http_path(scenario, (transport, DEFAULT_HTTP_PATH), batch, connection, nonce)
+    }
+
+    /// As `new`, with HTTP EVALs posted to `path` (a data API path whose answer is SARK's
+    /// decision, or its `allow`).
+    pub fn with_http_path(scenario: Scenario, (transport, path): (Transport, &str), batch: usize, connection: usize, nonce: u64) -> Generator {
         let mut g = Generator {
             scenario,
+            transport,
+            http_path: path.to_string(),
             batch,
             frames: Vec::new(),
             next: 0,
@@ -91,18 +135,25 @@ impl Generator {
             rng: rand::SeedableRng::seed_from_u64(nonce ^ (connection as u64).rotate_left(32)),
             zipf: [MIX_USERS, MIX_TOOLS, MIX_CRITICAL_TOOLS, MIX_SERVERS].map(|n| rand_distr::Zipf::new(n, 1.0).unwrap_or_else(|e| unreachable!("{e}"))),
         };
-        let encode = |req: &Request| {
-            let mut b = Vec::new();
-            wire::encode_request(&mut b, 0, req);
+        let encode = |req: Request| {
+            let b = match (transport, req) {
+                (Transport::Http, Request::Eval(e)) => http_eval(path, *e),
+                (Transport::Http, _) => HTTP_PING.to_vec(),
+                (Transport::Binary, req) => {
+                    let mut b = Vec::new();
+                    wire::encode_request(&mut b, 0, &req);
+                    b
+                }
+            };
             let at = b.windows(REQUEST_ID.len()).enumerate().filter(|(_, w)| *w == REQUEST_ID).map(|(i, _)| i + 4).collect();
             (b, at)
         };
         match scenario {
-            Scenario::Ping => g.frames.push(encode(&Request::Ping(Vec::new()))),
+            Scenario::Ping => g.frames.push(encode(Request::Ping(Vec::new()))),
             Scenario::Hit => {
                 for i in 0..HIT_POOL {
                     let user = |j: usize| sample(format!("hit-{}", (i + j) % HIT_POOL));
-                    g.frames.push(encode(&if batch == 1 {
+                    g.frames.push(encode(if batch == 1 {
                         Request::Eval(Box::new(user(0)))
                     } else {
                         Request::EvalBatch((0..batch).map(user).collect())
@@ -114,10 +165,10 @@ impl Generator {
         g
     }
 
-    /// Whether every EVAL must be answered with an allow (the seed mix asks what SARK's
-    /// rules deny too).
-    pub fn allow_expected(&self) -> bool {
-        self.scenario != Scenario::SeedMix
+    /// What every answer must be: a whole batch, an allow unless the seed mix asks (it
+    /// asks what SARK's rules deny too), a pong for a ping.
+    pub fn expect(&self) -> Expect {
+        Expect { batch: self.items(), allow: self.scenario != Scenario::SeedMix, ping: self.scenario == Scenario::Ping }
     }
 
     /// One question of the seed mix.
@@ -166,7 +217,7 @@ impl Generator {
 
     fn encode(&mut self, out: &mut Vec<u8>, id: u64) {
         if matches!(self.scenario, Scenario::Miss | Scenario::SeedMix) {
-            let batch = self.batch;
+            let (batch, transport, path) = (self.batch, self.transport, self.http_path.clone());
             let mut user = || {
                 if self.scenario == Scenario::SeedMix {
                     return self.seed_mix_eval();
@@ -174,6 +225,10 @@ impl Generator {
                 self.counter += 1;
                 sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
             };
+            if transport == Transport::Http {
+                out.extend_from_slice(&http_eval(&path, user()));
+                return;
+            }
             let req = if batch == 1 {
                 Request::Eval(Box::new(user()))
             } else {
@@ -186,7 +241,9 @@ impl Generator {
         self.next += 1;
         let at = out.len();
         out.extend_from_slice(frame);
-        if let Some(slot) = out.get_mut(at + 8..at + 16) {
+        if self.transport == Transport::Binary
+            && let Some(slot) = out.get_mut(at + 8..at + 16)
+        {
             slot.copy_from_slice(&id.to_le_bytes());
         }
         for &i in ids {
@@ -201,6 +258,14 @@ impl Generator {
     }
 }
 
+/// What a scenario's answers must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    batch: usize,
+    allow: bool,
+    ping: bool,
+}
+
 /// What one connection saw in the measured window.
 #[derive(Debug)]
 pub struct Tally {
@@ -213,6 +278,8 @@ pub struct Tally {
     /// Answers that were not what the scenario expects (an ERROR, a deny, a short batch).
     pub wrong: u64,
     pub first_wrong: Option<String>,
+    /// Times the server closed a connection at its limit and the loop opened a new one.
+    pub reconnects: u64,
     /// Per-frame latency, ns.
     pub latency: Histogram<u64>,
 }
@@ -228,6 +295,7 @@ impl Tally {
             denies: 0,
             wrong: 0,
             first_wrong: None,
+            reconnects: 0,
             latency: Histogram::new_with_bounds(1, 120_000_000_000, 3)?,
         })
     }
@@ -238,22 +306,33 @@ impl Tally {
         self.hits += o.hits;
         self.denies += o.denies;
         self.wrong += o.wrong;
+        self.reconnects += o.reconnects;
         if self.first_wrong.is_none() {
             self.first_wrong = o.first_wrong;
         }
         let _ = self.latency.add(o.latency);
     }
 
-    fn count(&mut self, reply: &Reply, (batch, allow_expected): (usize, bool), latency_ns: u64) {
+    /// Counts one answer; returns the decisions (or pongs) it carried.
+    fn count(&mut self, answer: &Answer, expect: Expect, latency_ns: u64) -> u64 {
+        let Expect { batch, allow: allow_expected, ping } = expect;
         let mut wrong = |what: String| {
             self.wrong += 1;
             if self.first_wrong.is_none() {
                 self.first_wrong = Some(what);
             }
         };
-        let items = match reply {
-            Reply::Pong(_) => 1,
-            Reply::Decision(d) => {
+        let items = match answer {
+            Answer::Binary(Reply::Pong(_)) => 1,
+            Answer::Http { status: 200, allow: None, .. } if ping => 1,
+            Answer::Http { status: 200, allow: Some(allow), .. } => {
+                if !allow && allow_expected {
+                    wrong("deny over HTTP".into());
+                }
+                self.denies += u64::from(!allow);
+                1
+            }
+            Answer::Binary(Reply::Decision(d)) => {
                 if !d.allow && allow_expected {
                     wrong(format!("deny: {d:?}"));
                 }
@@ -261,7 +340,7 @@ impl Tally {
                 self.hits += u64::from(d.cache_hit);
                 1
             }
-            Reply::DecisionBatch(ds) => {
+            Answer::Binary(Reply::DecisionBatch(ds)) => {
                 if ds.len() != batch {
                     wrong(format!("a batch of {} for {batch}", ds.len()));
                 }
@@ -274,6 +353,10 @@ impl Tally {
                 }
                 ds.len()
             }
+            Answer::Http { status, body, .. } => {
+                wrong(format!("HTTP {status}: {body}"));
+                0
+            }
             other => {
                 wrong(format!("{other:?}"));
                 0
@@ -282,13 +365,33 @@ impl Tally {
         self.items += items as u64;
         self.frames += 1;
         let _ = self.latency.record(latency_ns.max(1));
+        items as u64
     }
 }
 
-/// Connect and say HELLO.
-pub fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, HelloOk)> {
+/// One answer off the wire.
+#[derive(Debug)]
+pub enum Answer {
+    Binary(Reply),
+    /// An HTTP response: its status, the decision's `allow` when the body has one, and the
+    /// body when the status is not 200 (for the report).
+    /// `close`: the server said `Connection: close` (its requests-per-connection limit).
+    Http { status: u16, allow: Option<bool>, body: String, close: bool },
+}
+
+impl Answer {
+    fn closes(&self) -> bool {
+        matches!(self, Answer::Http { close: true, .. })
+    }
+}
+
+/// Connect, and over the binary protocol say HELLO.
+pub fn connect(addr: SocketAddr, transport: Transport) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
+    if transport == Transport::Http {
+        return Ok(s);
+    }
     let mut out = Vec::new();
     let hello = Hello {
         version: wire::VERSION,
@@ -298,16 +401,16 @@ pub fn connect(addr: SocketAddr) -> anyhow::Result<(TcpStream, HelloOk)> {
     wire::encode_request(&mut out, 0, &Request::Hello(hello));
     s.write_all(&out)?;
     let mut buf = Vec::new();
-    let mut replies = Replies::default();
+    let mut answers = Answers::new(Transport::Binary);
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     loop {
         if !read_some(&mut s, &mut buf)? {
             bail!("no HELLO_OK within 10 s");
         }
-        if let Some((_, reply)) = replies.next(&mut buf)? {
-            let Reply::HelloOk(h) = reply else { bail!("HELLO answered with {reply:?}") };
+        if let Some((_, answer)) = answers.next(&mut buf)? {
+            let Answer::Binary(Reply::HelloOk(HelloOk { .. })) = answer else { bail!("HELLO answered with {answer:?}") };
             s.set_read_timeout(None)?;
-            return Ok((s, h));
+            return Ok(s);
         }
     }
 }
@@ -329,48 +432,98 @@ fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<bool> {
     }
 }
 
-/// Pulls whole reply frames off the front of a read buffer.
-#[derive(Default)]
-struct Replies {
+/// The largest HTTP response body accepted (a decision is well under 4 KiB).
+const MAX_HTTP_BODY: usize = 1 << 20;
+
+/// Pulls whole answers off the front of a read buffer, with the request id each answers
+/// (HTTP answers in order: the n-th response is request n's).
+pub struct Answers {
+    transport: Transport,
     consumed: usize,
+    responses: u64,
 }
 
-impl Replies {
-    fn next(&mut self, buf: &mut Vec<u8>) -> anyhow::Result<Option<(u64, Reply)>> {
+impl Answers {
+    pub fn new(transport: Transport) -> Answers {
+        Answers::from_id(transport, 1)
+    }
+
+    /// Over HTTP, the first answer is request `id`'s.
+    fn from_id(transport: Transport, id: u64) -> Answers {
+        Answers { transport, consumed: 0, responses: id - 1 }
+    }
+
+    pub fn next(&mut self, buf: &mut Vec<u8>) -> anyhow::Result<Option<(u64, Answer)>> {
         let rest = buf.get(self.consumed..).unwrap_or(&[]);
-        match wire::check(rest, wire::DEFAULT_MAX_PAYLOAD)? {
-            Check::Incomplete => {
-                buf.drain(..self.consumed);
-                self.consumed = 0;
-                Ok(None)
-            }
-            Check::Complete { header, total } => {
-                let reply = wire::decode_reply(&header, rest.get(HEADER_LEN..total).unwrap_or(&[]))?;
-                self.consumed += total;
-                Ok(Some((header.request_id, reply)))
-            }
-        }
+        let found = match self.transport {
+            Transport::Binary => match wire::check(rest, wire::DEFAULT_MAX_PAYLOAD)? {
+                Check::Incomplete => None,
+                Check::Complete { header, total } => {
+                    let reply = wire::decode_reply(&header, rest.get(HEADER_LEN..total).unwrap_or(&[]))?;
+                    Some((total, header.request_id, Answer::Binary(reply)))
+                }
+            },
+            Transport::Http => http_response(rest)?.map(|(total, answer)| {
+                self.responses += 1;
+                (total, self.responses, answer)
+            }),
+        };
+        let Some((total, id, answer)) = found else {
+            buf.drain(..self.consumed);
+            self.consumed = 0;
+            return Ok(None);
+        };
+        self.consumed += total;
+        Ok(Some((id, answer)))
     }
 }
 
-/// One closed-loop connection: `depth` frames in flight, each answered frame replaced by a
-/// new one, until `end`; only answers to frames sent after `measure_from` count.
-pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, measure_from: Instant, end: Instant) -> anyhow::Result<Tally> {
-    let (mut s, _) = connect(addr)?;
+/// One whole HTTP response at the front of `rest`: its length and what it says.
+fn http_response(rest: &[u8]) -> anyhow::Result<Option<(usize, Answer)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = resp.parse(rest).context("a malformed HTTP response")? else { return Ok(None) };
+    let status = resp.code.unwrap_or(0);
+    let close = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
+    let length = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .context("an HTTP response without a Content-Length")?;
+    anyhow::ensure!(length <= MAX_HTTP_BODY, "an HTTP response body of {length} B");
+    let Some(body) = rest.get(head..head + length) else { return Ok(None) };
+    // The decision's JSON has one "allow" key; `mcp/allow`'s result is the bool itself
+    // (compact, as serde_json writes it).
+    let after = |key: &[u8]| body.windows(key.len()).position(|w| w == key).and_then(|at| body.get(at + key.len()..));
+    let boolean = |v: &[u8]| if v.starts_with(b"true") { Some(true) } else if v.starts_with(b"false") { Some(false) } else { None };
+    let allow = after(b"\"allow\":").and_then(boolean).or_else(|| after(b"\"result\":").and_then(boolean));
+    let body = if status == 200 && allow.is_some() { String::new() } else { String::from_utf8_lossy(body).into_owned() };
+    Ok(Some((head + length, Answer::Http { status, allow, body, close })))
+}
+
+/// Answered decisions (or pongs) of every connection, warm-up included: what the progress
+/// bar and the throughput timeline read while a run goes on.
+pub type Meter = Arc<AtomicU64>;
+
+/// One closed-loop connection: `depth` requests in flight, each answered one replaced by a
+/// new one, until `end`; only answers to requests sent after `measure_from` count.
+pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, end): (Instant, Instant), meter: Meter) -> anyhow::Result<Tally> {
+    let mut s = connect(addr, g.transport)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut probe = Vec::new();
     g.encode(&mut probe, 0);
     if probe.len() * depth > MAX_BYTES_IN_FLIGHT {
-        bail!("depth {depth} × {} B per frame is over {MAX_BYTES_IN_FLIGHT} B in flight: lower the depth or the batch", probe.len());
+        bail!("depth {depth} × {} B per request is over {MAX_BYTES_IN_FLIGHT} B in flight: lower the depth or the batch", probe.len());
     }
     let slots = (depth * 2).next_power_of_two();
     let mut sent_at = vec![measure_from; slots];
     let mask = slots as u64 - 1;
     let (mut out, mut buf) = (Vec::with_capacity(256 * 1024), Vec::with_capacity(256 * 1024));
-    let mut replies = Replies::default();
+    let mut answers = Answers::new(g.transport);
     let mut tally = Tally::new()?;
     let (mut next_id, mut in_flight) = (1u64, 0usize);
-    let batch = (g.items(), g.allow_expected());
+    let expect = g.expect();
     loop {
         let now = Instant::now();
         if now < end {
@@ -389,25 +542,43 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, measure_from: In
             return Ok(tally);
         }
         if !read_some(&mut s, &mut buf)? {
-            bail!("no reply for 10 s with {in_flight} frames in flight");
+            bail!("no answer for 10 s with {in_flight} requests in flight");
         }
         let now = Instant::now();
-        while let Some((id, reply)) = replies.next(&mut buf)? {
+        let (mut items, mut closing) = (0, false);
+        while let Some((id, answer)) = answers.next(&mut buf)? {
             in_flight -= 1;
             let sent = sent_at.get((id & mask) as usize).copied().unwrap_or(now);
+            let latency = u64::try_from((now - sent).as_nanos()).unwrap_or(u64::MAX);
             if sent >= measure_from && sent < end {
-                tally.count(&reply, batch, u64::try_from((now - sent).as_nanos()).unwrap_or(u64::MAX));
+                items += tally.count(&answer, expect, latency);
+            } else {
+                items += expect.batch as u64;
             }
+            if answer.closes() {
+                closing = true;
+                break;
+            }
+        }
+        meter.fetch_add(items, Ordering::Relaxed);
+        if closing {
+            // The server answered its last request on this connection (HTTP's requests-per-
+            // connection limit); what was pipelined after it goes unanswered and uncounted.
+            s = connect(addr, g.transport)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            buf.clear();
+            answers = Answers::from_id(g.transport, next_id);
+            (in_flight, tally.reconnects) = (0, tally.reconnects + 1);
         }
     }
 }
 
-/// One open-loop connection at `rate` frames/s for `duration`: frame `i` is due at
+/// One open-loop connection at `rate` requests/s for `duration`: request `i` is due at
 /// `start + i / rate` and sent then whether or not earlier ones were answered; its latency
 /// runs from when it was due (so a stalled server cannot hide its queue: coordinated
-/// omission corrected). Frames due in the first `warmup` are not counted.
-pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, duration: Duration) -> anyhow::Result<Tally> {
-    let (s, _) = connect(addr)?;
+/// omission corrected). Requests due in the first `warmup` are not counted.
+pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (Duration, Duration), meter: Meter) -> anyhow::Result<Tally> {
+    let s = connect(addr, g.transport)?;
     let mut rx = s.try_clone()?;
     rx.set_read_timeout(Some(Duration::from_millis(50)))?;
     let interval_ns = 1e9 / rate;
@@ -415,13 +586,14 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, dur
     let start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let batch = (g.items(), g.allow_expected());
+    let expect = g.expect();
+    let transport = g.transport;
     let receiver = {
         let (sent, done) = (sent.clone(), done.clone());
         std::thread::spawn(move || -> anyhow::Result<Tally> {
             let mut tally = Tally::new()?;
             let mut buf = Vec::with_capacity(256 * 1024);
-            let mut replies = Replies::default();
+            let mut answers = Answers::new(transport);
             let mut received = 0u64;
             let warm_ns = warmup.as_nanos() as f64;
             let mut done_at = None;
@@ -432,20 +604,27 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, dur
                         return Ok(tally);
                     }
                     if done_at.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(10) {
-                        bail!("{missing} replies still missing 10 s after the last request");
+                        bail!("{missing} answers still missing 10 s after the last request");
                     }
                 }
-                if !read_some(&mut rx, &mut buf).context("waiting for replies")? {
+                if !read_some(&mut rx, &mut buf).context("waiting for answers")? {
                     continue;
                 }
                 let now_ns = start.elapsed().as_nanos() as f64;
-                while let Some((id, reply)) = replies.next(&mut buf)? {
+                let mut items = 0;
+                while let Some((id, answer)) = answers.next(&mut buf)? {
+                    if answer.closes() {
+                        bail!("the server closed the connection after {id} requests (its [http] max_requests_per_connection): the open loop keeps one connection, so raise that limit or shorten the run");
+                    }
                     received += 1;
                     let due_ns = (id - 1) as f64 * interval_ns;
                     if due_ns >= warm_ns {
-                        tally.count(&reply, batch, (now_ns - due_ns).max(1.0) as u64);
+                        items += tally.count(&answer, expect, (now_ns - due_ns).max(1.0) as u64);
+                    } else {
+                        items += expect.batch as u64;
                     }
                 }
+                meter.fetch_add(items, Ordering::Relaxed);
             }
         })
     };
@@ -468,7 +647,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, warmup: Duration, dur
                 out.clear();
                 sent.store(n, Ordering::Release);
             }
-            // Sleep when the next frame is far off; otherwise give the core away briefly.
+            // Sleep when the next request is far off; otherwise give the core away briefly.
             let next_ns = n as f64 * interval_ns - start.elapsed().as_nanos() as f64;
             if next_ns > 100_000.0 {
                 std::thread::sleep(Duration::from_nanos((next_ns - 60_000.0) as u64));
@@ -489,7 +668,7 @@ mod tests {
 
     #[test]
     fn the_seed_mix_asks_in_its_documented_proportions() {
-        let mut g = Generator::new(Scenario::SeedMix, 1, 0, 42);
+        let mut g = Generator::new(Scenario::SeedMix, Transport::Binary, 1, 0, 42);
         let (mut repeated, mut unique, mut critical, mut server) = (0, 0, 0, 0);
         let mut seen = std::collections::HashSet::new();
         let mut repeats = 0;
@@ -514,8 +693,86 @@ mod tests {
         // before (uniform draws over the 100,000 pairs would repeat ~5%).
         assert!(repeats > repeated * 2 / 5, "{repeats} repeats of {repeated}");
         // The same nonce and connection draw the same questions; only the mix accepts denies.
-        let mut again = Generator::new(Scenario::SeedMix, 1, 0, 42);
-        assert_eq!(again.seed_mix_eval(), Generator::new(Scenario::SeedMix, 1, 0, 42).seed_mix_eval(), "reproducible per nonce");
-        assert!(!again.allow_expected() && Generator::new(Scenario::Hit, 1, 0, 1).allow_expected());
+        let mut again = Generator::new(Scenario::SeedMix, Transport::Binary, 1, 0, 42);
+        assert_eq!(again.seed_mix_eval(), Generator::new(Scenario::SeedMix, Transport::Binary, 1, 0, 42).seed_mix_eval(), "reproducible per nonce");
+        assert!(!again.expect().allow && Generator::new(Scenario::Hit, Transport::Binary, 1, 0, 1).expect().allow);
+    }
+
+    /// Over HTTP every scenario sends what the server's own parser accepts, carrying the
+    /// input document the binary protocol's typed fields would give the evaluator.
+    #[test]
+    fn http_requests_are_what_the_server_parses() {
+        let cfg = shard::http::HttpConfig::new("127.0.0.1:0".parse().unwrap());
+        for scenario in [Scenario::Ping, Scenario::Hit, Scenario::Miss, Scenario::SeedMix] {
+            let mut g = Generator::new(scenario, Transport::Http, 1, 0, 7);
+            let mut out = Vec::new();
+            g.encode(&mut out, 1);
+            g.encode(&mut out, 2);
+            let (first, body) = shard::http::parse_request(&cfg, &mut out.clone()).unwrap().unwrap();
+            assert!(first < out.len(), "{scenario:?}: two pipelined requests");
+            let rest = &mut out[first..].to_vec();
+            let (second, _) = shard::http::parse_request(&cfg, rest).unwrap().unwrap();
+            assert_eq!(second, rest.len());
+            if scenario == Scenario::Ping {
+                assert!(out.starts_with(b"GET /health HTTP/1.1\r\n"));
+                continue;
+            }
+            assert!(out.starts_with(b"POST /v1/data/mcp/allow HTTP/1.1\r\n"), "{scenario:?}");
+            if scenario == Scenario::Miss {
+                let binary = shard::convert::input_from_eval(sample_with(format!("{}1", g.prefix), 1)).to_value().unwrap();
+                assert_eq!(body["input"], pdp::decision::value_to_json(&binary).unwrap());
+            }
+        }
+        // The hit pool's request ids are rewritten per send, as over the binary protocol.
+        let mut g = Generator::new(Scenario::Hit, Transport::Http, 1, 0, 7);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        g.encode(&mut a, 1);
+        g.next = 0;
+        g.encode(&mut b, 2);
+        assert_eq!(a.len(), b.len());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn http_responses_are_split_and_read() {
+        let ok = |allow: &str| {
+            let body = format!(r#"{{"decision_id":"ab","result":{{"allow":{allow},"reasons":[]}}}}"#);
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        };
+        let err = r#"{"code":"invalid_parameter","message":"no"}"#;
+        let bare = r#"{"decision_id":"ab","result":true}"#;
+        let bare = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{bare}", bare.len());
+        let text = format!("{}{}HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{err}{bare}", ok("true"), ok("false"), err.len());
+        let mut buf = text.clone().into_bytes();
+        let mut answers = Answers::new(Transport::Http);
+        let mut got = Vec::new();
+        while let Some((id, a)) = answers.next(&mut buf).unwrap() {
+            got.push((id, format!("{a:?}")));
+        }
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3, 4], "answers in request order");
+        assert!(got[3].1.contains("allow: Some(true)"), "mcp/allow's bare result: {got:?}");
+        assert!(got[0].1.contains("allow: Some(true)") && got[1].1.contains("allow: Some(false)"), "{got:?}");
+        assert!(got[2].1.contains("status: 400") && got[2].1.contains("invalid_parameter"), "{got:?}");
+        // Counted as the scenario expects: an allow, a deny where allows are expected, an error.
+        let mut t = Tally::new().unwrap();
+        let expect = Generator::new(Scenario::Hit, Transport::Http, 1, 0, 1).expect();
+        let mut buf = text.into_bytes();
+        let mut answers = Answers::new(Transport::Http);
+        let mut items = 0;
+        while let Some((_, a)) = answers.next(&mut buf).unwrap() {
+            items += t.count(&a, expect, 10);
+        }
+        assert_eq!((items, t.denies, t.wrong, t.frames), (3, 1, 2, 4));
+        // A response cut short waits for the rest.
+        let whole = ok("true").into_bytes();
+        let mut part = whole[..whole.len() - 3].to_vec();
+        let mut answers = Answers::new(Transport::Http);
+        assert!(answers.next(&mut part).unwrap().is_none());
+        part.extend_from_slice(&whole[whole.len() - 3..]);
+        assert!(answers.next(&mut part).unwrap().is_some());
+        // No Content-Length, or a huge one: refused, not guessed.
+        assert!(http_response(b"HTTP/1.1 200 OK\r\n\r\n{}").is_err());
+        assert!(http_response(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n").is_err());
     }
 }

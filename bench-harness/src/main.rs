@@ -1,66 +1,52 @@
-//! `pdp-bench`: drives a running `sark-pdp serve` over the binary protocol.
+//! `pdp-bench`: drives a running `sark-pdp serve` over the binary protocol or HTTP, and
+//! sets the engines side by side.
 //!
 //! - `closed`: connections × pipeline depth × batch size, each answer replaced by a new
 //!   request (throughput);
 //! - `open`: a fixed rate, latency from when each request was due (coordinated omission
 //!   corrected);
+//! - `sweep`: the closed-loop peak, then the open loop from 10% to 100% of it, plotted;
 //! - `matrix`: issue 3's table — PING, cache hits and cache misses at depth 1/16/128 and
 //!   batch 1/64, then each scenario open-loop at half its peak for p50/p99/p99.9, then
 //!   the OPA engine's single-core rate on the same miss inputs, in one run;
-//! - `opa`: that OPA measurement alone.
+//! - `opa`: that OPA measurement alone;
+//! - `engines`: regorus RVM, regorus interpreter and OPA on the same inputs, in rounds;
+//! - `compare`: two server commands (configurations or builds) started in turn, A B A B …,
+//!   under the same load, with the ratio per pair.
 //!
 //! Every run checks its answers (a PONG per PING, an allow per EVAL, whole batches) and,
 //! given `--server-pid`, reports the CPU each server thread used, beside this process's:
-//! the side at 100% of its core is the bottleneck.
+//! the side at 100% of its core is the bottleneck. `--json` writes the figures, and the
+//! plots beside them as SVG.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod compare;
 mod cpu;
+mod engines;
 mod load;
+mod measure;
+mod plot;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
-use load::{Generator, Scenario, Tally};
-use serde::Serialize;
+use load::Scenario;
+use measure::{Common, Run, closed, header, median_run, open, row, write_json};
 
 #[derive(Parser, Debug)]
-#[command(name = "pdp-bench", about = "Load generator for sark-pdp (binary protocol)")]
+#[command(name = "pdp-bench", about = "Load generator and benchmark harness for sark-pdp (binary protocol and HTTP)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(clap::Args, Debug, Clone)]
-struct Common {
-    /// The server's binary-protocol address.
-    #[arg(long, default_value = "127.0.0.1:7474")]
-    addr: SocketAddr,
-    /// Connections, one load thread each (two in open loop).
-    #[arg(long, default_value_t = 4)]
-    connections: usize,
-    /// Seconds measured.
-    #[arg(long, default_value_t = 3.0)]
-    duration: f64,
-    /// Seconds of load before measuring (fills the cache in the hit scenario).
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// The server's pid, to report the CPU its threads used.
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// Also write the results here as JSON.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Closed loop: `depth` frames in flight per connection.
+    /// Closed loop: `depth` requests in flight per connection.
     Closed {
         #[command(flatten)]
         common: Common,
@@ -68,11 +54,11 @@ enum Command {
         scenario: Scenario,
         #[arg(long, default_value_t = 16)]
         depth: usize,
-        /// EVALs per frame (1: EVAL; more: EVAL_BATCH).
+        /// EVALs per frame (1: EVAL; more: EVAL_BATCH; binary protocol only).
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
-    /// Open loop at a fixed rate of frames per second over all connections.
+    /// Open loop at a fixed rate of requests per second over all connections.
     Open {
         #[command(flatten)]
         common: Common,
@@ -83,7 +69,26 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
-    /// Issue 3's measurements in one run.
+    /// The closed-loop peak, then the open loop at 10%, 20% … 100% of it: latency against
+    /// offered load (plotted beside --json).
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum)]
+        scenario: Scenario,
+        /// Depth of the closed-loop run that finds the peak.
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Open-loop steps from 1/steps of the peak to the peak.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// The peak in requests/s, instead of measuring it.
+        #[arg(long)]
+        peak: Option<f64>,
+    },
+    /// Issue 3's measurements in one run (binary protocol).
     Matrix {
         #[command(flatten)]
         common: Common,
@@ -101,152 +106,81 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         cpu: usize,
     },
+    /// The regorus RVM, the regorus interpreter and the OPA engine deciding the same
+    /// inputs in one process, in rounds (no server).
+    Engines(engines::Args),
+    /// Two server configurations or builds, started in turn (A B A B …) under the same
+    /// closed-loop load; the ratio B ÷ A per pair.
+    Compare(compare::Args),
 }
 
-/// One run's figures.
-#[derive(Debug, Clone, Serialize)]
-struct Run {
-    scenario: Scenario,
-    mode: &'static str,
-    connections: usize,
-    /// Frames in flight per connection (closed loop).
-    depth: Option<usize>,
-    batch: usize,
-    /// Frames/s offered (open loop).
-    offered: Option<f64>,
-    seconds: f64,
-    /// Decisions (PONGs for ping) answered per second.
-    per_s: f64,
-    frames_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    max_us: f64,
-    /// Of the EVAL answers, the fraction from the cache, and the fraction denied.
-    hit_ratio: Option<f64>,
-    deny_ratio: Option<f64>,
-    wrong: u64,
-    first_wrong: Option<String>,
-    /// % of one core, by server thread name and for the harness.
-    cpu: std::collections::BTreeMap<String, f64>,
+/// The open loop from 1/steps of `peak` to `peak` requests/s.
+fn sweep_rates(peak: f64, steps: usize) -> Vec<f64> {
+    (1..=steps).map(|k| peak * k as f64 / steps as f64).collect()
 }
 
-fn nonce() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Run `workers` (each returns its tally) with CPU sampled over the measured window.
-fn measure(
-    c: &Common,
-    spawn: impl Fn(usize, Instant, Instant) -> std::thread::JoinHandle<anyhow::Result<Tally>>,
-) -> anyhow::Result<(Tally, std::collections::BTreeMap<String, f64>)> {
-    let measure_from = Instant::now() + Duration::from_secs_f64(c.warmup);
-    let end = measure_from + Duration::from_secs_f64(c.duration);
-    let handles: Vec<_> = (0..c.connections).map(|i| spawn(i, measure_from, end)).collect();
-    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-    let (server0, own0) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
-    std::thread::sleep(end.saturating_duration_since(Instant::now()));
-    let (server1, own1) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
-    let mut usage = cpu::percent(&server0, &server1, c.duration);
-    usage.insert("pdp-bench".into(), ((own1.saturating_sub(own0)) as f64 / c.duration).round());
-    let mut total = Tally::new()?;
-    for h in handles {
-        total.merge(h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??);
+fn sweep(c: &Common, scenario: Scenario, depth: usize, batch: usize, steps: usize, peak: Option<f64>) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=100).contains(&steps), "need 1 ≤ steps ≤ 100");
+    let closed_peak = match peak {
+        Some(p) => {
+            anyhow::ensure!(p > 0.0 && p.is_finite(), "--peak must be a positive rate");
+            None
+        }
+        None => {
+            eprintln!("pdp-bench: closed loop for the peak ({scenario:?}, depth {depth}, batch {batch})");
+            let r = closed(c, scenario, depth, batch)?;
+            if r.wrong > 0 {
+                bail!("the peak run had {} unexpected answers, first: {}", r.wrong, r.first_wrong.unwrap_or_default());
+            }
+            Some(r)
+        }
+    };
+    let peak = peak.or(closed_peak.as_ref().map(|r| r.frames_per_s)).unwrap_or(0.0);
+    anyhow::ensure!(peak > 0.0, "the closed loop answered nothing: no peak to sweep");
+    let mut runs = Vec::new();
+    for (k, rate) in sweep_rates(peak, steps).into_iter().enumerate() {
+        eprintln!("pdp-bench: [{}/{steps}] open loop at {rate:.0}/s ({}% of peak)", k + 1, (k + 1) * 100 / steps);
+        runs.push(open(c, scenario, rate, batch)?);
     }
-    Ok((total, usage))
-}
-
-/// What a run sent.
-struct Shape {
-    scenario: Scenario,
-    mode: &'static str,
-    depth: Option<usize>,
-    batch: usize,
-    offered: Option<f64>,
-}
-
-fn summarize(t: &Tally, c: &Common, shape: Shape, usage: std::collections::BTreeMap<String, f64>) -> Run {
-    let Shape { scenario, mode, depth, batch, offered } = shape;
-    let us = |q: f64| t.latency.value_at_quantile(q) as f64 / 1000.0;
-    Run {
-        scenario,
-        mode,
-        connections: c.connections,
-        depth,
-        batch,
-        offered,
-        seconds: c.duration,
-        per_s: t.items as f64 / c.duration,
-        frames_per_s: t.frames as f64 / c.duration,
-        p50_us: us(0.5),
-        p99_us: us(0.99),
-        p999_us: us(0.999),
-        max_us: t.latency.max() as f64 / 1000.0,
-        hit_ratio: (scenario != Scenario::Ping && t.items > 0).then(|| t.hits as f64 / t.items as f64),
-        deny_ratio: (scenario != Scenario::Ping && t.items > 0).then(|| t.denies as f64 / t.items as f64),
-        wrong: t.wrong,
-        first_wrong: t.first_wrong.clone(),
-        cpu: usage,
+    println!("{scenario:?} over {:?}, {} connections, batch {batch}; peak {peak:.0} requests/s{}; each step {} s after {} s warm-up\n", c.transport, c.connections, closed_peak.as_ref().map_or(" (given)".to_string(), |_| format!(" (closed loop, depth {depth})")), c.duration, c.warmup);
+    println!("| % of peak | offered/s | answered decisions/s | p50 µs | p99 µs | p99.9 µs | max µs | wrong |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (k, r) in runs.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            (k + 1) * 100 / steps,
+            r.offered.unwrap_or(0.0),
+            r.per_s,
+            r.p50_us,
+            r.p99_us,
+            r.p999_us,
+            r.max_us,
+            r.wrong
+        );
     }
-}
-
-fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> anyhow::Result<Run> {
-    let n = nonce();
-    let (t, usage) = measure(c, |i, from, end| {
-        let (addr, g) = (c.addr, Generator::new(scenario, batch, i, n));
-        std::thread::spawn(move || load::closed(addr, g, depth, from, end))
-    })?;
-    let shape = Shape { scenario, mode: "closed", depth: Some(depth), batch, offered: None };
-    Ok(summarize(&t, c, shape, usage))
-}
-
-fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::Result<Run> {
-    let n = nonce();
-    let per_conn = rate / c.connections as f64;
-    let (warmup, duration) = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.duration));
-    let (t, usage) = measure(c, |i, _, _| {
-        let (addr, g) = (c.addr, Generator::new(scenario, batch, i, n));
-        std::thread::spawn(move || load::open(addr, g, per_conn, warmup, duration))
-    })?;
-    let shape = Shape { scenario, mode: "open", depth: None, batch, offered: Some(rate) };
-    Ok(summarize(&t, c, shape, usage))
-}
-
-fn header() {
-    println!("| scenario | loop | conns | depth | batch | decisions/s | frames/s | p50 µs | p99 µs | p99.9 µs | hits | CPU % (server threads; harness) |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
-}
-
-fn row(r: &Run, note: &str) {
-    let cpu: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    let depth = r.depth.map_or_else(|| format!("{:.0}/s", r.offered.unwrap_or(0.0)), |d| d.to_string());
-    println!(
-        "| {:?} | {} | {} | {} | {} | {:.0}{note} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
-        r.scenario,
-        r.mode,
-        r.connections,
-        depth,
-        r.batch,
-        r.per_s,
-        r.frames_per_s,
-        r.p50_us,
-        r.p99_us,
-        r.p999_us,
-        r.hit_ratio.map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
-        cpu.join(", ")
-    );
-    if r.wrong > 0 {
-        eprintln!("pdp-bench: {} unexpected answers, first: {}", r.wrong, r.first_wrong.as_deref().unwrap_or("?"));
+    let wrong: u64 = runs.iter().map(|r| r.wrong).sum();
+    write_json(c.json.as_ref(), &serde_json::json!({"peak_per_s": peak, "peak_run": closed_peak, "steps": runs}))?;
+    if let Some(json) = &c.json {
+        let what = format!("{scenario:?} over {:?}: latency against offered load (peak {peak:.0}/s)", c.transport);
+        plot::latency_vs_load(&measure::beside(json, "latency"), &what, &runs)?;
+        let series: Vec<(String, Vec<[f64; 2]>)> = runs.iter().map(|r| (format!("{:.0}/s", r.offered.unwrap_or(0.0)), r.timeline.clone())).collect();
+        plot::throughput(&measure::beside(json, "throughput"), &format!("{scenario:?} over {:?}: decisions answered per second, step by step", c.transport), &series, true)?;
+        eprintln!("pdp-bench: plots beside {}", json.display());
     }
+    anyhow::ensure!(wrong == 0, "{wrong} unexpected answers in the sweep");
+    Ok(())
 }
 
-fn write_json(path: Option<&PathBuf>, value: &impl Serialize) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, serde_json::to_string_pretty(value)?).with_context(|| p.display().to_string())?;
-        eprintln!("pdp-bench: results in {}", p.display());
+/// One closed or open run: its table row, its JSON and its throughput plot.
+fn single(c: &Common, r: &Run) -> anyhow::Result<()> {
+    header();
+    row(r, "");
+    write_json(c.json.as_ref(), r)?;
+    if let Some(json) = &c.json {
+        let label = format!("{:?} {} over {:?}", r.scenario, r.mode, r.transport);
+        plot::throughput(&measure::beside(json, "throughput"), &format!("{label}: decisions answered per second"), &[(label.clone(), r.timeline.clone())], false)?;
     }
+    anyhow::ensure!(r.wrong == 0, "{} unexpected answers, first: {}", r.wrong, r.first_wrong.as_deref().unwrap_or("?"));
     Ok(())
 }
 
@@ -282,12 +216,6 @@ fn opa_rate(seconds: f64, cpu: usize) -> anyhow::Result<f64> {
         }
     }
     Ok(decided as f64 / start.elapsed().as_secs_f64())
-}
-
-fn median_run(mut runs: Vec<Run>) -> Option<(Run, f64, f64)> {
-    runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
-    let (lo, hi) = (runs.first()?.per_s, runs.last()?.per_s);
-    Some((runs.get(runs.len() / 2)?.clone(), lo, hi))
 }
 
 fn matrix(c: &Common, rounds: usize, opa_cpu: usize) -> anyhow::Result<()> {
@@ -370,24 +298,31 @@ fn matrix(c: &Common, rounds: usize, opa_cpu: usize) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Closed { common, scenario, depth, batch } => {
-            anyhow::ensure!((1..=4096).contains(&batch) && depth >= 1 && common.connections >= 1, "need 1 ≤ batch ≤ 4096, depth ≥ 1, connections ≥ 1");
-            let r = closed(&common, scenario, depth, batch)?;
-            header();
-            row(&r, "");
-            write_json(common.json.as_ref(), &r)
+            common.check(batch)?;
+            anyhow::ensure!((1..=65_536).contains(&depth), "need 1 ≤ depth ≤ 65536");
+            single(&common, &closed(&common, scenario, depth, batch)?)
         }
         Command::Open { common, scenario, rate, batch } => {
-            anyhow::ensure!((1..=4096).contains(&batch) && rate > 0.0 && common.connections >= 1, "need 1 ≤ batch ≤ 4096, rate > 0, connections ≥ 1");
-            let r = open(&common, scenario, rate, batch)?;
-            header();
-            row(&r, "");
-            write_json(common.json.as_ref(), &r)
+            common.check(batch)?;
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "need a positive --rate");
+            single(&common, &open(&common, scenario, rate, batch)?)
         }
-        Command::Matrix { common, rounds, opa_cpu } => matrix(&common, rounds.max(1), opa_cpu),
+        Command::Sweep { common, scenario, depth, batch, steps, peak } => {
+            common.check(batch)?;
+            anyhow::ensure!((1..=65_536).contains(&depth), "need 1 ≤ depth ≤ 65536");
+            sweep(&common, scenario, depth, batch, steps, peak)
+        }
+        Command::Matrix { common, rounds, opa_cpu } => {
+            anyhow::ensure!(common.transport == load::Transport::Binary, "the matrix runs over the binary protocol (PING and batches have no HTTP form)");
+            common.check(64)?;
+            matrix(&common, rounds.clamp(1, 100), opa_cpu)
+        }
         Command::Opa { duration, cpu } => {
             println!("OPA v1.20.2 engine, one core: {:.0} decisions/s", opa_rate(duration, cpu)?);
             Ok(())
         }
+        Command::Engines(args) => engines::run(&args),
+        Command::Compare(args) => compare::run(&args),
     }
 }
 

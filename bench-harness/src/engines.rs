@@ -5,13 +5,9 @@
 //! (equal terms); the RVM is also measured on pre-parsed input (what the binary protocol's
 //! typed fields give it).
 //!
-//! `cargo run --release -p perf --bin engines -- [ROUNDS] [PASSES_PER_ROUND]`
-//!
-//! Prints, per engine: evaluations/s (median over rounds), p50 and p99 per evaluation
-//! (over all timed evaluations), and the ratio to OPA per round (median, min, max).
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! `pdp-bench engines [--rounds 5] [--passes 20]` prints, per engine: evaluations/s
+//! (median over rounds), p50 and p99 per evaluation (over all timed evaluations), and the
+//! ratio to OPA per round (median, min, max); every engine must allow the same inputs.
 
 use std::sync::Arc;
 
@@ -34,10 +30,34 @@ const ALL: [(Which, &str); 4] = [
     (Which::Opa, "OPA v1.20.2 engine (parses JSON)"),
 ];
 
-fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
-    let passes: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(20);
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Timed rounds per engine (after one untimed warm-up round).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Passes over the inputs per round.
+    #[arg(long, default_value_t = 20)]
+    passes: usize,
+    /// Also write the rows here as JSON.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// One engine's row.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    engine: &'static str,
+    per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    x_opa: f64,
+    x_opa_min: f64,
+    x_opa_max: f64,
+    allows: usize,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let (rounds, passes) = (args.rounds.clamp(1, 1000), args.passes.clamp(1, 100_000));
 
     let bundle = shipped_bundle()?;
     let inputs = decision_inputs(&bundle)?;
@@ -48,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     let opa = OpaEngine::from_bundle(&bundle)?;
     let clock = quanta::Clock::new();
 
-    struct Run {
+    struct Timed {
         which: Which,
         name: &'static str,
         /// Every timed evaluation, ns.
@@ -57,9 +77,9 @@ fn main() -> anyhow::Result<()> {
         rates: Vec<f64>,
         allows: usize,
     }
-    let mut runs: Vec<Run> = ALL
+    let mut runs: Vec<Timed> = ALL
         .iter()
-        .map(|(which, name)| Run {
+        .map(|(which, name)| Timed {
             which: *which,
             name,
             samples: Vec::new(),
@@ -109,26 +129,31 @@ fn main() -> anyhow::Result<()> {
     let opa_rates = runs.iter().find(|r| r.which == Which::Opa).map(|r| r.rates.clone()).unwrap_or_default();
     println!("| engine | evaluations/s (median of {rounds} rounds) | p50 | p99 | × OPA (median [min–max] per round) | allows |");
     println!("|---|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
     for run in &mut runs {
         run.samples.sort_unstable();
         let ratios: Vec<f64> = run.rates.iter().zip(&opa_rates).map(|(a, b)| a / b).collect();
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        let row = Row {
+            engine: run.name,
+            per_s: median(run.rates.clone()),
+            p50_us: quantile(&run.samples, 0.50) as f64 / 1e3,
+            p99_us: quantile(&run.samples, 0.99) as f64 / 1e3,
+            x_opa: median(ratios),
+            x_opa_min: lo,
+            x_opa_max: hi,
+            allows: run.allows,
+        };
         println!(
             "| {} | {:.0} | {:.1} µs | {:.1} µs | {:.1}× [{:.1}–{:.1}] | {} |",
-            run.name,
-            median(run.rates.clone()),
-            quantile(&run.samples, 0.50) as f64 / 1e3,
-            quantile(&run.samples, 0.99) as f64 / 1e3,
-            median(ratios.clone()),
-            lo,
-            hi,
-            run.allows,
+            row.engine, row.per_s, row.p50_us, row.p99_us, row.x_opa, row.x_opa_min, row.x_opa_max, row.allows
         );
+        rows.push(row);
     }
     // Same decisions from every engine, or the comparison is meaningless.
     let allows: Vec<usize> = runs.iter().map(|r| r.allows).collect();
     anyhow::ensure!(allows.windows(2).all(|w| w.first() == w.last()), "engines disagree on the number of allows: {allows:?}");
-    Ok(())
+    crate::measure::write_json(args.json.as_ref(), &rows)
 }

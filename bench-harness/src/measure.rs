@@ -1,0 +1,311 @@
+//! One measured run: load threads started, a progress bar and a throughput timeline while
+//! they go, CPU sampled over the measured window, the tallies merged into a [`Run`].
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cpu;
+use crate::load::{self, Generator, Meter, Scenario, Tally, Transport};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// How requests travel: the binary protocol, or HTTP to the OPA data API.
+    #[arg(long, value_enum, default_value_t = Transport::Binary)]
+    pub transport: Transport,
+    /// The server's address (default 127.0.0.1:7474 for binary, 127.0.0.1:8181 for HTTP).
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
+    /// Over HTTP, the data API path EVALs are posted to (its answer: SARK's decision, or
+    /// its allow).
+    #[arg(long, default_value = load::DEFAULT_HTTP_PATH)]
+    pub http_path: String,
+    /// Connections, one load thread each (two in open loop).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring (fills the cache in the hit scenario).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// The server's pid, to report the CPU its threads used.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Also write the results here as JSON (and plots beside it, as SVG).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl Common {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.unwrap_or_else(|| match self.transport {
+            Transport::Binary => SocketAddr::from(([127, 0, 0, 1], 7474)),
+            Transport::Http => SocketAddr::from(([127, 0, 0, 1], 8181)),
+        })
+    }
+
+    /// The limits every run checks before it starts.
+    pub fn check(&self, batch: usize) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=4096).contains(&batch), "need 1 ≤ batch ≤ 4096");
+        anyhow::ensure!((1..=1024).contains(&self.connections), "need 1 ≤ connections ≤ 1024");
+        anyhow::ensure!(self.duration > 0.0 && self.duration <= 86_400.0 && (0.0..=3600.0).contains(&self.warmup), "need 0 < duration ≤ 86400 s, 0 ≤ warm-up ≤ 3600 s");
+        anyhow::ensure!(self.transport == Transport::Binary || batch == 1, "over HTTP the batch is 1 (the OPA data API has no batch form)");
+        anyhow::ensure!(self.http_path.starts_with("/v1/data/") && self.http_path.len() < 1024 && self.http_path.bytes().all(|b| b.is_ascii_graphic()), "--http-path must be a /v1/data/… path");
+        Ok(())
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub scenario: Scenario,
+    pub transport: Transport,
+    pub mode: &'static str,
+    pub connections: usize,
+    /// Requests in flight per connection (closed loop).
+    pub depth: Option<usize>,
+    pub batch: usize,
+    /// Requests/s offered (open loop).
+    pub offered: Option<f64>,
+    pub seconds: f64,
+    /// Decisions (PONGs for ping) answered per second.
+    pub per_s: f64,
+    pub frames_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// Of the decisions, the fraction from the cache (over HTTP: from the server's
+    /// /metrics, read at the window's ends), and the fraction denied.
+    pub hit_ratio: Option<f64>,
+    pub deny_ratio: Option<f64>,
+    pub wrong: u64,
+    pub first_wrong: Option<String>,
+    /// Connections the server closed at its requests-per-connection limit (HTTP), reopened.
+    pub reconnects: u64,
+    /// % of one core, by server thread name and for the harness.
+    pub cpu: BTreeMap<String, f64>,
+    /// Decisions answered in each second of the measured window: [seconds from its start, per second].
+    pub timeline: Vec<[f64; 2]>,
+}
+
+pub fn nonce() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The server's cache hits and misses so far, summed over shards, from its /metrics.
+pub fn scrape_cache(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr} for /metrics"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sark-pdp\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.take(16 << 20).read_to_string(&mut text).context("reading /metrics")?;
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "/metrics answered {}", text.lines().next().unwrap_or(""));
+    Ok((sum("sark_policy_cache_hits_total"), sum("sark_policy_cache_misses_total")))
+}
+
+/// What a run sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub scenario: Scenario,
+    pub mode: &'static str,
+    pub depth: Option<usize>,
+    pub batch: usize,
+    pub offered: Option<f64>,
+}
+
+impl Shape {
+    fn label(&self) -> String {
+        match (self.depth, self.offered) {
+            (Some(d), _) => format!("{:?} depth {d} batch {}", self.scenario, self.batch),
+            (_, Some(r)) => format!("{:?} open {r:.0}/s", self.scenario),
+            _ => format!("{:?}", self.scenario),
+        }
+    }
+}
+
+/// Run one load thread per connection (`spawn(connection, measure_from, end, meter)`),
+/// with a progress bar, a timeline of each measured second, and CPU sampled over the
+/// measured window; merge what they saw.
+pub fn measure(
+    c: &Common,
+    shape: Shape,
+    spawn: impl Fn(usize, Instant, Instant, Meter) -> std::thread::JoinHandle<anyhow::Result<Tally>>,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(c.warmup);
+    let end = measure_from + Duration::from_secs_f64(c.duration);
+    let meter: Meter = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..c.connections).map(|i| spawn(i, measure_from, end, meter.clone())).collect();
+    let bar = progress_bar(c.warmup + c.duration, &shape.label());
+    let mut timeline = Vec::new();
+    let (mut server0, mut own0, mut cache0) = (BTreeMap::new(), 0, None);
+    let (mut last_t, mut last_n, mut measuring) = (measure_from, 0, false);
+    loop {
+        let now = Instant::now();
+        if !measuring && now >= measure_from {
+            measuring = true;
+            (server0, own0) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
+            cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
+            (last_t, last_n) = (now, meter.load(Ordering::Relaxed));
+        }
+        if measuring && (now - last_t >= Duration::from_secs(1) || now >= end) {
+            let n = meter.load(Ordering::Relaxed);
+            let dt = (now - last_t).as_secs_f64();
+            if dt > 0.05 {
+                let rate = (n - last_n) as f64 / dt;
+                timeline.push([(now - measure_from).as_secs_f64(), rate]);
+                bar.set_message(format!("{rate:.0} decisions/s"));
+            }
+            (last_t, last_n) = (now, n);
+        }
+        bar.set_position((now - start).as_millis() as u64);
+        if now >= end || handles.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(end.saturating_duration_since(now).max(Duration::from_millis(1))));
+    }
+    let (server1, own1) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
+    let cache1 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
+    bar.finish_and_clear();
+    let mut usage = cpu::percent(&server0, &server1, c.duration);
+    usage.insert("pdp-bench".into(), ((own1.saturating_sub(own0)) as f64 / c.duration).round());
+    let mut total = Tally::new()?;
+    for h in handles {
+        total.merge(h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??);
+    }
+    let mut run = summarize(&total, c, shape, usage, timeline);
+    if let (Some((h0, m0)), Some((h1, m1))) = (cache0, cache1)
+        && shape.scenario != Scenario::Ping
+    {
+        run.hit_ratio = Some((h1 - h0) / (h1 - h0 + m1 - m0).max(1.0));
+    }
+    Ok(run)
+}
+
+/// A bar over the run's seconds on a terminal (none when stderr is not one).
+fn progress_bar(seconds: f64, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new((seconds * 1000.0) as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix:>32} [{bar:30}] {elapsed:>3}/{duration} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, timeline: Vec<[f64; 2]>) -> Run {
+    let Shape { scenario, mode, depth, batch, offered } = shape;
+    let us = |q: f64| t.latency.value_at_quantile(q) as f64 / 1000.0;
+    let decisions = scenario != Scenario::Ping && t.items > 0;
+    Run {
+        scenario,
+        transport: c.transport,
+        mode,
+        connections: c.connections,
+        depth,
+        batch,
+        offered,
+        seconds: c.duration,
+        per_s: t.items as f64 / c.duration,
+        frames_per_s: t.frames as f64 / c.duration,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: t.latency.max() as f64 / 1000.0,
+        hit_ratio: (decisions && c.transport == Transport::Binary).then(|| t.hits as f64 / t.items as f64),
+        deny_ratio: decisions.then(|| t.denies as f64 / t.items as f64),
+        wrong: t.wrong,
+        first_wrong: t.first_wrong.clone(),
+        reconnects: t.reconnects,
+        cpu: usage,
+        timeline,
+    }
+}
+
+/// Closed loop: `depth` requests in flight on each connection.
+pub fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> anyhow::Result<Run> {
+    let (n, addr, transport) = (nonce(), c.addr(), c.transport);
+    let shape = Shape { scenario, mode: "closed", depth: Some(depth), batch, offered: None };
+    measure(c, shape, |i, from, end, meter| {
+        let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
+        std::thread::spawn(move || load::closed(addr, g, depth, (from, end), meter))
+    })
+}
+
+/// Open loop: `rate` requests/s over all connections.
+pub fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::Result<Run> {
+    let (n, addr, transport) = (nonce(), c.addr(), c.transport);
+    let per_conn = rate / c.connections as f64;
+    let window = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.duration));
+    let shape = Shape { scenario, mode: "open", depth: None, batch, offered: Some(rate) };
+    measure(c, shape, |i, _, _, meter| {
+        let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
+        std::thread::spawn(move || load::open(addr, g, per_conn, window, meter))
+    })
+}
+
+pub fn header() {
+    println!("| scenario | transport | loop | conns | depth | batch | decisions/s | frames/s | p50 µs | p99 µs | p99.9 µs | hits | CPU % (server threads; harness) |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+}
+
+pub fn row(r: &Run, note: &str) {
+    let cpu: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let depth = r.depth.map_or_else(|| format!("{:.0}/s", r.offered.unwrap_or(0.0)), |d| d.to_string());
+    println!(
+        "| {:?} | {:?} | {} | {} | {} | {} | {:.0}{note} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+        r.scenario,
+        r.transport,
+        r.mode,
+        r.connections,
+        depth,
+        r.batch,
+        r.per_s,
+        r.frames_per_s,
+        r.p50_us,
+        r.p99_us,
+        r.p999_us,
+        r.hit_ratio.map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
+        cpu.join(", ")
+    );
+    if r.wrong > 0 {
+        eprintln!("pdp-bench: {} unexpected answers, first: {}", r.wrong, r.first_wrong.as_deref().unwrap_or("?"));
+    }
+}
+
+pub fn write_json(path: Option<&PathBuf>, value: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(value)?).with_context(|| p.display().to_string())?;
+        eprintln!("pdp-bench: results in {}", p.display());
+    }
+    Ok(())
+}
+
+/// `results.json` → `results.<what>.svg`, beside it.
+pub fn beside(json: &Path, what: &str) -> PathBuf {
+    let stem = json.file_stem().and_then(|s| s.to_str()).unwrap_or("pdp-bench");
+    json.with_file_name(format!("{stem}.{what}.svg"))
+}
+
+/// The run with the median rate, and the lowest and highest rates.
+pub fn median_run(mut runs: Vec<Run>) -> Option<(Run, f64, f64)> {
+    runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+    let (lo, hi) = (runs.first()?.per_s, runs.last()?.per_s);
+    Some((runs.get(runs.len() / 2)?.clone(), lo, hi))
+}
