@@ -5,7 +5,7 @@
 #
 #   scripts/bench-server.sh [extra pdp-bench matrix flags]
 #
-# SHARDS (default 1), HARNESS_CPUS (default: the last core, which the audit writer also
+# RUNS (default 3, interleaved), SHARDS (default 1), HARNESS_CPUS (default: the last core, which the audit writer also
 # uses), AUDIT_DURABILITY (none | batch | sync; default batch), OUT (default
 # target/bench-server.json). The audit log goes to target/bench-audit/, removed after.
 set -euo pipefail
@@ -31,4 +31,4 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "server: $SHARDS shard(s), audit durability $AUDIT_DURABILITY; load generator on core(s) $HARNESS_CPUS"
 cat target/bench-server.log
 taskset -c "$HARNESS_CPUS" target/release/pdp-bench matrix --addr "127.0.0.1:$PORT" --server-pid "$server" \
-  --json "$OUT" "$@"
+  --runs "${RUNS:-3}" --json "$OUT" "$@"

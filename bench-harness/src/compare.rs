@@ -146,6 +146,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!((1..=100).contains(&args.pairs), "need 1 ≤ pairs ≤ 100");
     anyhow::ensure!((1..=65_536).contains(&args.depth), "need 1 ≤ depth ≤ 65536");
     anyhow::ensure!(args.common.addr.is_none() && args.common.server_pid.is_none(), "compare starts the servers: leave out --addr and --server-pid");
+    anyhow::ensure!(args.common.runs == 1, "compare repeats by --pairs: leave out --runs");
     let mut pairs = Vec::new();
     for k in 1..=args.pairs {
         eprintln!("pdp-bench: pair {k}/{}: A", args.pairs);

@@ -35,7 +35,7 @@ use std::time::Instant;
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use load::Scenario;
-use measure::{Common, Run, closed, header, median_run, open, row, write_json};
+use measure::{Common, Run, closed, header, median_of, open, repeated, row, write_json};
 
 #[derive(Parser, Debug)]
 #[command(name = "pdp-bench", about = "Load generator and benchmark harness for sark-pdp (binary protocol and HTTP)")]
@@ -90,11 +90,9 @@ enum Command {
     },
     /// Issue 3's measurements in one run (binary protocol).
     Matrix {
+        /// --runs: times each closed-loop configuration runs, interleaved round by round.
         #[command(flatten)]
         common: Common,
-        /// Times each closed-loop configuration runs (interleaved); medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
         /// Core the OPA measurement runs on (the shard's, idle by then).
         #[arg(long, default_value_t = 0)]
         opa_cpu: usize,
@@ -128,7 +126,7 @@ fn sweep(c: &Common, scenario: Scenario, depth: usize, batch: usize, steps: usiz
         }
         None => {
             eprintln!("pdp-bench: closed loop for the peak ({scenario:?}, depth {depth}, batch {batch})");
-            let r = closed(c, scenario, depth, batch)?;
+            let r = repeated(c, || closed(c, scenario, depth, batch))?;
             if r.wrong > 0 {
                 bail!("the peak run had {} unexpected answers, first: {}", r.wrong, r.first_wrong.unwrap_or_default());
             }
@@ -140,9 +138,9 @@ fn sweep(c: &Common, scenario: Scenario, depth: usize, batch: usize, steps: usiz
     let mut runs = Vec::new();
     for (k, rate) in sweep_rates(peak, steps).into_iter().enumerate() {
         eprintln!("pdp-bench: [{}/{steps}] open loop at {rate:.0}/s ({}% of peak)", k + 1, (k + 1) * 100 / steps);
-        runs.push(open(c, scenario, rate, batch)?);
+        runs.push(repeated(c, || open(c, scenario, rate, batch))?);
     }
-    println!("{scenario:?} over {:?}, {} connections, batch {batch}; peak {peak:.0} requests/s{}; each step {} s after {} s warm-up\n", c.transport, c.connections, closed_peak.as_ref().map_or(" (given)".to_string(), |_| format!(" (closed loop, depth {depth})")), c.duration, c.warmup);
+    println!("{scenario:?} over {:?}, {} connections, batch {batch}; peak {peak:.0} requests/s{}; each step: median of {} run(s) of {} s after {} s warm-up\n", c.transport, c.connections, closed_peak.as_ref().map_or(" (given)".to_string(), |_| format!(" (closed loop, depth {depth})")), c.runs, c.duration, c.warmup);
     println!("| % of peak | offered/s | answered decisions/s | p50 µs | p99 µs | p99.9 µs | max µs | wrong |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (k, r) in runs.iter().enumerate() {
@@ -174,7 +172,7 @@ fn sweep(c: &Common, scenario: Scenario, depth: usize, batch: usize, steps: usiz
 /// One closed or open run: its table row, its JSON and its throughput plot.
 fn single(c: &Common, r: &Run) -> anyhow::Result<()> {
     header();
-    row(r, "");
+    row(r);
     write_json(c.json.as_ref(), r)?;
     if let Some(json) = &c.json {
         let label = format!("{:?} {} over {:?}", r.scenario, r.mode, r.transport);
@@ -218,7 +216,8 @@ fn opa_rate(seconds: f64, cpu: usize) -> anyhow::Result<f64> {
     Ok(decided as f64 / start.elapsed().as_secs_f64())
 }
 
-fn matrix(c: &Common, rounds: usize, opa_cpu: usize) -> anyhow::Result<()> {
+fn matrix(c: &Common, opa_cpu: usize) -> anyhow::Result<()> {
+    let rounds = c.runs;
     const SHAPES: [(usize, usize); 5] = [(1, 1), (16, 1), (128, 1), (1, 64), (16, 64)];
     let scenarios = [Scenario::Ping, Scenario::Hit, Scenario::Miss];
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); scenarios.len() * SHAPES.len()];
@@ -246,8 +245,8 @@ fn matrix(c: &Common, rounds: usize, opa_cpu: usize) -> anyhow::Result<()> {
     header();
     let mut medians = Vec::new();
     for set in runs {
-        if let Some((m, lo, hi)) = median_run(set) {
-            row(&m, &format!(" [{lo:.0}–{hi:.0}]"));
+        if let Some(m) = median_of(set) {
+            row(&m);
             medians.push(m);
         }
     }
@@ -281,7 +280,7 @@ fn matrix(c: &Common, rounds: usize, opa_cpu: usize) -> anyhow::Result<()> {
         let peak = [1, 16, 128].iter().map(|&d| rate(s, d, 1)).fold(0.0, f64::max);
         eprintln!("pdp-bench: open loop {s:?} at {:.0}/s", peak / 2.0);
         let r = open(c, s, peak / 2.0, 1)?;
-        row(&r, "");
+        row(&r);
         latency.push(r);
     }
 
@@ -300,22 +299,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Closed { common, scenario, depth, batch } => {
             common.check(batch)?;
             anyhow::ensure!((1..=65_536).contains(&depth), "need 1 ≤ depth ≤ 65536");
-            single(&common, &closed(&common, scenario, depth, batch)?)
+            single(&common, &repeated(&common, || closed(&common, scenario, depth, batch))?)
         }
         Command::Open { common, scenario, rate, batch } => {
             common.check(batch)?;
             anyhow::ensure!(rate > 0.0 && rate.is_finite(), "need a positive --rate");
-            single(&common, &open(&common, scenario, rate, batch)?)
+            single(&common, &repeated(&common, || open(&common, scenario, rate, batch))?)
         }
         Command::Sweep { common, scenario, depth, batch, steps, peak } => {
             common.check(batch)?;
             anyhow::ensure!((1..=65_536).contains(&depth), "need 1 ≤ depth ≤ 65536");
             sweep(&common, scenario, depth, batch, steps, peak)
         }
-        Command::Matrix { common, rounds, opa_cpu } => {
+        Command::Matrix { common, opa_cpu } => {
             anyhow::ensure!(common.transport == load::Transport::Binary, "the matrix runs over the binary protocol (PING and batches have no HTTP form)");
             common.check(64)?;
-            matrix(&common, rounds.clamp(1, 100), opa_cpu)
+            matrix(&common, opa_cpu)
         }
         Command::Opa { duration, cpu } => {
             println!("OPA v1.20.2 engine, one core: {:.0} decisions/s", opa_rate(duration, cpu)?);

@@ -33,6 +33,10 @@ pub struct Common {
     /// Seconds measured.
     #[arg(long, default_value_t = 3.0)]
     pub duration: f64,
+    /// Times each measurement runs; the median is reported with the range (the matrix
+    /// interleaves its configurations round by round).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
     /// Seconds of load before measuring (fills the cache in the hit scenario).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
@@ -56,6 +60,7 @@ impl Common {
     pub fn check(&self, batch: usize) -> anyhow::Result<()> {
         anyhow::ensure!((1..=4096).contains(&batch), "need 1 ≤ batch ≤ 4096");
         anyhow::ensure!((1..=1024).contains(&self.connections), "need 1 ≤ connections ≤ 1024");
+        anyhow::ensure!((1..=100).contains(&self.runs), "need 1 ≤ runs ≤ 100");
         anyhow::ensure!(self.duration > 0.0 && self.duration <= 86_400.0 && (0.0..=3600.0).contains(&self.warmup), "need 0 < duration ≤ 86400 s, 0 ≤ warm-up ≤ 3600 s");
         anyhow::ensure!(self.transport == Transport::Binary || batch == 1, "over HTTP the batch is 1 (the OPA data API has no batch form)");
         anyhow::ensure!(self.http_path.starts_with("/v1/data/") && self.http_path.len() < 1024 && self.http_path.bytes().all(|b| b.is_ascii_graphic()), "--http-path must be a /v1/data/… path");
@@ -78,6 +83,10 @@ pub struct Run {
     pub seconds: f64,
     /// Decisions (PONGs for ping) answered per second.
     pub per_s: f64,
+    /// Runs of this measurement, and the least and greatest `per_s` among them (the
+    /// figures are the median run's; its percentiles the medians over the runs).
+    pub runs: usize,
+    pub per_s_range: [f64; 2],
     pub frames_per_s: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -223,6 +232,8 @@ fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, 
         offered,
         seconds: c.duration,
         per_s: t.items as f64 / c.duration,
+        runs: 1,
+        per_s_range: [t.items as f64 / c.duration; 2],
         frames_per_s: t.frames as f64 / c.duration,
         p50_us: us(0.5),
         p99_us: us(0.99),
@@ -265,9 +276,11 @@ pub fn header() {
     println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 }
 
-pub fn row(r: &Run, note: &str) {
+/// A table row; with several runs, the range of rates beside the median.
+pub fn row(r: &Run) {
     let cpu: Vec<String> = r.cpu.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let depth = r.depth.map_or_else(|| format!("{:.0}/s", r.offered.unwrap_or(0.0)), |d| d.to_string());
+    let note = if r.runs > 1 { format!(" [{:.0}–{:.0}]", r.per_s_range[0], r.per_s_range[1]) } else { String::new() };
     println!(
         "| {:?} | {:?} | {} | {} | {} | {} | {:.0}{note} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
         r.scenario,
@@ -303,9 +316,78 @@ pub fn beside(json: &Path, what: &str) -> PathBuf {
     json.with_file_name(format!("{stem}.{what}.svg"))
 }
 
-/// The run with the median rate, and the lowest and highest rates.
-pub fn median_run(mut runs: Vec<Run>) -> Option<(Run, f64, f64)> {
+/// `c.runs` runs of one measurement, as one: the run with the median rate, with each
+/// latency percentile the median over the runs and the range of the rates.
+pub fn repeated(c: &Common, mut once: impl FnMut() -> anyhow::Result<Run>) -> anyhow::Result<Run> {
+    let runs = (0..c.runs.max(1)).map(|_| once()).collect::<anyhow::Result<Vec<Run>>>()?;
+    median_of(runs).context("no runs")
+}
+
+/// Several runs of one configuration as one (see [`repeated`]).
+pub fn median_of(mut runs: Vec<Run>) -> Option<Run> {
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (p50, p99, p999) = (mid(runs.iter().map(|r| r.p50_us).collect()), mid(runs.iter().map(|r| r.p99_us).collect()), mid(runs.iter().map(|r| r.p999_us).collect()));
+    let wrong: u64 = runs.iter().map(|r| r.wrong).sum();
+    let first_wrong = runs.iter().find_map(|r| r.first_wrong.clone());
     runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
-    let (lo, hi) = (runs.first()?.per_s, runs.last()?.per_s);
-    Some((runs.get(runs.len() / 2)?.clone(), lo, hi))
+    let range = [runs.first()?.per_s, runs.last()?.per_s];
+    let n = runs.len();
+    let mut m = runs.swap_remove(n / 2);
+    (m.p50_us, m.p99_us, m.p999_us, m.runs, m.per_s_range, m.wrong, m.first_wrong) = (p50, p99, p999, n, range, wrong, first_wrong);
+    Some(m)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+pub mod tests {
+    use super::*;
+
+    /// A run with the given rate and p50/p99/p99.9, offered at `rate` (open loop).
+    pub fn run_at(rate: f64, p: [f64; 3]) -> Run {
+        Run {
+            scenario: Scenario::Hit,
+            transport: Transport::Binary,
+            mode: "open",
+            connections: 4,
+            depth: None,
+            batch: 1,
+            offered: Some(rate),
+            seconds: 1.0,
+            per_s: rate,
+            runs: 1,
+            per_s_range: [rate; 2],
+            frames_per_s: rate,
+            p50_us: p[0],
+            p99_us: p[1],
+            p999_us: p[2],
+            max_us: p[2],
+            hit_ratio: Some(1.0),
+            deny_ratio: Some(0.0),
+            wrong: 0,
+            first_wrong: None,
+            reconnects: 0,
+            cpu: BTreeMap::new(),
+            timeline: vec![[1.0, rate], [2.0, rate * 0.9]],
+        }
+    }
+
+    #[test]
+    fn several_runs_report_the_median_run_with_median_percentiles() {
+        let mut slow = run_at(100.0, [50.0, 900.0, 990.0]);
+        slow.wrong = 1;
+        slow.first_wrong = Some("deny".into());
+        let m = median_of(vec![run_at(300.0, [10.0, 100.0, 150.0]), slow, run_at(200.0, [20.0, 80.0, 200.0])]).unwrap();
+        assert_eq!((m.per_s, m.runs, m.per_s_range), (200.0, 3, [100.0, 300.0]));
+        assert_eq!((m.p50_us, m.p99_us, m.p999_us), (20.0, 100.0, 200.0), "each percentile's own median");
+        assert_eq!((m.wrong, m.first_wrong.as_deref()), (1, Some("deny")), "a wrong answer in any run is reported");
+        assert!(median_of(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn beside_names_the_plot_after_the_json() {
+        assert_eq!(beside(Path::new("out/sweep.json"), "latency"), Path::new("out/sweep.latency.svg"));
+    }
 }

@@ -90,3 +90,33 @@ pub fn throughput(path: &Path, title: &str, series: &[(String, Vec<[f64; 2]>)], 
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::measure::tests::run_at;
+
+    #[test]
+    fn plots_are_svg_with_a_line_per_series() {
+        let dir = std::env::temp_dir().join(format!("pdp-bench-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let steps: Vec<Run> = (1..=4).map(|k| run_at(k as f64 * 1000.0, [10.0 * k as f64, 100.0 * k as f64, 300.0 * k as f64])).collect();
+        let latency = dir.join("l.svg");
+        latency_vs_load(&latency, "Hit: latency", &steps).unwrap();
+        let svg = std::fs::read_to_string(&latency).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("Hit: latency"));
+        for label in ["p50", "p99", "p99.9", "offered decisions/s"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        // A line of 4 points and a legend entry per percentile, in its own colour.
+        let lines = |svg: &str| -> Vec<usize> { svg.split("<polyline").filter(|p| p.contains(r#"stroke-width="2""#)).map(|p| p.split(" points=").nth(1).map_or(0, |pts| pts.split('"').nth(1).unwrap_or("").split_whitespace().count())).collect() };
+        assert_eq!(lines(&svg), [4, 4, 4, 2, 2, 2], "three percentile lines of 4 steps, three legend entries");
+        let timeline = dir.join("t.svg");
+        let series: Vec<_> = steps.iter().map(|r| (format!("{}/s", r.per_s), r.timeline.clone())).collect();
+        throughput(&timeline, "steps", &series, true).unwrap();
+        let svg = std::fs::read_to_string(&timeline).unwrap();
+        assert_eq!(lines(&svg), [2, 2, 2, 2, 2, 2, 2, 2], "a line of 2 seconds per step, a legend entry per step");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,117 @@
+//! pdp-bench against the real server: `compare` starting two configurations, and the
+//! closed loop and the sweep over HTTP with their JSON and plots. `sark-pdp` is the one
+//! built beside `pdp-bench` (`cargo test --workspace` builds it; alone: `cargo build -p shard`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn pdp_bench() -> &'static str {
+    env!("CARGO_BIN_EXE_pdp-bench")
+}
+
+fn sark_pdp() -> PathBuf {
+    let path = Path::new(pdp_bench()).with_file_name("sark-pdp");
+    assert!(path.exists(), "{} is not built: cargo build -p shard (cargo test --workspace builds it)", path.display());
+    path
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pdp-bench-drive-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn bench(args: &[&str]) -> Output {
+    let out = Command::new(pdp_bench()).args(args).output().unwrap();
+    assert!(out.status.success(), "pdp-bench {args:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One shard with its HTTP front door on port 0; the HTTP address.
+fn serve(dir: &Path) -> (Server, String) {
+    let mut child = Command::new(sark_pdp())
+        .args(["serve", "--shards", "1", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--audit-dir"])
+        .arg(dir.join("audit"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let http = line.split_whitespace().filter(|w| w.parse::<std::net::SocketAddr>().is_ok()).nth(1).expect("an HTTP address").to_string();
+    (Server(child), http)
+}
+
+#[test]
+fn compare_starts_both_configurations_in_turn() {
+    let dir = scratch("compare");
+    let out = dir.join("compare.json");
+    let a = format!("{} serve --shards 1", sark_pdp().display());
+    let b = format!("{a} --audit-durability none");
+    let shown = bench(&["compare", "--a", &a, "--b", &b, "--pairs", "2", "--scenario", "hit", "--duration", "0.5", "--warmup", "0.3", "--json", out.to_str().unwrap()]);
+    let v = json(&out);
+    let pairs = v["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2);
+    for p in pairs {
+        for side in ["a", "b"] {
+            assert!(p[side]["per_s"].as_f64().unwrap() > 0.0 && p[side]["wrong"] == 0, "{p}");
+            assert!(p[side]["cpu"]["shard-0"].is_number(), "the started server's threads are sampled: {p}");
+        }
+        let ratio = p["b"]["per_s"].as_f64().unwrap() / p["a"]["per_s"].as_f64().unwrap();
+        assert!((p["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    }
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("B ÷ A: median"));
+    // A command that cannot start is a clear error, not a hang.
+    let bad = Command::new(pdp_bench()).args(["compare", "--a", "/nonexistent/sark-pdp serve", "--b", &a, "--pairs", "1"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("starting"), "{}", String::from_utf8_lossy(&bad.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn http_runs_count_hits_from_the_server_and_sweeps_are_plotted() {
+    let dir = scratch("http");
+    let (_server, http) = serve(&dir);
+    let closed = dir.join("closed.json");
+    bench(&["closed", "--transport", "http", "--addr", &http, "--scenario", "hit", "--depth", "4", "--duration", "0.5", "--warmup", "0.5", "--json", closed.to_str().unwrap()]);
+    let r = json(&closed);
+    assert_eq!((r["transport"].as_str(), r["wrong"].as_u64()), (Some("http"), Some(0)), "{r}");
+    assert!(r["per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["hit_ratio"].as_f64().unwrap() > 0.9, "64 inputs asked again and again, after a warm-up: {r}");
+    assert!(dir.join("closed.throughput.svg").exists());
+
+    let sweep = dir.join("sweep.json");
+    let shown = bench(&["sweep", "--transport", "http", "--addr", &http, "--scenario", "seed-mix", "--depth", "2", "--steps", "2", "--duration", "0.5", "--warmup", "0.2", "--json", sweep.to_str().unwrap()]);
+    let v = json(&sweep);
+    let steps = v["steps"].as_array().unwrap();
+    let peak = v["peak_per_s"].as_f64().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!((steps[0]["offered"].as_f64().unwrap() - peak / 2.0).abs() < 1e-6 && (steps[1]["offered"].as_f64().unwrap() - peak).abs() < 1e-6);
+    for s in steps {
+        assert!(s["wrong"] == 0 && s["deny_ratio"].as_f64().unwrap() > 0.0, "the seed mix asks what SARK denies: {s}");
+    }
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("| 50 |"));
+    for plot in ["sweep.latency.svg", "sweep.throughput.svg"] {
+        assert!(std::fs::read_to_string(dir.join(plot)).unwrap().starts_with("<svg"), "{plot}");
+    }
+    // Limits: refused before any load.
+    let bad = Command::new(pdp_bench()).args(["closed", "--transport", "http", "--addr", &http, "--scenario", "hit", "--batch", "8"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("batch is 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
