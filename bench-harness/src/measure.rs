@@ -102,7 +102,8 @@ pub struct Run {
     pub reconnects: u64,
     /// % of one core, by server thread name and for the harness.
     pub cpu: BTreeMap<String, f64>,
-    /// Decisions answered in each second of the measured window: [seconds from its start, per second].
+    /// Decisions answered per second in each step of the measured window (a second, or a
+    /// twentieth of a shorter window): [seconds from its start, per second].
     pub timeline: Vec<[f64; 2]>,
 }
 
@@ -163,6 +164,8 @@ pub fn measure(
     let meter: Meter = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..c.connections).map(|i| spawn(i, measure_from, end, meter.clone())).collect();
     let bar = progress_bar(c.warmup + c.duration, &shape.label());
+    // The timeline's step: a second on long runs, finer on short ones.
+    let sample = Duration::from_secs_f64((c.duration / 20.0).clamp(0.1, 1.0));
     let mut timeline = Vec::new();
     let (mut server0, mut own0, mut cache0) = (BTreeMap::new(), 0, None);
     let (mut last_t, mut last_n, mut measuring) = (measure_from, 0, false);
@@ -174,7 +177,7 @@ pub fn measure(
             cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
             (last_t, last_n) = (now, meter.load(Ordering::Relaxed));
         }
-        if measuring && (now - last_t >= Duration::from_secs(1) || now >= end) {
+        if measuring && (now - last_t >= sample || now >= end) {
             let n = meter.load(Ordering::Relaxed);
             let dt = (now - last_t).as_secs_f64();
             if dt > 0.05 {

@@ -11,6 +11,16 @@ use crate::measure::Run;
 const SIZE: (u32, u32) = (900, 500);
 const COLOURS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
 
+/// An axis label: 1.5M, 250k, 12.
+fn number(v: &f64) -> String {
+    match v.abs() {
+        a if a >= 1e6 => format!("{:.1}M", v / 1e6),
+        a if a >= 1e4 => format!("{:.0}k", v / 1e3),
+        a if a >= 1e3 => format!("{:.1}k", v / 1e3),
+        _ => format!("{v:.0}"),
+    }
+}
+
 fn colour(i: usize) -> RGBColor {
     COLOURS.get(i % COLOURS.len()).copied().unwrap_or(BLACK)
 }
@@ -35,6 +45,8 @@ pub fn latency_vs_load(path: &Path, title: &str, steps: &[Run]) -> anyhow::Resul
         .configure_mesh()
         .x_desc("offered decisions/s (open loop)")
         .y_desc("latency, µs (from when each request was due)")
+        .x_label_formatter(&number)
+        .y_label_formatter(&number)
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (name, pts)) in series.into_iter().enumerate() {
@@ -75,14 +87,15 @@ pub fn throughput(path: &Path, title: &str, series: &[(String, Vec<[f64; 2]>)], 
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("seconds measured").y_desc("decisions/s").draw().map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("seconds measured").y_desc("decisions/s").y_label_formatter(&number).draw().map_err(|e| err(&e))?;
     let labelled = lines.len() <= 12;
     for (i, (name, pts)) in lines.into_iter().enumerate() {
         let c = colour(i);
-        let drawn = chart.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(|e| err(&e))?;
+        let drawn = chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2))).map_err(|e| err(&e))?;
         if labelled {
             drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 2, c.filled()))).map_err(|e| err(&e))?;
     }
     if labelled {
         chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(&e))?;
