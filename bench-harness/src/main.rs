@@ -141,15 +141,16 @@ fn sweep(c: &Common, scenario: Scenario, depth: usize, batch: usize, steps: usiz
         runs.push(repeated(c, || open(c, scenario, rate, batch))?);
     }
     println!("{scenario:?} over {:?}, {} connections, batch {batch}; peak {peak:.0} requests/s{}; each step: median of {} run(s) of {} s after {} s warm-up\n", c.transport, c.connections, closed_peak.as_ref().map_or(" (given)".to_string(), |_| format!(" (closed loop, depth {depth})")), c.runs, c.duration, c.warmup);
-    println!("| % of peak | offered/s | answered decisions/s | p50 µs | p99 µs | p99.9 µs | max µs | wrong |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| % of peak | offered/s | answered decisions/s | p50 µs | p95 µs | p99 µs | p99.9 µs | max µs | wrong |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (k, r) in runs.iter().enumerate() {
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             (k + 1) * 100 / steps,
             r.offered.unwrap_or(0.0),
             r.per_s,
             r.p50_us,
+            r.p95_us,
             r.p99_us,
             r.p999_us,
             r.max_us,

@@ -89,6 +89,7 @@ pub struct Run {
     pub per_s_range: [f64; 2],
     pub frames_per_s: f64,
     pub p50_us: f64,
+    pub p95_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
@@ -239,6 +240,7 @@ fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, 
         per_s_range: [t.items as f64 / c.duration; 2],
         frames_per_s: t.frames as f64 / c.duration,
         p50_us: us(0.5),
+        p95_us: us(0.95),
         p99_us: us(0.99),
         p999_us: us(0.999),
         max_us: t.latency.max() as f64 / 1000.0,
@@ -275,8 +277,8 @@ pub fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::
 }
 
 pub fn header() {
-    println!("| scenario | transport | loop | conns | depth | batch | decisions/s | frames/s | p50 µs | p99 µs | p99.9 µs | hits | CPU % (server threads; harness) |");
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| scenario | transport | loop | conns | depth | batch | decisions/s | frames/s | p50 µs | p95 µs | p99 µs | p99.9 µs | hits | CPU % (server threads; harness) |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
 }
 
 /// A table row; with several runs, the range of rates beside the median.
@@ -285,7 +287,7 @@ pub fn row(r: &Run) {
     let depth = r.depth.map_or_else(|| format!("{:.0}/s", r.offered.unwrap_or(0.0)), |d| d.to_string());
     let note = if r.runs > 1 { format!(" [{:.0}–{:.0}]", r.per_s_range[0], r.per_s_range[1]) } else { String::new() };
     println!(
-        "| {:?} | {:?} | {} | {} | {} | {} | {:.0}{note} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+        "| {:?} | {:?} | {} | {} | {} | {} | {:.0}{note} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
         r.scenario,
         r.transport,
         r.mode,
@@ -295,6 +297,7 @@ pub fn row(r: &Run) {
         r.per_s,
         r.frames_per_s,
         r.p50_us,
+        r.p95_us,
         r.p99_us,
         r.p999_us,
         r.hit_ratio.map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
@@ -320,7 +323,8 @@ pub fn beside(json: &Path, what: &str) -> PathBuf {
 }
 
 /// `c.runs` runs of one measurement, as one: the run with the median rate, with each
-/// latency percentile the median over the runs and the range of the rates.
+/// latency percentile the median over the runs, the greatest latency of any, and the
+/// range of the rates.
 pub fn repeated(c: &Common, mut once: impl FnMut() -> anyhow::Result<Run>) -> anyhow::Result<Run> {
     let runs = (0..c.runs.max(1)).map(|_| once()).collect::<anyhow::Result<Vec<Run>>>()?;
     median_of(runs).context("no runs")
@@ -332,14 +336,17 @@ pub fn median_of(mut runs: Vec<Run>) -> Option<Run> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
-    let (p50, p99, p999) = (mid(runs.iter().map(|r| r.p50_us).collect()), mid(runs.iter().map(|r| r.p99_us).collect()), mid(runs.iter().map(|r| r.p999_us).collect()));
+    let each = |f: fn(&Run) -> f64| mid(runs.iter().map(f).collect());
+    let p = [each(|r| r.p50_us), each(|r| r.p95_us), each(|r| r.p99_us), each(|r| r.p999_us)];
+    let max = runs.iter().map(|r| r.max_us).fold(0.0, f64::max);
     let wrong: u64 = runs.iter().map(|r| r.wrong).sum();
     let first_wrong = runs.iter().find_map(|r| r.first_wrong.clone());
     runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
     let range = [runs.first()?.per_s, runs.last()?.per_s];
     let n = runs.len();
     let mut m = runs.swap_remove(n / 2);
-    (m.p50_us, m.p99_us, m.p999_us, m.runs, m.per_s_range, m.wrong, m.first_wrong) = (p50, p99, p999, n, range, wrong, first_wrong);
+    [m.p50_us, m.p95_us, m.p99_us, m.p999_us] = p;
+    (m.max_us, m.runs, m.per_s_range, m.wrong, m.first_wrong) = (max, n, range, wrong, first_wrong);
     Some(m)
 }
 
@@ -350,6 +357,7 @@ pub mod tests {
 
     /// A run with the given rate and p50/p99/p99.9, offered at `rate` (open loop).
     pub fn run_at(rate: f64, p: [f64; 3]) -> Run {
+        let p95 = (p[0] + p[1]) / 2.0;
         Run {
             scenario: Scenario::Hit,
             transport: Transport::Binary,
@@ -364,6 +372,7 @@ pub mod tests {
             per_s_range: [rate; 2],
             frames_per_s: rate,
             p50_us: p[0],
+            p95_us: p95,
             p99_us: p[1],
             p999_us: p[2],
             max_us: p[2],
@@ -384,7 +393,8 @@ pub mod tests {
         slow.first_wrong = Some("deny".into());
         let m = median_of(vec![run_at(300.0, [10.0, 100.0, 150.0]), slow, run_at(200.0, [20.0, 80.0, 200.0])]).unwrap();
         assert_eq!((m.per_s, m.runs, m.per_s_range), (200.0, 3, [100.0, 300.0]));
-        assert_eq!((m.p50_us, m.p99_us, m.p999_us), (20.0, 100.0, 200.0), "each percentile's own median");
+        assert_eq!((m.p50_us, m.p95_us, m.p99_us, m.p999_us), (20.0, 55.0, 100.0, 200.0), "each percentile's own median");
+        assert_eq!(m.max_us, 990.0, "the greatest latency of any run");
         assert_eq!((m.wrong, m.first_wrong.as_deref()), (1, Some("deny")), "a wrong answer in any run is reported");
         assert!(median_of(Vec::new()).is_none());
     }

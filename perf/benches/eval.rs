@@ -1,6 +1,6 @@
 //! Time per evaluation of the shipped bundle's `data.sark.decision` over all its case
 //! inputs (one iteration = one pass over every input), per engine. For the side-by-side
-//! table with percentiles, see `src/bin/engines.rs`.
+//! table with percentiles, see `pdp-bench engines` (`bench-harness/src/engines.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,7 @@
-//! Benchmarks of the hot paths: `benches/` (criterion: time per operation) and `src/bin/`
-//! (measurements criterion does not make: engines side by side with per-evaluation
-//! percentiles, cache hit ratios). Shared helpers live here.
+//! Benchmarks of the hot paths: `benches/` (criterion: time per operation; iai-callgrind:
+//! instructions, gated by `perf/check`) and `src/bin/` (measurements criterion does not
+//! make: cache hit ratios, rule costs, the audit writer alone). Shared helpers live here;
+//! `pdp-bench engines` uses them too.
 
 use std::path::Path;
 
