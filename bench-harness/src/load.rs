@@ -507,8 +507,9 @@ fn http_response(rest: &[u8]) -> anyhow::Result<Option<(usize, Answer)>> {
 pub type Meter = Arc<AtomicU64>;
 
 /// One closed-loop connection: `depth` requests in flight, each answered one replaced by a
-/// new one, until `end`; only answers to requests sent after `measure_from` count.
-pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, end): (Instant, Instant), meter: Meter) -> anyhow::Result<Tally> {
+/// new one, until `end` (or, given a quota, once that many were sent after `measure_from`);
+/// only answers to requests sent after `measure_from` count.
+pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, end): (Instant, Instant), quota: Option<u64>, meter: Meter) -> anyhow::Result<Tally> {
     let mut s = connect(addr, g.transport)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut probe = Vec::new();
@@ -522,12 +523,14 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
     let (mut out, mut buf) = (Vec::with_capacity(256 * 1024), Vec::with_capacity(256 * 1024));
     let mut answers = Answers::new(g.transport);
     let mut tally = Tally::new()?;
-    let (mut next_id, mut in_flight) = (1u64, 0usize);
+    let (mut next_id, mut in_flight, mut measured) = (1u64, 0usize, 0u64);
     let expect = g.expect();
+    let more = |measured: u64| quota.is_none_or(|q| measured < q);
     loop {
         let now = Instant::now();
-        if now < end {
-            while in_flight < depth {
+        if now < end && more(measured) {
+            while in_flight < depth && more(measured) {
+                measured += u64::from(now >= measure_from);
                 g.encode(&mut out, next_id);
                 if let Some(slot) = sent_at.get_mut((next_id & mask) as usize) {
                     *slot = now;

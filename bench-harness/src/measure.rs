@@ -30,9 +30,13 @@ pub struct Common {
     /// Connections, one load thread each (two in open loop).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Seconds measured.
+    /// Seconds measured (with --requests: the most).
     #[arg(long, default_value_t = 3.0)]
     pub duration: f64,
+    /// Requests measured instead, over all connections (the closed loop stops sending once
+    /// they are sent; the open loop runs for requests ÷ rate seconds).
+    #[arg(long)]
+    pub requests: Option<u64>,
     /// Times each measurement runs; the median is reported with the range (the matrix
     /// interleaves its configurations round by round).
     #[arg(long, default_value_t = 1)]
@@ -61,6 +65,7 @@ impl Common {
         anyhow::ensure!((1..=4096).contains(&batch), "need 1 ≤ batch ≤ 4096");
         anyhow::ensure!((1..=1024).contains(&self.connections), "need 1 ≤ connections ≤ 1024");
         anyhow::ensure!((1..=100).contains(&self.runs), "need 1 ≤ runs ≤ 100");
+        anyhow::ensure!(self.requests.is_none_or(|n| n >= self.connections as u64), "--requests must be at least one per connection");
         anyhow::ensure!(self.duration > 0.0 && self.duration <= 86_400.0 && (0.0..=3600.0).contains(&self.warmup), "need 0 < duration ≤ 86400 s, 0 ≤ warm-up ≤ 3600 s");
         anyhow::ensure!(self.transport == Transport::Binary || batch == 1, "over HTTP the batch is 1 (the OPA data API has no batch form)");
         anyhow::ensure!(self.http_path.starts_with("/v1/data/") && self.http_path.len() < 1024 && self.http_path.bytes().all(|b| b.is_ascii_graphic()), "--http-path must be a /v1/data/… path");
@@ -189,7 +194,7 @@ pub fn measure(
             (last_t, last_n) = (now, n);
         }
         bar.set_position((now - start).as_millis() as u64);
-        if now >= end || handles.iter().all(|h| h.is_finished()) {
+        if now >= end || (measuring && handles.iter().all(|h| h.is_finished())) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100).min(end.saturating_duration_since(now).max(Duration::from_millis(1))));
@@ -197,13 +202,15 @@ pub fn measure(
     let (server1, own1) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
     let cache1 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
     bar.finish_and_clear();
-    let mut usage = cpu::percent(&server0, &server1, c.duration);
-    usage.insert("pdp-bench".into(), ((own1.saturating_sub(own0)) as f64 / c.duration).round());
+    // The window measured: to its end, or to when a request quota was answered.
+    let seconds = Instant::now().min(end).saturating_duration_since(measure_from).as_secs_f64().max(1e-3);
+    let mut usage = cpu::percent(&server0, &server1, seconds);
+    usage.insert("pdp-bench".into(), ((own1.saturating_sub(own0)) as f64 / seconds).round());
     let mut total = Tally::new()?;
     for h in handles {
         total.merge(h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??);
     }
-    let mut run = summarize(&total, c, shape, usage, timeline);
+    let mut run = summarize(&total, (c, seconds), shape, usage, timeline);
     if let (Some((h0, m0)), Some((h1, m1))) = (cache0, cache1)
         && shape.scenario != Scenario::Ping
     {
@@ -222,7 +229,7 @@ fn progress_bar(seconds: f64, label: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, timeline: Vec<[f64; 2]>) -> Run {
+fn summarize(t: &Tally, (c, seconds): (&Common, f64), shape: Shape, usage: BTreeMap<String, f64>, timeline: Vec<[f64; 2]>) -> Run {
     let Shape { scenario, mode, depth, batch, offered } = shape;
     let us = |q: f64| t.latency.value_at_quantile(q) as f64 / 1000.0;
     let decisions = scenario != Scenario::Ping && t.items > 0;
@@ -234,11 +241,11 @@ fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, 
         depth,
         batch,
         offered,
-        seconds: c.duration,
-        per_s: t.items as f64 / c.duration,
+        seconds,
+        per_s: t.items as f64 / seconds,
         runs: 1,
-        per_s_range: [t.items as f64 / c.duration; 2],
-        frames_per_s: t.frames as f64 / c.duration,
+        per_s_range: [t.items as f64 / seconds; 2],
+        frames_per_s: t.frames as f64 / seconds,
         p50_us: us(0.5),
         p95_us: us(0.95),
         p99_us: us(0.99),
@@ -258,14 +265,26 @@ fn summarize(t: &Tally, c: &Common, shape: Shape, usage: BTreeMap<String, f64>, 
 pub fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> anyhow::Result<Run> {
     let (n, addr, transport) = (nonce(), c.addr(), c.transport);
     let shape = Shape { scenario, mode: "closed", depth: Some(depth), batch, offered: None };
+    let conns = c.connections as u64;
     measure(c, shape, |i, from, end, meter| {
         let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
-        std::thread::spawn(move || load::closed(addr, g, depth, (from, end), meter))
+        // The quota split over connections, the remainder to the first ones.
+        let quota = c.requests.map(|r| r / conns + u64::from((i as u64) < r % conns));
+        std::thread::spawn(move || load::closed(addr, g, depth, (from, end), quota, meter))
     })
 }
 
-/// Open loop: `rate` requests/s over all connections.
+/// Open loop: `rate` requests/s over all connections (for requests ÷ rate seconds, given
+/// a request count).
 pub fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::Result<Run> {
+    let with_count;
+    let c = match c.requests {
+        Some(n) => {
+            with_count = Common { duration: n as f64 / rate, requests: None, ..c.clone() };
+            &with_count
+        }
+        None => c,
+    };
     let (n, addr, transport) = (nonce(), c.addr(), c.transport);
     let per_conn = rate / c.connections as f64;
     let window = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.duration));
