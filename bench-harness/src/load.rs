@@ -502,9 +502,17 @@ fn http_response(rest: &[u8]) -> anyhow::Result<Option<(usize, Answer)>> {
     Ok(Some((head + length, Answer::Http { status, allow, body, close })))
 }
 
-/// Answered decisions (or pongs) of every connection, warm-up included: what the progress
-/// bar and the throughput timeline read while a run goes on.
-pub type Meter = Arc<AtomicU64>;
+/// What every connection has seen so far, warm-up included: what the progress bar, the
+/// throughput timeline and a soak's samples read while a run goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Decisions (or pongs) answered.
+    pub answered: AtomicU64,
+    /// Answers that were not what the scenario expects.
+    pub wrong: AtomicU64,
+}
+
+pub type Meter = Arc<Progress>;
 
 /// One closed-loop connection: `depth` requests in flight, each answered one replaced by a
 /// new one, until `end` (or, given a quota, once that many were sent after `measure_from`);
@@ -548,7 +556,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
             bail!("no answer for 10 s with {in_flight} requests in flight");
         }
         let now = Instant::now();
-        let (mut items, mut closing) = (0, false);
+        let (mut items, mut closing, wrong) = (0, false, tally.wrong);
         while let Some((id, answer)) = answers.next(&mut buf)? {
             in_flight -= 1;
             let sent = sent_at.get((id & mask) as usize).copied().unwrap_or(now);
@@ -563,7 +571,8 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
                 break;
             }
         }
-        meter.fetch_add(items, Ordering::Relaxed);
+        meter.answered.fetch_add(items, Ordering::Relaxed);
+        meter.wrong.fetch_add(tally.wrong - wrong, Ordering::Relaxed);
         if closing {
             // The server answered its last request on this connection (HTTP's requests-per-
             // connection limit); what was pipelined after it goes unanswered and uncounted.
@@ -614,7 +623,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
                     continue;
                 }
                 let now_ns = start.elapsed().as_nanos() as f64;
-                let mut items = 0;
+                let (mut items, wrong) = (0, tally.wrong);
                 while let Some((id, answer)) = answers.next(&mut buf)? {
                     if answer.closes() {
                         bail!("the server closed the connection after {id} requests (its [http] max_requests_per_connection): the open loop keeps one connection, so raise that limit or shorten the run");
@@ -627,7 +636,8 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
                         items += expect.batch as u64;
                     }
                 }
-                meter.fetch_add(items, Ordering::Relaxed);
+                meter.answered.fetch_add(items, Ordering::Relaxed);
+                meter.wrong.fetch_add(tally.wrong - wrong, Ordering::Relaxed);
             }
         })
     };

@@ -11,6 +11,8 @@
 //!   the OPA engine's single-core rate on the same miss inputs, in one run;
 //! - `opa`: that OPA measurement alone;
 //! - `engines`: regorus RVM, regorus interpreter and OPA on the same inputs, in rounds;
+//! - `soak`: the open loop held at 80% of the peak for minutes, the server sampled each
+//!   second (RSS, file descriptors, audit ring depth and drops), judged at the end;
 //! - `compare`: two server commands (configurations or builds) started in turn, A B A B …,
 //!   under the same load, with the ratio per pair.
 //!
@@ -28,6 +30,7 @@ mod engines;
 mod load;
 mod measure;
 mod plot;
+mod soak;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -107,6 +110,9 @@ enum Command {
     /// The regorus RVM, the regorus interpreter and the OPA engine deciding the same
     /// inputs in one process, in rounds (no server).
     Engines(engines::Args),
+    /// The open loop held at 80% of the peak for 10 minutes, the server's RSS, open file
+    /// descriptors, audit ring depth and drops sampled every second; judged at the end.
+    Soak(soak::Args),
     /// Two server configurations or builds, started in turn (A B A B …) under the same
     /// closed-loop load; the ratio B ÷ A per pair.
     Compare(compare::Args),
@@ -323,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Engines(args) => engines::run(&args),
         Command::Compare(args) => compare::run(&args),
+        Command::Soak(args) => soak::run(&args),
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -121,6 +121,12 @@ pub fn nonce() -> u64 {
 
 /// The server's cache hits and misses so far, summed over shards, from its /metrics.
 pub fn scrape_cache(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let [hits, misses] = scrape(addr, ["sark_policy_cache_hits_total", "sark_policy_cache_misses_total"])?;
+    Ok((hits, misses))
+}
+
+/// Metric families from the server's /metrics, each summed over its series (shards).
+pub fn scrape<const N: usize>(addr: SocketAddr, names: [&str; N]) -> anyhow::Result<[f64; N]> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr} for /metrics"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sark-pdp\r\nConnection: close\r\n\r\n")?;
@@ -133,7 +139,7 @@ pub fn scrape_cache(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
             .sum()
     };
     anyhow::ensure!(text.starts_with("HTTP/1.1 200"), "/metrics answered {}", text.lines().next().unwrap_or(""));
-    Ok((sum("sark_policy_cache_hits_total"), sum("sark_policy_cache_misses_total")))
+    Ok(names.map(sum))
 }
 
 /// What a run sends.
@@ -156,18 +162,30 @@ impl Shape {
     }
 }
 
+/// One step of a run's timeline, as it happens.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    /// Seconds since the measured window began.
+    pub t: f64,
+    /// Decisions answered per second over the step.
+    pub rate: f64,
+    /// Unexpected answers so far (warm-up included).
+    pub wrong: u64,
+}
+
 /// Run one load thread per connection (`spawn(connection, measure_from, end, meter)`),
-/// with a progress bar, a timeline of each measured second, and CPU sampled over the
-/// measured window; merge what they saw.
+/// with a progress bar, a timeline of each measured second (each step also given to
+/// `on_step`), and CPU sampled over the measured window; merge what they saw.
 pub fn measure(
     c: &Common,
     shape: Shape,
     spawn: impl Fn(usize, Instant, Instant, Meter) -> std::thread::JoinHandle<anyhow::Result<Tally>>,
+    on_step: &mut dyn FnMut(Step) -> anyhow::Result<()>,
 ) -> anyhow::Result<Run> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(c.warmup);
     let end = measure_from + Duration::from_secs_f64(c.duration);
-    let meter: Meter = Arc::new(AtomicU64::new(0));
+    let meter: Meter = Arc::new(load::Progress::default());
     let handles: Vec<_> = (0..c.connections).map(|i| spawn(i, measure_from, end, meter.clone())).collect();
     let bar = progress_bar(c.warmup + c.duration, &shape.label());
     // The timeline's step: a second on long runs, finer on short ones.
@@ -181,15 +199,16 @@ pub fn measure(
             measuring = true;
             (server0, own0) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
             cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
-            (last_t, last_n) = (now, meter.load(Ordering::Relaxed));
+            (last_t, last_n) = (now, meter.answered.load(Ordering::Relaxed));
         }
         if measuring && (now - last_t >= sample || now >= end) {
-            let n = meter.load(Ordering::Relaxed);
+            let n = meter.answered.load(Ordering::Relaxed);
             let dt = (now - last_t).as_secs_f64();
             if dt > 0.05 {
-                let rate = (n - last_n) as f64 / dt;
-                timeline.push([(now - measure_from).as_secs_f64(), rate]);
+                let (t, rate) = ((now - measure_from).as_secs_f64(), (n - last_n) as f64 / dt);
+                timeline.push([t, rate]);
                 bar.set_message(format!("{rate:.0} decisions/s"));
+                on_step(Step { t, rate, wrong: meter.wrong.load(Ordering::Relaxed) })?;
             }
             (last_t, last_n) = (now, n);
         }
@@ -271,12 +290,17 @@ pub fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> any
         // The quota split over connections, the remainder to the first ones.
         let quota = c.requests.map(|r| r / conns + u64::from((i as u64) < r % conns));
         std::thread::spawn(move || load::closed(addr, g, depth, (from, end), quota, meter))
-    })
+    }, &mut |_| Ok(()))
 }
 
 /// Open loop: `rate` requests/s over all connections (for requests ÷ rate seconds, given
 /// a request count).
 pub fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::Result<Run> {
+    open_observed(c, (scenario, rate, batch), &mut |_| Ok(()))
+}
+
+/// The open loop, each step of its timeline given to `on_step` as it happens.
+pub fn open_observed(c: &Common, (scenario, rate, batch): (Scenario, f64, usize), on_step: &mut dyn FnMut(Step) -> anyhow::Result<()>) -> anyhow::Result<Run> {
     let with_count;
     let c = match c.requests {
         Some(n) => {
@@ -292,7 +316,7 @@ pub fn open(c: &Common, scenario: Scenario, rate: f64, batch: usize) -> anyhow::
     measure(c, shape, |i, _, _, meter| {
         let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
         std::thread::spawn(move || load::open(addr, g, per_conn, window, meter))
-    })
+    }, on_step)
 }
 
 pub fn header() {

@@ -66,6 +66,11 @@ pub fn latency_vs_load(path: &Path, title: &str, steps: &[Run]) -> anyhow::Resul
 /// Decisions answered per second over time, one line per named series (seconds from
 /// each series' own start, or laid end to end when `consecutive`).
 pub fn throughput(path: &Path, title: &str, series: &[(String, Vec<[f64; 2]>)], consecutive: bool) -> anyhow::Result<()> {
+    over_time(path, (title, "decisions/s"), series, consecutive)
+}
+
+/// Any quantity over time (`y` names it), drawn as [`throughput`] draws decisions/s.
+pub fn over_time(path: &Path, (title, y): (&str, &str), series: &[(String, Vec<[f64; 2]>)], consecutive: bool) -> anyhow::Result<()> {
     let mut offset = 0.0;
     let lines: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
@@ -87,7 +92,7 @@ pub fn throughput(path: &Path, title: &str, series: &[(String, Vec<[f64; 2]>)], 
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(|e| err(&e))?;
-    chart.configure_mesh().x_desc("seconds measured").y_desc("decisions/s").y_label_formatter(&number).draw().map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("seconds measured").y_desc(y).y_label_formatter(&number).draw().map_err(|e| err(&e))?;
     let labelled = lines.len() <= 12;
     for (i, (name, pts)) in lines.into_iter().enumerate() {
         let c = colour(i);
