@@ -82,24 +82,36 @@ pub const DEFAULT_HTTP_PATH: &str = "/v1/data/mcp/allow";
 
 /// An HTTP request asking for SARK's decision on `e`: the input document the server
 /// builds from the binary protocol's typed fields, posted to the OPA data API at `path`.
-fn http_eval(path: &str, e: Eval) -> Vec<u8> {
+fn http_eval((path, auth): (&str, &str), e: Eval) -> Vec<u8> {
     let input = shard::convert::input_from_eval(e);
     let doc = input.to_value().ok().and_then(|v| pdp::decision::value_to_json(&v)).unwrap_or_default();
     let body = serde_json::json!({ "input": doc }).to_string();
     format!(
-        "POST {path} HTTP/1.1\r\nHost: sark-pdp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: sark-pdp\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
 }
 
-const HTTP_PING: &[u8] = b"GET /health HTTP/1.1\r\nHost: sark-pdp\r\n\r\n";
+const HTTP_PING: &str = "GET /health HTTP/1.1\r\nHost: sark-pdp\r\n\r\n";
+
+/// Where a run's requests go, and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub transport: Transport,
+    pub http_path: String,
+    /// The caller token: HELLO's, or HTTP's bearer token.
+    pub token: Option<String>,
+}
 
 /// Encodes the next request of a scenario.
 pub struct Generator {
     scenario: Scenario,
     transport: Transport,
     http_path: String,
+    /// HTTP's Authorization header line (empty without a token), and HELLO's token.
+    auth: String,
+    token: Option<String>,
     batch: usize,
     /// Pre-encoded frames (ping, hit) whose request id is patched per send, and where
     /// in each the context's request ids are (rewritten per send too).
@@ -117,16 +129,20 @@ impl Generator {
     /// A generator whose HTTP EVALs go to [`DEFAULT_HTTP_PATH`] (the tests').
     #[cfg(test)]
     pub fn new(scenario: Scenario, transport: Transport, batch: usize, connection: usize, nonce: u64) -> Generator {
-        Generator::with_http_path(scenario, (transport, DEFAULT_HTTP_PATH), batch, connection, nonce)
+        Generator::for_target(scenario, &Target { transport, http_path: DEFAULT_HTTP_PATH.into(), token: None }, batch, connection, nonce)
     }
 
-    /// As `new`, with HTTP EVALs posted to `path` (a data API path whose answer is SARK's
-    /// decision, or its `allow`).
-    pub fn with_http_path(scenario: Scenario, (transport, path): (Transport, &str), batch: usize, connection: usize, nonce: u64) -> Generator {
+    /// As `new`, for a target: its transport, where HTTP EVALs go (a data API path whose
+    /// answer is SARK's decision, or its `allow`) and the caller token.
+    pub fn for_target(scenario: Scenario, target: &Target, batch: usize, connection: usize, nonce: u64) -> Generator {
+        let (transport, path) = (target.transport, target.http_path.as_str());
+        let auth = target.token.as_ref().map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
         let mut g = Generator {
             scenario,
             transport,
             http_path: path.to_string(),
+            auth: auth.clone(),
+            token: target.token.clone(),
             batch,
             frames: Vec::new(),
             next: 0,
@@ -137,8 +153,8 @@ impl Generator {
         };
         let encode = |req: Request| {
             let b = match (transport, req) {
-                (Transport::Http, Request::Eval(e)) => http_eval(path, *e),
-                (Transport::Http, _) => HTTP_PING.to_vec(),
+                (Transport::Http, Request::Eval(e)) => http_eval((path, &auth), *e),
+                (Transport::Http, _) => HTTP_PING.as_bytes().to_vec(),
                 (Transport::Binary, req) => {
                     let mut b = Vec::new();
                     wire::encode_request(&mut b, 0, &req);
@@ -217,7 +233,7 @@ impl Generator {
 
     fn encode(&mut self, out: &mut Vec<u8>, id: u64) {
         if matches!(self.scenario, Scenario::Miss | Scenario::SeedMix) {
-            let (batch, transport, path) = (self.batch, self.transport, self.http_path.clone());
+            let (batch, transport, path, auth) = (self.batch, self.transport, self.http_path.clone(), self.auth.clone());
             let mut user = || {
                 if self.scenario == Scenario::SeedMix {
                     return self.seed_mix_eval();
@@ -226,7 +242,7 @@ impl Generator {
                 sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
             };
             if transport == Transport::Http {
-                out.extend_from_slice(&http_eval(&path, user()));
+                out.extend_from_slice(&http_eval((&path, &auth), user()));
                 return;
             }
             let req = if batch == 1 {
@@ -385,8 +401,8 @@ impl Answer {
     }
 }
 
-/// Connect, and over the binary protocol say HELLO.
-pub fn connect(addr: SocketAddr, transport: Transport) -> anyhow::Result<TcpStream> {
+/// Connect, and over the binary protocol say HELLO (with the token, when there is one).
+pub fn connect(addr: SocketAddr, (transport, token): (Transport, Option<&str>)) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
     if transport == Transport::Http {
@@ -396,7 +412,7 @@ pub fn connect(addr: SocketAddr, transport: Transport) -> anyhow::Result<TcpStre
     let hello = Hello {
         version: wire::VERSION,
         max_payload: wire::DEFAULT_MAX_PAYLOAD,
-        token: None,
+        token: token.map(str::to_string),
     };
     wire::encode_request(&mut out, 0, &Request::Hello(hello));
     s.write_all(&out)?;
@@ -518,7 +534,7 @@ pub type Meter = Arc<Progress>;
 /// new one, until `end` (or, given a quota, once that many were sent after `measure_from`);
 /// only answers to requests sent after `measure_from` count.
 pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, end): (Instant, Instant), quota: Option<u64>, meter: Meter) -> anyhow::Result<Tally> {
-    let mut s = connect(addr, g.transport)?;
+    let mut s = connect(addr, (g.transport, g.token.as_deref()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut probe = Vec::new();
     g.encode(&mut probe, 0);
@@ -576,7 +592,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
         if closing {
             // The server answered its last request on this connection (HTTP's requests-per-
             // connection limit); what was pipelined after it goes unanswered and uncounted.
-            s = connect(addr, g.transport)?;
+            s = connect(addr, (g.transport, g.token.as_deref()))?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             buf.clear();
             answers = Answers::from_id(g.transport, next_id);
@@ -590,7 +606,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
 /// runs from when it was due (so a stalled server cannot hide its queue: coordinated
 /// omission corrected). Requests due in the first `warmup` are not counted.
 pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (Duration, Duration), meter: Meter) -> anyhow::Result<Tally> {
-    let s = connect(addr, g.transport)?;
+    let s = connect(addr, (g.transport, g.token.as_deref()))?;
     let mut rx = s.try_clone()?;
     rx.set_read_timeout(Some(Duration::from_millis(50)))?;
     let interval_ns = 1e9 / rate;

@@ -27,6 +27,9 @@ pub struct Common {
     /// its allow).
     #[arg(long, default_value = load::DEFAULT_HTTP_PATH)]
     pub http_path: String,
+    /// The server's caller token (HELLO's; HTTP's bearer token, /metrics included).
+    #[arg(long, env = "SARK_PDP_CALLER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Connections, one load thread each (two in open loop).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
@@ -58,6 +61,10 @@ impl Common {
             Transport::Binary => SocketAddr::from(([127, 0, 0, 1], 7474)),
             Transport::Http => SocketAddr::from(([127, 0, 0, 1], 8181)),
         })
+    }
+
+    pub fn target(&self) -> load::Target {
+        load::Target { transport: self.transport, http_path: self.http_path.clone(), token: self.token.clone() }
     }
 
     /// The limits every run checks before it starts.
@@ -120,16 +127,17 @@ pub fn nonce() -> u64 {
 }
 
 /// The server's cache hits and misses so far, summed over shards, from its /metrics.
-pub fn scrape_cache(addr: SocketAddr) -> anyhow::Result<(f64, f64)> {
-    let [hits, misses] = scrape(addr, ["sark_policy_cache_hits_total", "sark_policy_cache_misses_total"])?;
+pub fn scrape_cache(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<(f64, f64)> {
+    let [hits, misses] = scrape((addr, token), ["sark_policy_cache_hits_total", "sark_policy_cache_misses_total"])?;
     Ok((hits, misses))
 }
 
 /// Metric families from the server's /metrics, each summed over its series (shards).
-pub fn scrape<const N: usize>(addr: SocketAddr, names: [&str; N]) -> anyhow::Result<[f64; N]> {
+pub fn scrape<const N: usize>((addr, token): (SocketAddr, Option<&str>), names: [&str; N]) -> anyhow::Result<[f64; N]> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr} for /metrics"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sark-pdp\r\nConnection: close\r\n\r\n")?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: sark-pdp\r\n{auth}Connection: close\r\n\r\n").as_bytes())?;
     let mut text = String::new();
     s.take(16 << 20).read_to_string(&mut text).context("reading /metrics")?;
     let sum = |name: &str| -> f64 {
@@ -198,7 +206,7 @@ pub fn measure(
         if !measuring && now >= measure_from {
             measuring = true;
             (server0, own0) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
-            cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
+            cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr(), c.token.as_deref())).transpose()?;
             (last_t, last_n) = (now, meter.answered.load(Ordering::Relaxed));
         }
         if measuring && (now - last_t >= sample || now >= end) {
@@ -219,7 +227,7 @@ pub fn measure(
         std::thread::sleep(Duration::from_millis(100).min(end.saturating_duration_since(now).max(Duration::from_millis(1))));
     }
     let (server1, own1) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
-    let cache1 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr())).transpose()?;
+    let cache1 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr(), c.token.as_deref())).transpose()?;
     bar.finish_and_clear();
     // The window measured: to its end, or to when a request quota was answered.
     let seconds = Instant::now().min(end).saturating_duration_since(measure_from).as_secs_f64().max(1e-3);
@@ -282,11 +290,11 @@ fn summarize(t: &Tally, (c, seconds): (&Common, f64), shape: Shape, usage: BTree
 
 /// Closed loop: `depth` requests in flight on each connection.
 pub fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> anyhow::Result<Run> {
-    let (n, addr, transport) = (nonce(), c.addr(), c.transport);
+    let (n, addr, target) = (nonce(), c.addr(), c.target());
     let shape = Shape { scenario, mode: "closed", depth: Some(depth), batch, offered: None };
     let conns = c.connections as u64;
     measure(c, shape, |i, from, end, meter| {
-        let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
+        let g = Generator::for_target(scenario, &target, batch, i, n);
         // The quota split over connections, the remainder to the first ones.
         let quota = c.requests.map(|r| r / conns + u64::from((i as u64) < r % conns));
         std::thread::spawn(move || load::closed(addr, g, depth, (from, end), quota, meter))
@@ -309,12 +317,12 @@ pub fn open_observed(c: &Common, (scenario, rate, batch): (Scenario, f64, usize)
         }
         None => c,
     };
-    let (n, addr, transport) = (nonce(), c.addr(), c.transport);
+    let (n, addr, target) = (nonce(), c.addr(), c.target());
     let per_conn = rate / c.connections as f64;
     let window = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.duration));
     let shape = Shape { scenario, mode: "open", depth: None, batch, offered: Some(rate) };
     measure(c, shape, |i, _, _, meter| {
-        let g = Generator::with_http_path(scenario, (transport, &c.http_path), batch, i, n);
+        let g = Generator::for_target(scenario, &target, batch, i, n);
         std::thread::spawn(move || load::open(addr, g, per_conn, window, meter))
     }, on_step)
 }

@@ -47,8 +47,9 @@ struct Sample {
     decisions_per_s: f64,
     rss_kib: u64,
     fds: usize,
-    ring_depth: f64,
-    audit_drops: f64,
+    /// From /metrics; `None` when it did not answer in time.
+    ring_depth: Option<f64>,
+    audit_drops: Option<f64>,
     wrong: u64,
 }
 
@@ -90,7 +91,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.fraction > 0.0 && args.fraction <= 1.0, "need 0 < fraction ≤ 1");
     anyhow::ensure!(args.max_rss_drift > 0.0, "need a positive --max-rss-drift");
     let pid = c.server_pid.context("the soak samples the server: give --server-pid")?;
-    measure::scrape(args.metrics, ["sark_pdp_audit_drops_total"]).context("the server's /metrics (--metrics)")?;
+    let metrics = (args.metrics, c.token.as_deref());
+    measure::scrape(metrics, ["sark_pdp_audit_drops_total"]).context("the server's /metrics (--metrics)")?;
     let peak = match args.peak {
         Some(p) => p,
         None => {
@@ -103,9 +105,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let seconds = args.minutes * 60.0;
     eprintln!("pdp-bench: soak at {rate:.0}/s ({:.0}% of {peak:.0}/s) for {:.1} min", args.fraction * 100.0, args.minutes);
     let soak = Common { duration: seconds, requests: None, ..c.clone() };
-    let mut samples = Vec::new();
+    let (mut samples, mut unanswered) = (Vec::new(), Vec::new());
     let run = measure::open_observed(&soak, (args.scenario, rate, 1), &mut |s: Step| {
-        let [ring_depth, audit_drops] = measure::scrape(args.metrics, ["sark_pdp_audit_ring_depth", "sark_pdp_audit_drops_total"])?;
+        // A /metrics that does not answer within 5 s is a finding, not the end of the soak.
+        let (ring_depth, audit_drops) = match measure::scrape(metrics, ["sark_pdp_audit_ring_depth", "sark_pdp_audit_drops_total"]) {
+            Ok([depth, drops]) => (Some(depth), Some(drops)),
+            Err(e) => {
+                unanswered.push(format!("{:.0} s: {e:#}", s.t));
+                (None, None)
+            }
+        };
         samples.push(Sample { t: s.t, decisions_per_s: s.rate, rss_kib: rss_kib(pid)?, fds: fds(pid), ring_depth, audit_drops, wrong: s.wrong });
         Ok(())
     })?;
@@ -117,11 +126,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let m: Vec<&Sample> = samples.iter().filter(|s| (s.t / 60.0) as usize == minute).collect();
         let Some(last) = m.last() else { continue };
         let rate = m.iter().map(|s| s.decisions_per_s).sum::<f64>() / m.len() as f64;
-        let depth = m.iter().map(|s| s.ring_depth).fold(0.0, f64::max);
-        println!("| {} | {rate:.0} | {:.1} | {} | {depth:.0} | {:.0} | {} |", minute + 1, last.rss_kib as f64 / 1024.0, last.fds, last.audit_drops, last.wrong);
+        let depth = m.iter().filter_map(|s| s.ring_depth).fold(0.0, f64::max);
+        let drops = m.iter().rev().find_map(|s| s.audit_drops).map_or("?".into(), |d| format!("{d:.0}"));
+        println!("| {} | {rate:.0} | {:.1} | {} | {depth:.0} | {drops} | {} |", minute + 1, last.rss_kib as f64 / 1024.0, last.fds, last.wrong);
     }
     let drift = rss_drift(&samples, seconds);
-    let drops = samples.last().map_or(0.0, |s| s.audit_drops) - samples.first().map_or(0.0, |s| s.audit_drops);
+    let drops_seen: Vec<f64> = samples.iter().filter_map(|s| s.audit_drops).collect();
+    let drops = drops_seen.last().zip(drops_seen.first()).map_or(0.0, |(last, first)| last - first);
     let fd_range = (samples.iter().map(|s| s.fds).min().unwrap_or(0), samples.iter().map(|s| s.fds).max().unwrap_or(0));
     println!(
         "\nanswered {:.0}/s of {rate:.0}/s offered; p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs; RSS drift {}; open fds {}–{}; audit drops {drops:.0}; wrong answers {}",
@@ -135,7 +146,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         fd_range.1,
         run.wrong
     );
-    measure::write_json(c.json.as_ref(), &serde_json::json!({"peak_per_s": peak, "rate": rate, "run": run, "rss_drift": drift, "samples": samples}))?;
+    if !unanswered.is_empty() {
+        println!("/metrics did not answer {} of {} times within 5 s; first: {}", unanswered.len(), samples.len(), unanswered.first().map_or("", String::as_str));
+    }
+    measure::write_json(c.json.as_ref(), &serde_json::json!({"peak_per_s": peak, "rate": rate, "run": run, "rss_drift": drift, "metrics_unanswered": unanswered, "samples": samples}))?;
     if let Some(json) = &c.json {
         let line = |f: fn(&Sample) -> f64| samples.iter().map(|s| [s.t, f(s)]).collect::<Vec<_>>();
         plot::throughput(&measure::beside(json, "throughput"), &format!("soak: {:?} at {rate:.0}/s", args.scenario), &[("answered".into(), line(|s| s.decisions_per_s))], false)?;
@@ -149,6 +163,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if drops > 0.0 {
         failed.push(format!("{drops:.0} audit records dropped"));
+    }
+    if !unanswered.is_empty() {
+        failed.push(format!("/metrics did not answer {} times", unanswered.len()));
     }
     if run.wrong > 0 {
         failed.push(format!("{} unexpected answers, first: {}", run.wrong, run.first_wrong.unwrap_or_default()));
@@ -165,7 +182,7 @@ mod tests {
     use super::*;
 
     fn at(t: f64, rss_kib: u64) -> Sample {
-        Sample { t, decisions_per_s: 1.0, rss_kib, fds: 10, ring_depth: 0.0, audit_drops: 0.0, wrong: 0 }
+        Sample { t, decisions_per_s: 1.0, rss_kib, fds: 10, ring_depth: Some(0.0), audit_drops: Some(0.0), wrong: 0 }
     }
 
     #[test]

@@ -44,19 +44,21 @@ impl Drop for Server {
     }
 }
 
-/// One shard with its HTTP front door on port 0; the HTTP address.
-fn serve(dir: &Path) -> (Server, String) {
+/// One shard with its HTTP front door on port 0; the binary and HTTP addresses.
+fn serve(dir: &Path, extra: &[&str]) -> (Server, String, String) {
     let mut child = Command::new(sark_pdp())
         .args(["serve", "--shards", "1", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--audit-dir"])
         .arg(dir.join("audit"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let http = line.split_whitespace().filter(|w| w.parse::<std::net::SocketAddr>().is_ok()).nth(1).expect("an HTTP address").to_string();
-    (Server(child), http)
+    let addrs: Vec<&str> = line.split_whitespace().filter(|w| w.parse::<std::net::SocketAddr>().is_ok()).collect();
+    assert_eq!(addrs.len(), 2, "{line}");
+    (Server(child), addrs[0].to_string(), addrs[1].to_string())
 }
 
 #[test]
@@ -87,7 +89,7 @@ fn compare_starts_both_configurations_in_turn() {
 #[test]
 fn http_runs_count_hits_from_the_server_and_sweeps_are_plotted() {
     let dir = scratch("http");
-    let (_server, http) = serve(&dir);
+    let (_server, _, http) = serve(&dir, &[]);
     // The hit scenario's 64 inputs, asked 256 times: misses first, then hits; asked again:
     // hits only — as the server's own /metrics counts them.
     let mut ratios = Vec::new();
@@ -127,5 +129,23 @@ fn http_runs_count_hits_from_the_server_and_sweeps_are_plotted() {
     // Limits: refused before any load.
     let bad = Command::new(pdp_bench()).args(["closed", "--transport", "http", "--addr", &http, "--scenario", "hit", "--batch", "8"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("batch is 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_server_with_a_caller_token_is_driven_with_it() {
+    let dir = scratch("token");
+    let token = "caller-token-0123456789";
+    let (_server, bin, http) = serve(&dir, &["--caller-token", token]);
+    for (transport, addr) in [("binary", &bin), ("http", &http)] {
+        let out = dir.join(format!("{transport}.json"));
+        let common = ["closed", "--transport", transport, "--addr", addr, "--scenario", "hit", "--requests", "64", "--warmup", "0"];
+        bench(&[&common[..], &["--token", token, "--json", out.to_str().unwrap()]].concat());
+        let r = json(&out);
+        assert_eq!((r["wrong"].as_u64(), (r["per_s"].as_f64().unwrap() * r["seconds"].as_f64().unwrap()).round()), (Some(0), 64.0), "{r}");
+        // Without the token: refused, and pdp-bench says so.
+        let refused = Command::new(pdp_bench()).args(common).args(["--duration", "1"]).env_remove("SARK_PDP_CALLER_TOKEN").output().unwrap();
+        assert!(!refused.status.success(), "{transport}: {}", String::from_utf8_lossy(&refused.stdout));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,6 +12,7 @@
 //! idle_timeout_s = 300
 //! max_in_flight = 1024       # requests answered per connection before replies are written
 //! max_payload = 1048576      # bytes per frame
+//! caller_token = "…"         # ≥ 16 characters: callers must present it (or SARK_PDP_CALLER_TOKEN)
 //!
 //! [http]
 //! listen = "127.0.0.1:8181"  # or "off"
@@ -110,6 +111,8 @@ pub struct ServerSection {
     pub idle_timeout_s: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_payload: Option<u32>,
+    /// At least 16 characters; callers present it in HELLO or as a bearer token.
+    pub caller_token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -375,7 +375,22 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
     }
 }
 
+/// Whether the request may be answered: everything when no caller token is configured,
+/// /health always (load balancers probe it), else a bearer token — the caller token or
+/// the admin one.
+fn caller_allowed(shard: &Shard, head: &Head) -> bool {
+    let Some(caller) = &shard.config.caller_token else { return true };
+    if matches!(head.path.as_str(), "/health" | "/health/live" | "/health/ready") {
+        return true;
+    }
+    let bearer = |token: &str| head.authorization.as_deref().is_some_and(|a| crate::admin::same(a.as_bytes(), format!("Bearer {token}").as_bytes()));
+    bearer(caller) || shard.config.admin.as_ref().is_some_and(|a| bearer(&a.token))
+}
+
 async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
+    if !caller_allowed(shard, head) {
+        return Response::error(401, "unauthorized", "this PDP needs the caller token: Authorization: Bearer <token>");
+    }
     let (m, p) = (head.method.as_str(), head.path.as_str());
     let query_flag = |name: &str| head.query.split('&').any(|kv| kv == name || kv == format!("{name}=true"));
     match p {

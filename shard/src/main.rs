@@ -98,6 +98,11 @@ enum Command {
         /// `ps`).
         #[arg(long, env = "SARK_PDP_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// The token every caller must present (HELLO's token; HTTP's `Authorization:
+        /// Bearer`, /health excepted), at least 16 characters; without it the decision
+        /// listeners are open to whoever reaches them.
+        #[arg(long, env = "SARK_PDP_CALLER_TOKEN", hide_env_values = true)]
+        caller_token: Option<String>,
         /// An OPA-style bundle server to poll: http://host:port/path of a bundle .tar.gz.
         #[arg(long, env = "SARK_PDP_BUNDLE_URL")]
         bundle_url: Option<String>,
@@ -260,6 +265,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             http_listen,
             admin_listen,
             admin_token,
+            caller_token,
             bundle_url,
             bundle_poll_s,
             watch,
@@ -281,6 +287,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(_) => anyhow::bail!("the admin token must be at least 16 characters"),
                 None => None,
             };
+            let caller_token = match caller_token.or(srv.caller_token.clone()) {
+                Some(t) if t.len() < 16 => anyhow::bail!("the caller token must be at least 16 characters"),
+                t => t,
+            };
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
             let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
@@ -297,6 +307,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
+                caller_token,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
                 sinks: file.sinks.resolve(|v| std::env::var(v).ok(), node_id.as_deref().unwrap_or(&shard::server::host_name()))?,
                 bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),

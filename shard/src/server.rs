@@ -56,6 +56,10 @@ pub struct ServeConfig {
     pub http: Option<crate::http::HttpConfig>,
     /// The admin API (`None`: off — it needs a token).
     pub admin: Option<crate::http::AdminConfig>,
+    /// The token every caller must present — in HELLO on the binary protocol, as
+    /// `Authorization: Bearer` over HTTP (all but /health) — or `None`: the decision
+    /// listeners are open to whoever reaches them. The admin token is accepted too.
+    pub caller_token: Option<String>,
     /// Redis URL and this node's id, to share invalidations and data writes with other
     /// nodes (`None`: a single node).
     pub cluster: Option<(String, String)>,
@@ -548,12 +552,14 @@ struct Conn {
     max_payload: u32,
     /// HELLO carried the admin token: INVALIDATE is allowed.
     admin: bool,
+    /// The caller may ask (no caller token is configured, or HELLO carried it).
+    authenticated: bool,
 }
 
 async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut conn = Conn { max_payload: shard.config.max_payload, admin: false };
+    let mut conn = Conn { max_payload: shard.config.max_payload, admin: false, authenticated: shard.config.caller_token.is_none() };
     loop {
         // Read straight into the buffer's spare capacity, after any partial frame.
         if inbuf.capacity() - inbuf.len() < 16 * 1024 {
@@ -638,6 +644,11 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
         let id = header.request_id;
         let request = wire::decode_request(&header, payload);
         consumed += total;
+        if !conn.authenticated && !matches!(request, Ok(Request::Hello(_))) {
+            let message = "this PDP needs the caller token: say HELLO with it first".to_string();
+            wire::encode_reply(out, id, &Reply::Error(ErrorReply { code: wire::message::ERROR_UNAUTHORIZED, message }));
+            break After::Close;
+        }
         match request {
             Ok(Request::Eval(e)) => {
                 answered += 1;
@@ -656,6 +667,13 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
             Ok(Request::Hello(h)) => {
                 answered += 1;
                 conn.admin = shard.config.admin.as_ref().is_some_and(|a| h.token.as_deref().is_some_and(|t| crate::admin::same(t.as_bytes(), a.token.as_bytes())));
+                let caller = shard.config.caller_token.as_ref().is_none_or(|c| h.token.as_deref().is_some_and(|t| crate::admin::same(t.as_bytes(), c.as_bytes())));
+                if !(caller || conn.admin) {
+                    let message = "HELLO's token is not this PDP's caller token".to_string();
+                    wire::encode_reply(out, id, &Reply::Error(ErrorReply { code: wire::message::ERROR_UNAUTHORIZED, message }));
+                    break After::Close;
+                }
+                conn.authenticated = true;
                 wire::encode_reply(out, id, &hello(shard, &h, &mut conn.max_payload));
             }
             Ok(Request::Ping(b)) => {

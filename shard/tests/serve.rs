@@ -6,11 +6,11 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::Command;
 
-use common::Server;
+use common::{Server, error_code, raw, replies};
 
 use wire::message::Eval;
 use wire::{Client, Reply, Request};
@@ -111,37 +111,6 @@ fn decides_caches_pipelines_batches_and_audits_every_decision_once() {
     assert_eq!(ids.len(), records.len(), "a decision was audited twice");
     assert_eq!(records[0]["user_id"], "alice");
     assert_eq!(records[1]["cache_hit"], true);
-}
-
-fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    s.write_all(bytes).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-fn replies(bytes: &[u8]) -> Vec<(u64, Reply)> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while let Ok(wire::Check::Complete { header, total }) = wire::check(rest, wire::DEFAULT_MAX_PAYLOAD) {
-        out.push((header.request_id, wire::decode_reply(&header, &rest[wire::HEADER_LEN..total]).unwrap()));
-        rest = &rest[total..];
-    }
-    out
-}
-
-fn error_code(r: &Reply) -> u16 {
-    match r {
-        Reply::Error(e) => e.code,
-        other => panic!("not an ERROR: {other:?}"),
-    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Starting and stopping the real `sark-pdp serve` for the black-box tests.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod postgres;
 pub mod siem;
@@ -130,5 +130,40 @@ impl Drop for Server {
         if !self.keep_audit {
             let _ = std::fs::remove_dir_all(&self.audit);
         }
+    }
+}
+
+/// Write `bytes` on a fresh connection and read until the server closes it.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Every whole reply frame in `bytes`.
+pub fn replies(bytes: &[u8]) -> Vec<(u64, wire::Reply)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Ok(wire::Check::Complete { header, total }) = wire::check(rest, wire::DEFAULT_MAX_PAYLOAD) {
+        out.push((header.request_id, wire::decode_reply(&header, &rest[wire::HEADER_LEN..total]).unwrap()));
+        rest = &rest[total..];
+    }
+    out
+}
+
+/// An ERROR reply's code.
+pub fn error_code(r: &wire::Reply) -> u16 {
+    match r {
+        wire::Reply::Error(e) => e.code,
+        other => panic!("not an ERROR: {other:?}"),
     }
 }
