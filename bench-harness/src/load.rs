@@ -613,11 +613,12 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
     let total = warmup + duration;
     let start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let expect = g.expect();
     let transport = g.transport;
     let receiver = {
-        let (sent, done) = (sent.clone(), done.clone());
+        let (sent, answered, done) = (sent.clone(), answered.clone(), done.clone());
         std::thread::spawn(move || -> anyhow::Result<Tally> {
             let mut tally = Tally::new()?;
             let mut buf = Vec::with_capacity(256 * 1024);
@@ -645,6 +646,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
                         bail!("the server closed the connection after {id} requests (its [http] max_requests_per_connection): the open loop keeps one connection, so raise that limit or shorten the run");
                     }
                     received += 1;
+                    answered.store(received, Ordering::Release);
                     let due_ns = (id - 1) as f64 * interval_ns;
                     if due_ns >= warm_ns {
                         items += tally.count(&answer, expect, (now_ns - due_ns).max(1.0) as u64);
@@ -660,14 +662,21 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
     let mut tx = s;
     let mut out = Vec::with_capacity(256 * 1024);
     let mut n = 0u64;
+    // More unanswered than this (5 s of load) and the server cannot sustain the rate: say
+    // so rather than queue without bound.
+    let max_behind = ((rate * 5.0) as u64).max(1000);
     let result = (|| -> anyhow::Result<()> {
         loop {
             let elapsed = start.elapsed();
             if elapsed >= total {
                 return Ok(());
             }
+            let behind = n.saturating_sub(answered.load(Ordering::Acquire));
+            if behind > max_behind {
+                bail!("{behind} requests unanswered, over 5 s of the offered {rate:.0}/s on this connection: the server cannot sustain this rate");
+            }
             let due = (elapsed.as_nanos() as f64 / interval_ns) as u64 + 1;
-            while n < due {
+            while n < due && n - answered.load(Ordering::Relaxed) <= max_behind {
                 n += 1;
                 g.encode(&mut out, n);
             }
