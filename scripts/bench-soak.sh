@@ -6,7 +6,9 @@
 #
 #   scripts/bench-soak.sh [extra pdp-bench soak flags]
 #
-# The peak: a closed loop of PEAK_SECONDS (default 10) after 5 s of warm-up.
+# The peak: a closed loop of PEAK_SECONDS (default 30) after PEAK_WARMUP (default 60) s,
+# long enough for the seed mix's unique users to fill the cache (its steady state: a
+# peak taken with a cache still warming overstates what can be held for minutes).
 # MINUTES (default 10), OUT (default target/bench-soak.json; plots beside it),
 # LOAD_CPUS (default: the last core).
 set -euo pipefail
@@ -27,4 +29,4 @@ read -r BIN HTTP < <(grep -m1 'listening on' target/bench-soak.log | grep -oE '[
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); commit $(git rev-parse --short HEAD)"
 cat target/bench-soak.log
 taskset -c "$LOAD_CPUS" target/release/pdp-bench soak --addr "$BIN" --metrics "$HTTP" --server-pid "$server" \
-  --minutes "$MINUTES" --duration "${PEAK_SECONDS:-10}" --warmup 5 --json "$OUT" "$@"
+  --minutes "$MINUTES" --duration "${PEAK_SECONDS:-30}" --warmup "${PEAK_WARMUP:-60}" --json "$OUT" "$@"

@@ -673,7 +673,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
             }
             let behind = n.saturating_sub(answered.load(Ordering::Acquire));
             if behind > max_behind {
-                bail!("{behind} requests unanswered, over 5 s of the offered {rate:.0}/s on this connection: the server cannot sustain this rate");
+                bail!("{behind} requests unanswered {:.0} s into the run, over 5 s of the offered {rate:.0}/s on this connection: the server cannot sustain this rate", elapsed.as_secs_f64());
             }
             let due = (elapsed.as_nanos() as f64 / interval_ns) as u64 + 1;
             while n < due && n - answered.load(Ordering::Relaxed) <= max_behind {

@@ -16,7 +16,8 @@ use crate::plot;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// --duration is the peak-finding run's; --warmup precedes the soak too.
+    /// --duration and --warmup are the peak-finding run's (a warm-up long enough to fill the
+    /// cache gives the steady state's peak); the soak itself warms up for at most 5 s.
     #[command(flatten)]
     common: Common,
     #[arg(long, value_enum, default_value_t = Scenario::SeedMix)]
@@ -104,7 +105,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let rate = peak * args.fraction;
     let seconds = args.minutes * 60.0;
     eprintln!("pdp-bench: soak at {rate:.0}/s ({:.0}% of {peak:.0}/s) for {:.1} min", args.fraction * 100.0, args.minutes);
-    let soak = Common { duration: seconds, requests: None, ..c.clone() };
+    // The peak run's warm-up fills the cache; the soak's own is short.
+    let soak = Common { duration: seconds, warmup: c.warmup.min(5.0), requests: None, ..c.clone() };
     let (mut samples, mut unanswered) = (Vec::new(), Vec::new());
     let run = measure::open_observed(&soak, (args.scenario, rate, 1), &mut |s: Step| {
         // A /metrics that does not answer within 5 s is a finding, not the end of the soak.
