@@ -280,8 +280,10 @@ fn locate(diagnostic: &str) -> (Option<&str>, String) {
 /// # Errors
 /// [`EvalError::BadInput`] with the position of the problem.
 pub fn input_from_json(json: &str) -> Result<Value, EvalError> {
-    // One pass straight into regorus values (no serde_json tree in between), with
-    // serde_json's errors (line and column) and its nesting limit (128).
+    // Refuse what parsers read differently (a key named twice) or cannot build (nesting
+    // past 128), then one pass straight into regorus values (no serde_json tree in
+    // between), with serde_json's errors (line and column).
+    crate::json_guard::check(json.as_bytes(), crate::json_guard::MAX_DEPTH).map_err(|e| EvalError::BadInput(e.to_string()))?;
     serde_json::from_str::<Value>(json).map_err(|e| EvalError::BadInput(e.to_string()))
 }
 

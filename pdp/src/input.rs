@@ -215,9 +215,13 @@ impl SarkInput {
                 ("managed_by_team", opt_str(&v.managed_by_team)),
             ])
         });
+        // A context that is not an object is refused here, not replaced: the typed
+        // `client_ip` and `now_ns` would otherwise make an object of it and hide the
+        // caller's mistake from the policy's type checks.
         let mut context: BTreeMap<Value, Value> = match self.context.to_value("context")? {
             Value::Object(o) => o.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            _ => BTreeMap::new(),
+            Value::Undefined | Value::Null => BTreeMap::new(),
+            _ => return Err(EvalError::BadInput("context: must be a JSON object".into())),
         };
         if let Some(ip) = &self.client_ip {
             context.insert(s("client_ip"), s(ip));

@@ -36,6 +36,7 @@ pub mod decision;
 pub mod error;
 pub mod eval;
 pub mod input;
+pub mod json_guard;
 pub mod key;
 pub mod opa;
 pub mod point;

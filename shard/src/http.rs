@@ -65,8 +65,6 @@ pub struct AdminConfig {
     pub token: String,
 }
 
-/// Deepest JSON nesting a body may have (regorus values are built recursively).
-const MAX_JSON_DEPTH: usize = 128;
 /// Headers one request may carry.
 const MAX_HEADERS: usize = 64;
 
@@ -480,42 +478,14 @@ struct DataRequest {
 }
 
 /// Parse a JSON body with simd-json (in place), refusing nesting deeper than
-/// [`MAX_JSON_DEPTH`] before building anything.
+/// [`pdp::json_guard::MAX_DEPTH`] and keys named twice before building anything.
 fn parse_body<'a, T: Deserialize<'a>>(body: &'a mut [u8]) -> Result<T, Response> {
-    if !depth_within(body, MAX_JSON_DEPTH) {
-        return Err(Response::error(400, "invalid_parameter", format!("request body nests deeper than {MAX_JSON_DEPTH}")));
+    if let Err(why) = pdp::json_guard::check(body, pdp::json_guard::MAX_DEPTH) {
+        return Err(Response::error(400, "invalid_parameter", format!("request body refused: {why}")));
     }
     simd_json::serde::from_slice(body).map_err(|e| Response::error(400, "invalid_parameter", format!("error(s) occurred while decoding request body: {e}")))
 }
 
-/// Whether JSON `bytes` nests at most `max` arrays/objects deep (strings skipped).
-fn depth_within(bytes: &[u8], max: usize) -> bool {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
-    for &b in bytes {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
 
 /// Decide a SARK input document on the shard's decision path (cache, evaluator, audit).
 async fn decide_document(shard: &Shard, input: Value) -> (Answer, u128) {
@@ -627,17 +597,4 @@ async fn shaped(shard: &Shard, path: &str, req: serde_json::Value) -> Response {
         _ => answers.first().map(|(a, id)| az::gateway_response(a, *id)),
     };
     Response::json(200, &body.unwrap_or_else(|| serde_json::json!({})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn depth_is_counted_outside_strings() {
-        assert!(depth_within(br#"{"a": [[["x"]]]}"#, 4));
-        assert!(!depth_within(br#"{"a": [[["x"]]]}"#, 3));
-        assert!(depth_within(br#"{"a": "[[[[[[\"]]]"}"#, 1));
-        assert!(!depth_within("[".repeat(10_000).as_bytes(), 128));
-    }
 }
