@@ -486,7 +486,6 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a mut [u8]) -> Result<T, Response>
     simd_json::serde::from_slice(body).map_err(|e| Response::error(400, "invalid_parameter", format!("error(s) occurred while decoding request body: {e}")))
 }
 
-
 /// Decide a SARK input document on the shard's decision path (cache, evaluator, audit).
 async fn decide_document(shard: &Shard, input: Value) -> (Answer, u128) {
     let t0 = shard.clock.raw();
