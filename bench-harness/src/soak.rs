@@ -119,7 +119,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         samples.push(Sample { t: s.t, decisions_per_s: s.rate, rss_kib: rss_kib(pid)?, fds: fds(pid), ring_depth, audit_drops, wrong: s.wrong });
         Ok(())
-    })?;
+    });
+    // A soak that stops early still leaves its samples, to read what led up to the stop.
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => {
+            measure::write_json(c.json.as_ref(), &serde_json::json!({"peak_per_s": peak, "rate": rate, "stopped": format!("{e:#}"), "metrics_unanswered": unanswered, "samples": samples}))?;
+            return Err(e.context(format!("the soak stopped after {} samples", samples.len())));
+        }
+    };
 
     println!("{:?} over the binary protocol, open loop at {rate:.0}/s ({:.0}% of the {peak:.0}/s peak), {} connections, {:.1} min\n", args.scenario, args.fraction * 100.0, c.connections, args.minutes);
     println!("| minute | decisions/s | RSS MiB | open fds | ring depth (max) | audit drops | wrong answers |");
