@@ -231,24 +231,26 @@ impl Generator {
         if self.scenario == Scenario::Ping { 1 } else { self.batch }
     }
 
+    /// The next miss or seed-mix question.
+    fn next_user(&mut self) -> Eval {
+        if self.scenario == Scenario::SeedMix {
+            return self.seed_mix_eval();
+        }
+        self.counter += 1;
+        sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
+    }
+
     fn encode(&mut self, out: &mut Vec<u8>, id: u64) {
         if matches!(self.scenario, Scenario::Miss | Scenario::SeedMix) {
-            let (batch, transport, path, auth) = (self.batch, self.transport, self.http_path.clone(), self.auth.clone());
-            let mut user = || {
-                if self.scenario == Scenario::SeedMix {
-                    return self.seed_mix_eval();
-                }
-                self.counter += 1;
-                sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
-            };
-            if transport == Transport::Http {
-                out.extend_from_slice(&http_eval((&path, &auth), user()));
+            if self.transport == Transport::Http {
+                let e = self.next_user();
+                out.extend_from_slice(&http_eval((&self.http_path, &self.auth), e));
                 return;
             }
-            let req = if batch == 1 {
-                Request::Eval(Box::new(user()))
+            let req = if self.batch == 1 {
+                Request::Eval(Box::new(self.next_user()))
             } else {
-                Request::EvalBatch((0..batch).map(|_| user()).collect())
+                Request::EvalBatch((0..self.batch).map(|_| self.next_user()).collect())
             };
             wire::encode_request(out, id, &req);
             return;
