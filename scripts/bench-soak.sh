@@ -10,14 +10,15 @@
 # long enough for the seed mix's unique users to fill the cache (its steady state: a
 # peak taken with a cache still warming overstates what can be held for minutes).
 # MINUTES (default 10), OUT (default target/bench-soak.json; plots beside it),
-# LOAD_CPUS (default: the last core).
+# LOAD_CPUS (default: the last core), AUDIT_DIR (default target/bench-soak-audit; a tmpfs
+# such as /dev/shm/x takes the disk out of the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p shard -p bench-harness
 MINUTES=${MINUTES:-10}
 OUT=${OUT:-target/bench-soak.json}
 LOAD_CPUS=${LOAD_CPUS:-$(($(nproc) - 1))}
-AUDIT_DIR=target/bench-soak-audit
+AUDIT_DIR=${AUDIT_DIR:-target/bench-soak-audit}
 rm -rf "$AUDIT_DIR"
 target/release/sark-pdp serve --shards 1 --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --audit-dir "$AUDIT_DIR" \
   > target/bench-soak.log 2>&1 &

@@ -57,15 +57,19 @@ impl Text {
     fn opt(&mut self, s: Option<&str>) {
         match s {
             Some(s) => {
-                self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(ABSENT - 1).to_le_bytes());
-                self.0.extend_from_slice(s.as_bytes().get(..s.len().min((ABSENT - 1) as usize)).unwrap_or(&[]));
+                // A record keeps at most an identifier's limit of each field: an input
+                // refused for a longer one is recorded with the cut field and the reason.
+                let s = s.get(..s.floor_char_boundary(crate::input::MAX_ID_BYTES)).unwrap_or("");
+                self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
+                self.0.extend_from_slice(s.as_bytes());
             }
             None => self.0.extend_from_slice(&ABSENT.to_le_bytes()),
         }
     }
     fn list<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a str>) {
-        self.0.extend_from_slice(&u32::try_from(items.len()).unwrap_or(0).to_le_bytes());
-        for s in items {
+        let n = items.len().min(crate::input::MAX_LIST_ITEMS);
+        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
+        for s in items.take(n) {
             self.opt(Some(s));
         }
     }
@@ -155,7 +159,7 @@ impl AuditRecord {
     /// A record from its parts (the string fields in [`Fields`]).
     pub fn new(decision_id: u128, timestamp_ns: i64, answer: &Answer, duration_us: u64, mfa_verified: Option<bool>, f: &Fields<'_>) -> AuditRecord {
         let strs = [f.user_id, f.action].into_iter().chain([f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id].into_iter().flatten());
-        let len: usize = strs.chain(f.user_roles.iter().copied()).chain(f.user_teams.iter().copied()).map(|s| s.len() + 4).sum::<usize>() + 9 * 4 + 8;
+        let len: usize = strs.chain(f.user_roles.iter().copied()).chain(f.user_teams.iter().copied()).map(|s| s.len().min(crate::input::MAX_ID_BYTES) + 4).sum::<usize>() + 9 * 4 + 8;
         let mut t = Text::with_capacity(len);
         for s in [Some(f.user_id), Some(f.action), f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id] {
             t.opt(s);

@@ -41,10 +41,20 @@ impl AuditIo {
 
     /// Submit one operation and wait for its completion; its result (bytes, or 0).
     fn run(ring: &mut IoUring, entry: &io_uring::squeue::Entry) -> io::Result<usize> {
-        // SAFETY: every buffer an entry points at (see `write_all`) outlives this call,
-        // which waits for the operation to complete before returning.
+        // SAFETY: the entry points at a buffer borrowed by the caller (`write_all`'s
+        // `buf`) or at nothing (`fdatasync`); the borrow outlives this call, and this call
+        // does not return until the kernel has completed the operation (below), so the
+        // kernel never reads the buffer after the borrow ends.
         unsafe { ring.submission().push(entry) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        ring.submit_and_wait(1)?;
+        // A signal can interrupt the wait with the write still in flight: wait again
+        // rather than return (and let the caller free the buffer) before it completes.
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         let cqe = ring.completion().next().ok_or_else(|| io::Error::other("io_uring: no completion"))?;
         let res = cqe.result();
         if res < 0 {

@@ -88,6 +88,65 @@ pub struct ContextIds<'a> {
     pub session_id: Option<Cow<'a, str>>,
 }
 
+/// The longest identifier the PDP decides on (user, tool and server ids and names, the
+/// action, every role, team, scope and manager), in bytes. Longer is refused as bad input
+/// (a deny, code 1002) before it is hashed, cached, evaluated or audited: no real id is
+/// this long, and without a bound the frame or body size is the only one.
+pub const MAX_ID_BYTES: usize = 1024;
+
+/// The most items in one list of identifiers (roles, teams, scopes, managers, …).
+pub const MAX_LIST_ITEMS: usize = 1024;
+
+fn id_limit(name: &str, v: &str) -> Result<(), EvalError> {
+    if v.len() > MAX_ID_BYTES {
+        return Err(EvalError::BadInput(format!("{name}: {} bytes, more than the {MAX_ID_BYTES} an identifier may have", v.len())));
+    }
+    Ok(())
+}
+
+fn list_limit(name: &str, items: &[String]) -> Result<(), EvalError> {
+    if items.len() > MAX_LIST_ITEMS {
+        return Err(EvalError::BadInput(format!("{name}: {} items, more than {MAX_LIST_ITEMS}", items.len())));
+    }
+    items.iter().try_for_each(|i| id_limit(name, i))
+}
+
+/// The identifier limits on an input document (JSON callers): the same fields as the
+/// typed input's, where they are strings and lists of strings.
+///
+/// # Errors
+/// [`EvalError::BadInput`] naming the field.
+pub fn check_document_limits(doc: &Value) -> Result<(), EvalError> {
+    let one = |name: &str, v: &Value| match v {
+        Value::String(s) => id_limit(name, s),
+        _ => Ok(()),
+    };
+    let many = |name: &str, v: &Value| match v {
+        Value::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                return Err(EvalError::BadInput(format!("{name}: {} items, more than {MAX_LIST_ITEMS}", items.len())));
+            }
+            items.iter().try_for_each(|i| one(name, i))
+        }
+        _ => Ok(()),
+    };
+    let (u, t, v) = (&doc["user"], &doc["tool"], &doc["server"]);
+    one("action", &doc["action"])?;
+    for (name, f) in [("user.id", &u["id"]), ("user.email", &u["email"]), ("tool.name", &t["name"]), ("tool.owner", &t["owner"]), ("tool.sensitivity_level", &t["sensitivity_level"])] {
+        one(name, f)?;
+    }
+    for (name, f) in [("server.id", &v["id"]), ("server.name", &v["name"]), ("server.owner_id", &v["owner_id"]), ("server.managed_by_team", &v["managed_by_team"])] {
+        one(name, f)?;
+    }
+    for (name, f) in [("user.roles", &u["roles"]), ("user.teams", &u["teams"]), ("user.team_manager_of", &u["team_manager_of"]), ("user.scopes", &u["scopes"])] {
+        many(name, f)?;
+    }
+    for (name, f) in [("tool.managers", &t["managers"]), ("tool.teams", &t["teams"]), ("server.teams", &v["teams"])] {
+        many(name, f)?;
+    }
+    Ok(())
+}
+
 fn bad(name: &str, e: &dyn std::fmt::Display) -> EvalError {
     let e = e.to_string();
     EvalError::BadInput(format!("{name}: {}", e.strip_prefix("bad input: ").unwrap_or(&e)))
@@ -181,6 +240,36 @@ fn opt_str(v: &Option<String>) -> Value {
 }
 
 impl SarkInput {
+    /// The identifier limits ([`MAX_ID_BYTES`], [`MAX_LIST_ITEMS`]).
+    ///
+    /// # Errors
+    /// [`EvalError::BadInput`] naming the field.
+    pub fn check_limits(&self) -> Result<(), EvalError> {
+        let u = &self.user;
+        id_limit("user.id", &u.id)?;
+        id_limit("action", &self.action)?;
+        u.email.as_deref().map_or(Ok(()), |e| id_limit("user.email", e))?;
+        list_limit("user.roles", &u.roles)?;
+        list_limit("user.teams", &u.teams)?;
+        list_limit("user.team_manager_of", &u.team_manager_of)?;
+        list_limit("user.scopes", &u.scopes)?;
+        if let Some(t) = &self.tool {
+            id_limit("tool.name", &t.name)?;
+            t.owner.as_deref().map_or(Ok(()), |o| id_limit("tool.owner", o))?;
+            t.sensitivity_level.as_deref().map_or(Ok(()), |o| id_limit("tool.sensitivity_level", o))?;
+            list_limit("tool.managers", &t.managers)?;
+            list_limit("tool.teams", &t.teams)?;
+        }
+        if let Some(v) = &self.server {
+            id_limit("server.id", &v.id)?;
+            v.name.as_deref().map_or(Ok(()), |o| id_limit("server.name", o))?;
+            v.owner_id.as_deref().map_or(Ok(()), |o| id_limit("server.owner_id", o))?;
+            v.managed_by_team.as_deref().map_or(Ok(()), |o| id_limit("server.managed_by_team", o))?;
+            list_limit("server.teams", &v.teams)?;
+        }
+        Ok(())
+    }
+
     /// The input document, built directly as regorus values.
     ///
     /// # Errors

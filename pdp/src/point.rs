@@ -71,7 +71,7 @@ impl DecisionPoint {
     /// [`Self::decide_typed`], also returning the context's request and session ids
     /// (found while keying; the audit record wants them).
     pub fn decide_typed_ids<'a>(&mut self, input: &'a SarkInput, now_ns: i64) -> (Answer, ContextIds<'a>) {
-        let (key, ids) = match input.cache_key(&mut self.hasher) {
+        let (key, ids) = match input.check_limits().and_then(|()| input.cache_key(&mut self.hasher)) {
             Ok(k) => k,
             Err(e) => {
                 let refused = Answer {
@@ -104,6 +104,9 @@ impl DecisionPoint {
 
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
     pub fn decide_document(&mut self, mut input: Value, now_ns: i64) -> Answer {
+        if let Err(e) = crate::input::check_document_limits(&input) {
+            return Answer { decision: Arc::new(self.evaluator.decide(Err(e))), cache_hit: false, ttl: Duration::ZERO };
+        }
         let given = match &input["context"]["now_ns"] {
             Value::Undefined => None,
             // Present but not an integer (a string, 1.5, …): the policy will deny; never
@@ -269,6 +272,30 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
         assert!(p.decide_document(doc("{}"), NOW).cache_hit);
         for odd in [r#"{"now_ns": 1795428000.5}"#, r#"{"now_ns": "soon"}"#, r#"{"now_ns": true}"#] {
             assert!(!p.decide_document(doc(odd), NOW).cache_hit, "{odd}");
+        }
+    }
+
+    #[test]
+    fn identifiers_past_their_limits_are_refused_where_the_policy_would_allow() {
+        use crate::input::{MAX_ID_BYTES, MAX_LIST_ITEMS};
+        let (mut p, _) = point();
+        let mut long = input(&["admin"], "low");
+        long.user.id = "u".repeat(MAX_ID_BYTES);
+        assert!(p.decide_typed(&long, NOW).decision.allow, "at the limit: decided as usual");
+        long.user.id.push('u');
+        let mut tool = input(&["admin"], "low");
+        tool.tool.as_mut().unwrap().name = "é".repeat(MAX_ID_BYTES / 2 + 1);
+        let mut roles = input(&["admin"], "low");
+        roles.user.roles.extend((0..MAX_LIST_ITEMS).map(|i| format!("r{i}")));
+        let mut role = input(&["admin"], "low");
+        role.user.roles.push("r".repeat(MAX_ID_BYTES + 1));
+        for (what, typed, field) in [("user id", long, "user.id"), ("tool name", tool, "tool.name"), ("roles", roles, "user.roles"), ("one role", role, "user.roles")] {
+            for (door, a) in [("typed", p.decide_typed(&typed, NOW)), ("document", p.decide_document(typed.to_value().unwrap(), NOW))] {
+                assert!(!a.decision.allow, "{what} ({door}): allowed");
+                let e = a.decision.error.as_ref().map(ToString::to_string).unwrap_or_default();
+                assert!(matches!(a.decision.error, Some(EvalError::BadInput(_))) && e.contains(field), "{what} ({door}): {e}");
+                assert_eq!(a.ttl, Duration::ZERO, "{what} ({door}): refusals are not cached");
+            }
         }
     }
 }

@@ -14,6 +14,11 @@
 //! max_payload = 1048576      # bytes per frame
 //! caller_token = "…"         # ≥ 16 characters: callers must present it (or SARK_PDP_CALLER_TOKEN)
 //!
+//! [tls]                      # TLS on every listener (off without cert and key)
+//! cert = "pdp.crt"           # PEM chain, server certificate first (or SARK_PDP_TLS_CERT)
+//! key = "pdp.key"            # PEM private key (or SARK_PDP_TLS_KEY)
+//! client_ca = "callers.crt"  # optional: mutual TLS, callers' certificates must chain to it
+//!
 //! [http]
 //! listen = "127.0.0.1:8181"  # or "off"
 //! max_header_bytes = 16384
@@ -100,6 +105,36 @@ pub struct FileConfig {
     pub bundle: BundleSection,
     pub audit: AuditSection,
     pub cache: CacheSection,
+    pub tls: TlsSection,
+}
+
+/// `[tls]`: TLS on every listener (binary, HTTP, admin); `client_ca` asks callers for a
+/// certificate that chains to it (mutual TLS).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsSection {
+    /// The files, flags (`Some`) over the file's keys; `None`: TLS is off.
+    ///
+    /// # Errors
+    /// A certificate without a key or the other way round, or a client CA without either.
+    pub fn resolve(&self, cert: Option<PathBuf>, key: Option<PathBuf>, client_ca: Option<PathBuf>) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        let cert = cert.or_else(|| self.cert.clone());
+        let key = key.or_else(|| self.key.clone());
+        let client_ca = client_ca.or_else(|| self.client_ca.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key, client_ca })),
+            (None, None) if client_ca.is_none() => Ok(None),
+            (None, None) => anyhow::bail!("a TLS client CA needs TLS itself: give the certificate and key too"),
+            (Some(_), None) => anyhow::bail!("a TLS certificate needs its key (--tls-key or [tls] key)"),
+            (None, Some(_)) => anyhow::bail!("a TLS key needs its certificate (--tls-cert or [tls] cert)"),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -476,7 +511,7 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut c: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.bundle.path, &mut c.audit.dir].into_iter().flatten() {
+        for p in [&mut c.bundle.path, &mut c.audit.dir, &mut c.tls.cert, &mut c.tls.key, &mut c.tls.client_ca].into_iter().flatten() {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }

@@ -15,8 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use pdp::Value;
 use pdp::audit::AuditRecord;
 use pdp::point::Answer;
@@ -142,7 +140,12 @@ enum Step {
 }
 
 /// Serve one HTTP connection until it closes, errs, idles out or asks to close.
-pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream, door: Door) {
+pub(crate) async fn connection(shard: &Shard, mut stream: crate::tls::Stream, door: Door) {
+    converse(shard, &mut stream, door).await;
+    stream.close().await;
+}
+
+async fn converse(shard: &Shard, stream: &mut crate::tls::Stream, door: Door) {
     // The admin API takes the HTTP limits, or their defaults when the HTTP door is off.
     let cfg = shard.config.http.clone().unwrap_or_else(|| HttpConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))));
     let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
@@ -210,8 +213,7 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
         if inbuf.capacity() - inbuf.len() < 8 * 1024 {
             inbuf.reserve(16 * 1024);
         }
-        let at = inbuf.len();
-        let read = monoio::time::timeout(wait, stream.read(inbuf.slice_mut(at..))).await;
+        let read = monoio::time::timeout(wait, stream.read_more(inbuf)).await;
         let Ok((res, buf)) = read else {
             if started.is_some() {
                 let r = Response::error(408, "request_timeout", format!("the request was not complete within {:?}", cfg.request_timeout));
@@ -220,7 +222,7 @@ pub(crate) async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream
             }
             return;
         };
-        inbuf = buf.into_inner();
+        inbuf = buf;
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {

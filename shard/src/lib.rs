@@ -11,3 +11,4 @@ pub mod convert;
 pub mod http;
 mod metrics;
 pub mod server;
+pub mod tls;

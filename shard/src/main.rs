@@ -103,6 +103,15 @@ enum Command {
         /// listeners are open to whoever reaches them.
         #[arg(long, env = "SARK_PDP_CALLER_TOKEN", hide_env_values = true)]
         caller_token: Option<String>,
+        /// TLS on every listener: the server's PEM certificate chain (with --tls-key).
+        #[arg(long, env = "SARK_PDP_TLS_CERT")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "SARK_PDP_TLS_KEY")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Mutual TLS: callers must show a certificate that chains to this PEM CA.
+        #[arg(long, env = "SARK_PDP_TLS_CLIENT_CA")]
+        tls_client_ca: Option<std::path::PathBuf>,
         /// An OPA-style bundle server to poll: http://host:port/path of a bundle .tar.gz.
         #[arg(long, env = "SARK_PDP_BUNDLE_URL")]
         bundle_url: Option<String>,
@@ -266,6 +275,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin_listen,
             admin_token,
             caller_token,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
             bundle_url,
             bundle_poll_s,
             watch,
@@ -291,6 +303,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(t) if t.len() < 16 => anyhow::bail!("the caller token must be at least 16 characters"),
                 t => t,
             };
+            let tls = file.tls.resolve(tls_cert, tls_key, tls_client_ca)?;
+            let tls_said = tls.as_ref().map_or("", |t| if t.client_ca.is_some() { ", mutual TLS" } else { ", TLS" });
+            let tls = tls.as_ref().map(shard::tls::server_config).transpose()?;
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
             let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
@@ -308,6 +323,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
                 caller_token,
+                tls,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
                 sinks: file.sinks.resolve(|v| std::env::var(v).ok(), node_id.as_deref().unwrap_or(&shard::server::host_name()))?,
                 bundle_watch: (watch || file.bundle.watch.unwrap_or(false)).then_some(std::time::Duration::from_secs(1)),
@@ -321,7 +337,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             shard::server::serve(config, (bundle, compiled), |addr, http, admin| {
                 let http = http.map_or(String::new(), |h| format!(" and {h} (HTTP)"));
                 let admin = admin.map_or(String::new(), |a| format!(" and {a} (admin)"));
-                println!("sark-pdp: listening on {addr} (binary){http}{admin}; {shards} shards, bundle {revision}");
+                println!("sark-pdp: listening on {addr} (binary){http}{admin}; {shards} shards, bundle {revision}{tls_said}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)

@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use pdp::audit::{AuditRecord, DecisionIds};
 use pdp::audit_ring::{AuditProducer, rings};
 use pdp::cache::CacheConfig;
@@ -60,6 +58,8 @@ pub struct ServeConfig {
     /// `Authorization: Bearer` over HTTP (all but /health) — or `None`: the decision
     /// listeners are open to whoever reaches them. The admin token is accepted too.
     pub caller_token: Option<String>,
+    /// TLS on every listener (`None`: plain TCP); see [`crate::tls`].
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Redis URL and this node's id, to share invalidations and data writes with other
     /// nodes (`None`: a single node).
     pub cluster: Option<(String, String)>,
@@ -476,7 +476,7 @@ fn run_shard(
 /// kernel already completed).
 fn spawn_acceptor<F, Fut>(shard: Rc<Shard>, listener: monoio::net::TcpListener, handle: F)
 where
-    F: Fn(Rc<Shard>, monoio::net::TcpStream) -> Fut + 'static,
+    F: Fn(Rc<Shard>, crate::tls::Stream) -> Fut + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     monoio::spawn(async move {
@@ -491,6 +491,7 @@ where
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let Ok(stream) = crate::tls::Stream::new(stream, shard.config.tls.as_ref()) else { continue };
             shard.connections.set(shard.connections.get() + 1);
             let s = shard.clone();
             let task = handle(s.clone(), stream);
@@ -556,7 +557,12 @@ struct Conn {
     authenticated: bool,
 }
 
-async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
+async fn connection(shard: &Shard, mut stream: crate::tls::Stream) {
+    converse(shard, &mut stream).await;
+    stream.close().await;
+}
+
+async fn converse(shard: &Shard, stream: &mut crate::tls::Stream) {
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut conn = Conn { max_payload: shard.config.max_payload, admin: false, authenticated: shard.config.caller_token.is_none() };
@@ -565,16 +571,15 @@ async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
         if inbuf.capacity() - inbuf.len() < 16 * 1024 {
             inbuf.reserve(64 * 1024);
         }
-        let start = inbuf.len();
-        let read = monoio::time::timeout(shard.config.idle_timeout, stream.read(inbuf.slice_mut(start..))).await;
+        let read = monoio::time::timeout(shard.config.idle_timeout, stream.read_more(inbuf)).await;
         let Ok((res, buf)) = read else { return }; // idle
-        inbuf = buf.into_inner();
+        inbuf = buf;
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         let mut g = shard.begin_batch();
-        let answered = answer_and_write(shard, &mut stream, &mut inbuf, &mut out, &mut conn, &mut g).await;
+        let answered = answer_and_write(shard, stream, &mut inbuf, &mut out, &mut conn, &mut g).await;
         shard.end_batch(g);
         if !answered || shard.shutdown.load(Ordering::Relaxed) {
             return;
@@ -586,7 +591,7 @@ async fn connection(shard: &Shard, mut stream: monoio::net::TcpStream) {
 /// must close.
 async fn answer_and_write(
     shard: &Shard,
-    stream: &mut monoio::net::TcpStream,
+    stream: &mut crate::tls::Stream,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
     conn: &mut Conn,

@@ -106,6 +106,9 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
         ("parameters nested 10,000 deep", eval_frame(1, Eval { parameters_json: Some(nested(10_000)), ..hostile(7) }), Want::Deny),
         ("50,000 roles, none of them real", eval_frame(1, Eval { roles: (0..50_000).map(|i| format!("r{i}")).collect(), ..hostile(8) }), Want::Deny),
         ("an empty user id and action", eval_frame(1, Eval { user_id: String::new(), action: String::new(), ..hostile(10) }), Want::Deny),
+        // Otherwise allowed questions, refused for an identifier past its limit (1 KiB, 1,024 items).
+        ("a 512 KiB user id", eval_frame(1, Eval { user_id: "u".repeat(512 << 10), ..hostile(13) }), Want::Deny),
+        ("2,000 roles, one of them real", eval_frame(1, Eval { roles: std::iter::once("developer".to_string()).chain((0..1999).map(|i| format!("r{i}"))).collect(), ..hostile(14) }), Want::Deny),
     ];
     for (n, (name, bytes, want)) in cases.into_iter().enumerate() {
         let got = match want {
@@ -216,6 +219,8 @@ fn hostile_http_bodies_get_their_documented_answer_and_never_an_allow() {
         ("roles of the wrong type", input(&|v| v["user"]["roles"] = json!("developer")), 200),
         ("a user id of the wrong type", input(&|v| v["user"]["id"] = json!({"id": "alice"})), 200),
         ("50,000 roles, none of them real", input(&|v| v["user"]["roles"] = json!((0..50_000).map(|i| format!("r{i}")).collect::<Vec<_>>())), 200),
+        ("a 512 KiB user id", input(&|v| v["user"]["id"] = json!("u".repeat(512 << 10))), 200),
+        ("2,000 roles, one of them real", input(&|v| v["user"]["roles"] = json!(std::iter::once("developer".to_string()).chain((0..1999).map(|i| format!("r{i}"))).collect::<Vec<_>>())), 200),
         ("a key named twice", {
             let body = String::from_utf8(input(&|v| v["user"]["roles"] = json!([]))).unwrap();
             body.replacen(r#""roles":[]"#, r#""roles":[],"roles":["developer"]"#, 1).into_bytes()
