@@ -51,6 +51,9 @@ struct Sample {
     /// From /metrics; `None` when it did not answer in time.
     ring_depth: Option<f64>,
     audit_drops: Option<f64>,
+    /// Decision cache misses in the second before (all shards): a stall that comes with a
+    /// jump here is the cache expiring, not the server failing.
+    cache_misses_per_s: Option<f64>,
     wrong: u64,
 }
 
@@ -108,16 +111,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // The peak run's warm-up fills the cache; the soak's own is short.
     let soak = Common { duration: seconds, warmup: c.warmup.min(5.0), requests: None, ..c.clone() };
     let (mut samples, mut unanswered) = (Vec::new(), Vec::new());
+    let mut misses_before: Option<(f64, f64)> = None;
     let run = measure::open_observed(&soak, (args.scenario, rate, 1), &mut |s: Step| {
         // A /metrics that does not answer within 5 s is a finding, not the end of the soak.
-        let (ring_depth, audit_drops) = match measure::scrape(metrics, ["sark_pdp_audit_ring_depth", "sark_pdp_audit_drops_total"]) {
-            Ok([depth, drops]) => (Some(depth), Some(drops)),
+        let (ring_depth, audit_drops, misses) = match measure::scrape(metrics, ["sark_pdp_audit_ring_depth", "sark_pdp_audit_drops_total", "sark_policy_cache_misses_total"]) {
+            Ok([depth, drops, misses]) => (Some(depth), Some(drops), Some(misses)),
             Err(e) => {
                 unanswered.push(format!("{:.0} s: {e:#}", s.t));
-                (None, None)
+                (None, None, None)
             }
         };
-        samples.push(Sample { t: s.t, decisions_per_s: s.rate, rss_kib: rss_kib(pid)?, fds: fds(pid), ring_depth, audit_drops, wrong: s.wrong });
+        let cache_misses_per_s = match (misses, misses_before) {
+            (Some(m), Some((t0, m0))) if s.t > t0 => Some((m - m0) / (s.t - t0)),
+            _ => None,
+        };
+        if let Some(m) = misses {
+            misses_before = Some((s.t, m));
+        }
+        samples.push(Sample { t: s.t, decisions_per_s: s.rate, rss_kib: rss_kib(pid)?, fds: fds(pid), ring_depth, audit_drops, cache_misses_per_s, wrong: s.wrong });
         Ok(())
     });
     // A soak that stops early still leaves its samples, to read what led up to the stop.
@@ -192,7 +203,7 @@ mod tests {
     use super::*;
 
     fn at(t: f64, rss_kib: u64) -> Sample {
-        Sample { t, decisions_per_s: 1.0, rss_kib, fds: 10, ring_depth: Some(0.0), audit_drops: Some(0.0), wrong: 0 }
+        Sample { t, decisions_per_s: 1.0, rss_kib, fds: 10, ring_depth: Some(0.0), audit_drops: Some(0.0), cache_misses_per_s: None, wrong: 0 }
     }
 
     #[test]

@@ -133,12 +133,14 @@ impl Drop for Server {
     }
 }
 
-/// Write `bytes` on a fresh connection and read until the server closes it.
+/// Write `bytes` on a fresh connection, close its sending half (the server answers what
+/// it read, then closes) and read until the server closes it.
 pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     s.write_all(bytes).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
