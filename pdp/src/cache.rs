@@ -265,7 +265,8 @@ impl DecisionCache {
     pub fn insert_tagged(&mut self, key: CacheKey, decision: Arc<Decision>, sensitivity: Sensitivity, tags: &[u64]) -> Duration {
         let ttl = self.insert(key, decision, sensitivity);
         if !ttl.is_zero() {
-            for t in tags {
+            // Tag 0 is "no such field" (a question without a tool or server).
+            for t in tags.iter().filter(|t| **t != 0) {
                 self.index.entry(*t).or_default().push(key);
                 self.index_len += 1;
             }
@@ -285,8 +286,13 @@ impl DecisionCache {
 
     fn prune_index(&mut self) {
         let mut index = std::mem::take(&mut self.index);
+        // A key cached again after it expired (every hot key, once per TTL) is listed
+        // again: sort, so every repeat goes, and the live index is at most one key per
+        // tag per entry (≤ 3 × max_entries, under the 4× that triggers a prune). Keeping
+        // the repeats made the index outgrow the trigger, and every insert a full prune.
         index.retain(|_, keys| {
             keys.retain(|k| self.contains(*k));
+            keys.sort_unstable_by_key(|k| k.0);
             keys.dedup();
             !keys.is_empty()
         });
@@ -491,6 +497,28 @@ mod tests {
         assert!(c.index_len <= 4 * 8 + 3, "{}", c.index_len);
         assert!(c.invalidate_tag(bob) >= 1);
         assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn keys_cached_again_after_expiring_do_not_grow_the_index_past_its_bound() {
+        // The soak's hot set: the same keys expire and are cached again, cycle after
+        // cycle, under a handful of shared tags (one tool, one server).
+        let (clock, mock) = Clock::mock();
+        let mut c = DecisionCache::new(CacheConfig { max_entries: 64, ..CacheConfig::default() }, clock);
+        let (tool, server) = (tag("tool", "db"), tag("server", "s1"));
+        for _cycle in 0..50 {
+            for k in 0..64 {
+                let key = CacheKey(k);
+                assert!(c.get(key).is_none());
+                c.insert_tagged(key, decision(true, None), Sensitivity::Low, &[tag("user", &k.to_string()), tool, server]);
+            }
+            mock.increment(Duration::from_secs(601));
+        }
+        assert!(c.index_len <= 4 * 64 + 3, "the index holds {} keys for 64 entries", c.index_len);
+        let listed: usize = c.index.values().map(Vec::len).sum();
+        assert_eq!(listed, c.index_len);
+        assert!(c.index.get(&tool).is_some_and(|v| v.len() <= 2 * 64), "the tool's list holds repeats: {:?}", c.index.get(&tool).map(Vec::len));
+        assert!(!c.index.contains_key(&0), "tag 0 (no such field) is never listed");
     }
 
 }
