@@ -1,7 +1,9 @@
 //! Issue 9's bad-input corpus: one table of hostile inputs per front door, each with its
 //! documented answer (an ERROR code and whether the connection closes, an HTTP status, or
 //! a deny). After each, a fresh connection still gets a PONG and an allow for a good
-//! question; at the end the audit log shows that no hostile input was ever allowed.
+//! question; each table runs three times, and the server's memory after the later rounds
+//! stays within 4 MiB of the first's; at the end the audit log shows that no hostile input
+//! was ever allowed.
 //! A JSON object that names a key twice is refused everywhere (`pdp::json_guard`): a deny
 //! with `bad_input` in a binary EVAL's JSON parts, 400 over HTTP.
 
@@ -28,6 +30,19 @@ enum Want {
     Deny,
     /// Nothing: the server waits for the rest, and the client goes away.
     Nothing,
+}
+
+/// Rounds of each table; the memory bound after the first.
+const ROUNDS: usize = 3;
+const MAX_GROWTH_KIB: u64 = 4096;
+
+/// The server's RSS after each round: from the second round on, within `max` KiB of the
+/// first round's.
+fn assert_grows_less_than(rss: &[u64], max: u64) {
+    let first = rss[0];
+    for (i, r) in rss.iter().enumerate().skip(1) {
+        assert!(*r <= first + max, "RSS after round {} is {r} KiB, {} KiB over the first round's {first} KiB: {rss:?}", i + 1, r.saturating_sub(first));
+    }
 }
 
 fn frame(id: u64, req: &Request) -> Vec<u8> {
@@ -110,7 +125,12 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
         ("a 512 KiB user id", eval_frame(1, Eval { user_id: "u".repeat(512 << 10), ..hostile(13) }), Want::Deny),
         ("2,000 roles, one of them real", eval_frame(1, Eval { roles: std::iter::once("developer".to_string()).chain((0..1999).map(|i| format!("r{i}"))).collect(), ..hostile(14) }), Want::Deny),
     ];
-    for (n, (name, bytes, want)) in cases.into_iter().enumerate() {
+    // The table three times over: after the first round has warmed the allocator and
+    // the cache, later rounds must not grow the server's memory (nothing kept per input).
+    let mut rss = Vec::new();
+    for _round in 0..ROUNDS {
+    for (n, (name, bytes, want)) in cases.iter().enumerate() {
+        let (name, want) = (*name, want);
         let got = match want {
             Want::Nothing => {
                 let mut s = TcpStream::connect(server.addr).unwrap();
@@ -128,7 +148,7 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
                 replies(&raw(server.addr, &with_ping))
             }
         };
-        match want {
+        match *want {
             Want::Nothing => {}
             Want::Error(code, closes) => {
                 assert!(matches!(&got[0].1, Reply::Error(e) if e.code == code), "{name}: want ERROR {code}, got {got:?}");
@@ -143,6 +163,9 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
         }
         still_serves(&server, n);
     }
+    rss.push(server.rss_kib());
+    }
+    assert_grows_less_than(&rss, MAX_GROWTH_KIB);
 
     // An empty batch: an empty DECISION_BATCH, and the connection goes on.
     let mut empty = frame(12, &Request::EvalBatch(Vec::new()));
@@ -226,9 +249,12 @@ fn hostile_http_bodies_get_their_documented_answer_and_never_an_allow() {
             body.replacen(r#""roles":[]"#, r#""roles":[],"roles":["developer"]"#, 1).into_bytes()
         }, 400),
     ];
-    for (name, body, status) in cases {
+    let mut rss = Vec::new();
+    for _round in 0..ROUNDS {
+    for (name, body, status) in &cases {
+        let (name, status) = (*name, *status);
         for path in ["/v1/data/mcp/allow", "/v1/data/sark/decision"] {
-            let r = post(path, &body);
+            let r = post(path, body);
             assert_eq!(r.status, status, "{name} at {path}: {}", String::from_utf8_lossy(&r.body));
             if status == 200 {
                 let result = &r.json()["result"];
@@ -241,6 +267,9 @@ fn hostile_http_bodies_get_their_documented_answer_and_never_an_allow() {
         let r = exchange(server.http, &good, 1).pop().unwrap();
         assert_eq!(r.json()["result"], true, "{name}: the good question after it");
     }
+    rss.push(server.rss_kib());
+    }
+    assert_grows_less_than(&rss, MAX_GROWTH_KIB);
     let records = server.stop();
     for r in &records {
         if r["allow"] == true {
