@@ -1,8 +1,8 @@
 //! Issue 9's bad-input corpus: one table of hostile inputs per front door, each with its
 //! documented answer (an ERROR code and whether the connection closes, an HTTP status, or
 //! a deny). After each, a fresh connection still gets a PONG and an allow for a good
-//! question; each table runs three times, and the server's memory after the later rounds
-//! stays within 4 MiB of the first's; at the end the audit log shows that no hostile input
+//! question; each table runs twelve times, and the server's memory after the last round
+//! stays within 16 MiB of the highest of the first three; at the end the audit log shows that no hostile input
 //! was ever allowed.
 //! A JSON object that names a key twice is refused everywhere (`pdp::json_guard`): a deny
 //! with `bad_input` in a binary EVAL's JSON parts, 400 over HTTP.
@@ -32,17 +32,17 @@ enum Want {
     Nothing,
 }
 
-/// Rounds of each table; the memory bound after the first.
-const ROUNDS: usize = 3;
-const MAX_GROWTH_KIB: u64 = 4096;
+/// Rounds of each table, and how far the server's memory may rise past the highest of
+/// the first three rounds by the last. A coarse bound: mimalloc keeps freed segments, so
+/// one round can sit ~10 MiB above another with nothing kept; keeping each round's
+/// hostile inputs (~3 MiB) would pass it by the ninth round after.
+const ROUNDS: usize = 12;
+const MAX_GROWTH_KIB: u64 = 16 << 10;
 
-/// The server's RSS after each round: from the second round on, within `max` KiB of the
-/// first round's.
 fn assert_grows_less_than(rss: &[u64], max: u64) {
-    let first = rss[0];
-    for (i, r) in rss.iter().enumerate().skip(1) {
-        assert!(*r <= first + max, "RSS after round {} is {r} KiB, {} KiB over the first round's {first} KiB: {rss:?}", i + 1, r.saturating_sub(first));
-    }
+    let warm = rss.iter().take(3).copied().max().unwrap_or(0);
+    let last = rss.last().copied().unwrap_or(0);
+    assert!(last <= warm + max, "the server's RSS rose from {warm} KiB (the highest of rounds 1-3) to {last} KiB after round {}: {rss:?}", rss.len());
 }
 
 fn frame(id: u64, req: &Request) -> Vec<u8> {
@@ -125,7 +125,7 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
         ("a 512 KiB user id", eval_frame(1, Eval { user_id: "u".repeat(512 << 10), ..hostile(13) }), Want::Deny),
         ("2,000 roles, one of them real", eval_frame(1, Eval { roles: std::iter::once("developer".to_string()).chain((0..1999).map(|i| format!("r{i}"))).collect(), ..hostile(14) }), Want::Deny),
     ];
-    // The table three times over: after the first round has warmed the allocator and
+    // The table twelve times over: once the first rounds have warmed the allocator and
     // the cache, later rounds must not grow the server's memory (nothing kept per input).
     let mut rss = Vec::new();
     for _round in 0..ROUNDS {
@@ -134,7 +134,7 @@ fn hostile_frames_get_their_documented_answer_and_never_an_allow() {
         let got = match want {
             Want::Nothing => {
                 let mut s = TcpStream::connect(server.addr).unwrap();
-                s.write_all(&bytes).unwrap();
+                s.write_all(bytes).unwrap();
                 s.shutdown(Shutdown::Write).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 let mut rest = Vec::new();

@@ -220,8 +220,9 @@ proptest! {
         prop_assert_eq!(z["context"].get("filtered_parameters"), params.as_ref());
 
         for (r, key, yes) in [(az::sark_response(&a, id), "decision", json!("allow")), (az::gateway_response(&a, id), "allow", json!(true))] {
-            prop_assert_eq!(&r[key] == &yes, allowed);
-            prop_assert_eq!(r["reason"].as_str(), Some(reasons.join("; ").as_str()));
+            prop_assert_eq!(r[key] == yes, allowed);
+            let joined = reasons.join("; ");
+            prop_assert_eq!(r["reason"].as_str(), Some(joined.as_str()));
             prop_assert_eq!(&r["filtered_parameters"], params.as_ref().filter(|_| allowed).unwrap_or(&Value::Null));
             prop_assert_eq!(r["cache_ttl"].as_u64(), Some(ttl));
             prop_assert_eq!(r["audit_id"].as_str().map(|s| u128::from_str_radix(s, 16).ok()), Some(Some(id)));
