@@ -10,7 +10,7 @@
 # (libFuzzer's -fork); MAX_LEN (default 65536) bytes per input; TIMEOUT (default 10) s
 # per input; ASAN=1 builds with AddressSanitizer (needs RUSTC_BOOTSTRAP for -Zsanitizer
 # on a stable toolchain: used only here). Prints one line per target (executions run,
-# crashes) and writes target/fuzz/summary.tsv; exits non-zero if any target crashed.
+# crashes) and writes target/fuzz/summary.tsv (or SUMMARY); exits non-zero if any target crashed.
 # A crash's input is saved under target/fuzz/artifacts/<target>/: copy it into
 # fuzz/regressions/<target>/ (the test suite replays that folder) and fix the cause.
 set -euo pipefail
@@ -36,7 +36,7 @@ fi
 triple=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --locked --manifest-path fuzz/libfuzzer/Cargo.toml --target "$triple" $(printf -- '--bin %s ' "${targets[@]}")
 mkdir -p "$OUT"
-summary="$OUT/summary.tsv"
+summary=${SUMMARY:-$OUT/summary.tsv}
 printf 'target\texecutions\tcrashes\tcorpus\tseconds\n' > "$summary"
 failed=0
 for t in "${targets[@]}"; do

@@ -149,7 +149,7 @@ pub fn input(data: &[u8]) {
 }
 
 /// Small limits so a run stays fast; the checks are the same at any size.
-const LIMITS: BundleLimits = BundleLimits { max_bytes: 1 << 20, max_files: 64, max_data_depth: 64 };
+const LIMITS: BundleLimits = BundleLimits { max_bytes: 1 << 20, max_files: 64, max_data_depth: 64, max_rego_nesting: 12 };
 
 /// A bundle that loaded: compile it and, when that works, ask its decision entrypoint once.
 fn compile_and_ask(bundle: &Bundle) {
