@@ -466,11 +466,7 @@ fn nesting_past(source: &str, max: usize) -> Option<usize> {
     while let Some(c) = chars.next() {
         match c {
             '\n' => line += 1,
-            '#' => {
-                if chars.by_ref().any(|c| c == '\n') {
-                    line += 1;
-                }
-            }
+            '#' if chars.by_ref().any(|c| c == '\n') => line += 1,
             '"' => {
                 while let Some(c) = chars.next() {
                     match c {
