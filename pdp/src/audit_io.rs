@@ -46,16 +46,20 @@ impl AuditIo {
         // does not return until the kernel has completed the operation (below), so the
         // kernel never reads the buffer after the borrow ends.
         unsafe { ring.submission().push(entry) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        // A signal can interrupt the wait with the write still in flight: wait again
-        // rather than return (and let the caller free the buffer) before it completes.
-        loop {
+        // Wait until the completion is there. A signal that interrupts the wait makes
+        // io_uring_enter return early — with EINTR, or with the count it submitted as if
+        // it had waited — while the write may still be in flight: wait again rather than
+        // return (and let the caller free the buffer) before it completes.
+        let cqe = loop {
+            if let Some(cqe) = ring.completion().next() {
+                break cqe;
+            }
             match ring.submit_and_wait(1) {
-                Ok(_) => break,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        }
-        let cqe = ring.completion().next().ok_or_else(|| io::Error::other("io_uring: no completion"))?;
+        };
         let res = cqe.result();
         if res < 0 {
             return Err(io::Error::from_raw_os_error(-res));
