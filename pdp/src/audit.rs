@@ -45,6 +45,33 @@ pub struct Fields<'a> {
     pub user_teams: Vec<&'a str>,
 }
 
+impl<'a> Fields<'a> {
+    /// For a refused input (bad input: maybe an identifier past its limit), every field
+    /// cut to [`crate::input::MAX_ID_BYTES`] (at a character boundary) and the lists to
+    /// [`crate::input::MAX_LIST_ITEMS`]: the record keeps the cut field and the reason.
+    fn cut_if_refused(self, answer: &Answer) -> Fields<'a> {
+        if matches!(answer.decision.error, Some(crate::error::EvalError::BadInput(_))) { self.clipped() } else { self }
+    }
+
+    fn clipped(&self) -> Fields<'a> {
+        let cut = |s: &'a str| s.get(..s.floor_char_boundary(crate::input::MAX_ID_BYTES)).unwrap_or("");
+        let list = |l: &[&'a str]| l.iter().take(crate::input::MAX_LIST_ITEMS).map(|s| cut(s)).collect();
+        Fields {
+            user_id: cut(self.user_id),
+            action: cut(self.action),
+            tool_name: self.tool_name.map(cut),
+            sensitivity_level: self.sensitivity_level.map(cut),
+            server_id: self.server_id.map(cut),
+            server_name: self.server_name.map(cut),
+            client_ip: self.client_ip.map(cut),
+            request_id: self.request_id.map(cut),
+            session_id: self.session_id.map(cut),
+            user_roles: list(&self.user_roles),
+            user_teams: list(&self.user_teams),
+        }
+    }
+}
+
 const ABSENT: u32 = u32::MAX;
 
 /// Writes a record's text.
@@ -57,19 +84,15 @@ impl Text {
     fn opt(&mut self, s: Option<&str>) {
         match s {
             Some(s) => {
-                // A record keeps at most an identifier's limit of each field: an input
-                // refused for a longer one is recorded with the cut field and the reason.
-                let s = s.get(..s.floor_char_boundary(crate::input::MAX_ID_BYTES)).unwrap_or("");
-                self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
-                self.0.extend_from_slice(s.as_bytes());
+                self.0.extend_from_slice(&u32::try_from(s.len()).unwrap_or(ABSENT - 1).to_le_bytes());
+                self.0.extend_from_slice(s.as_bytes().get(..s.len().min((ABSENT - 1) as usize)).unwrap_or(&[]));
             }
             None => self.0.extend_from_slice(&ABSENT.to_le_bytes()),
         }
     }
     fn list<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a str>) {
-        let n = items.len().min(crate::input::MAX_LIST_ITEMS);
-        self.0.extend_from_slice(&u32::try_from(n).unwrap_or(0).to_le_bytes());
-        for s in items.take(n) {
+        self.0.extend_from_slice(&u32::try_from(items.len()).unwrap_or(0).to_le_bytes());
+        for s in items {
             self.opt(Some(s));
         }
     }
@@ -159,7 +182,7 @@ impl AuditRecord {
     /// A record from its parts (the string fields in [`Fields`]).
     pub fn new(decision_id: u128, timestamp_ns: i64, answer: &Answer, duration_us: u64, mfa_verified: Option<bool>, f: &Fields<'_>) -> AuditRecord {
         let strs = [f.user_id, f.action].into_iter().chain([f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id].into_iter().flatten());
-        let len: usize = strs.chain(f.user_roles.iter().copied()).chain(f.user_teams.iter().copied()).map(|s| s.len().min(crate::input::MAX_ID_BYTES) + 4).sum::<usize>() + 9 * 4 + 8;
+        let len: usize = strs.chain(f.user_roles.iter().copied()).chain(f.user_teams.iter().copied()).map(|s| s.len() + 4).sum::<usize>() + 9 * 4 + 8;
         let mut t = Text::with_capacity(len);
         for s in [Some(f.user_id), Some(f.action), f.tool_name, f.sensitivity_level, f.server_id, f.server_name, f.client_ip, f.request_id, f.session_id] {
             t.opt(s);
@@ -214,7 +237,7 @@ impl AuditRecord {
             user_roles: input.user.roles.iter().map(String::as_str).collect(),
             user_teams: input.user.teams.iter().map(String::as_str).collect(),
         };
-        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, input.user.mfa_verified, &f)
+        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, input.user.mfa_verified, &f.cut_if_refused(answer))
     }
 
     /// The record of a JSON input document's decision; fields of the wrong type are absent.
@@ -259,7 +282,7 @@ impl AuditRecord {
             Value::Bool(b) => Some(*b),
             _ => None,
         };
-        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, mfa, &f)
+        AuditRecord::new(decision_id, timestamp_ns, answer, duration_us, mfa, &f.cut_if_refused(answer))
     }
 
     /// One JSON line (newline included) with SARK's field names: `timestamp` in RFC 3339
@@ -460,6 +483,23 @@ mod tests {
             cache_hit: true,
             ttl: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_refused_inputs_record_keeps_its_fields_cut_to_the_limits() {
+        use crate::input::{MAX_ID_BYTES, MAX_LIST_ITEMS};
+        let long = "é".repeat(MAX_ID_BYTES);
+        let roles: Vec<&str> = vec!["r"; MAX_LIST_ITEMS + 5];
+        let f = Fields { user_id: &long, action: "a", tool_name: Some(&long), sensitivity_level: None, server_id: None, server_name: None, client_ip: None, request_id: None, session_id: None, user_roles: roles, user_teams: Vec::new() };
+        let mut refused = answer(false);
+        Arc::make_mut(&mut refused.decision).error = Some(crate::error::EvalError::BadInput("user.id: too long".into()));
+        let r = AuditRecord::new(1, 0, &refused, 1, None, &f.clone().cut_if_refused(&refused));
+        let got = r.fields();
+        assert_eq!((got.user_id.len(), got.tool_name.map(str::len)), (MAX_ID_BYTES, Some(MAX_ID_BYTES)), "cut at a character boundary (é is 2 bytes)");
+        assert_eq!(got.user_roles.len(), MAX_LIST_ITEMS);
+        // A decision without an error keeps its fields whole (its input passed the limits).
+        let kept = f.cut_if_refused(&answer(true));
+        assert_eq!(AuditRecord::new(2, 0, &answer(true), 1, None, &kept).fields().user_id.len(), long.len());
     }
 
     #[test]

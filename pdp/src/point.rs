@@ -71,7 +71,7 @@ impl DecisionPoint {
     /// [`Self::decide_typed`], also returning the context's request and session ids
     /// (found while keying; the audit record wants them).
     pub fn decide_typed_ids<'a>(&mut self, input: &'a SarkInput, now_ns: i64) -> (Answer, ContextIds<'a>) {
-        let (key, ids) = match input.check_limits().and_then(|()| input.cache_key(&mut self.hasher)) {
+        let (key, ids) = match input.cache_key(&mut self.hasher) {
             Ok(k) => k,
             Err(e) => {
                 let refused = Answer {
@@ -94,7 +94,10 @@ impl DecisionPoint {
                 input.server.as_ref().map_or(0, |s| tag("server", &s.id)),
             ]
         };
+        // The identifier limits are checked on a miss only: an input past them is never
+        // cached (a refusal has no TTL), so its key can never hit.
         let answer = self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, tags, || {
+            input.check_limits()?;
             let mut doc = input.to_value()?;
             stamp_now(&mut doc, now_ns);
             Ok(doc)
@@ -104,9 +107,6 @@ impl DecisionPoint {
 
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
     pub fn decide_document(&mut self, mut input: Value, now_ns: i64) -> Answer {
-        if let Err(e) = crate::input::check_document_limits(&input) {
-            return Answer { decision: Arc::new(self.evaluator.decide(Err(e))), cache_hit: false, ttl: Duration::ZERO };
-        }
         let given = match &input["context"]["now_ns"] {
             Value::Undefined => None,
             // Present but not an integer (a string, 1.5, …): the policy will deny; never
@@ -124,6 +124,7 @@ impl DecisionPoint {
             [at("user", &doc["user"]["id"]), at("tool", &doc["tool"]["name"]), at("server", &doc["server"]["id"])]
         };
         self.decide_keyed(key, cacheable(given, now_ns), sensitivity, tags, || {
+            crate::input::check_document_limits(&input)?;
             stamp_now(&mut input, now_ns);
             Ok(input)
         })

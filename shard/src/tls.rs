@@ -108,7 +108,8 @@ impl Stream {
     pub(crate) async fn close(&mut self) {
         if let Stream::Tls(t) = self {
             t.conn.send_close_notify();
-            let _ = t.flush().await;
+            // A peer that reads nothing more must not hold the connection open.
+            let _ = monoio::time::timeout(std::time::Duration::from_secs(1), t.flush()).await;
         }
     }
 
