@@ -90,8 +90,9 @@ pub struct ContextIds<'a> {
 
 /// The longest identifier the PDP decides on (user, tool and server ids and names, the
 /// action, every role, team, scope and manager), in bytes. Longer is refused as bad input
-/// (a deny, code 1002) before it is hashed, cached, evaluated or audited: no real id is
-/// this long, and without a bound the frame or body size is the only one.
+/// (a deny, code 1002, never cached) before it is evaluated, on a cache miss — a refused
+/// input's key is never stored, so it cannot hit; its audit record keeps the field cut to
+/// this. No real id is this long, and without a bound the frame or body size is the only one.
 pub const MAX_ID_BYTES: usize = 1024;
 
 /// The most items in one list of identifiers (roles, teams, scopes, managers, …).
@@ -104,10 +105,15 @@ fn id_limit(name: &str, v: &str) -> Result<(), EvalError> {
     Ok(())
 }
 
-fn list_limit(name: &str, items: &[String]) -> Result<(), EvalError> {
-    if items.len() > MAX_LIST_ITEMS {
-        return Err(EvalError::BadInput(format!("{name}: {} items, more than {MAX_LIST_ITEMS}", items.len())));
+fn count_limit(name: &str, items: usize) -> Result<(), EvalError> {
+    if items > MAX_LIST_ITEMS {
+        return Err(EvalError::BadInput(format!("{name}: {items} items, more than {MAX_LIST_ITEMS}")));
     }
+    Ok(())
+}
+
+fn list_limit(name: &str, items: &[String]) -> Result<(), EvalError> {
+    count_limit(name, items.len())?;
     items.iter().try_for_each(|i| id_limit(name, i))
 }
 
@@ -123,9 +129,7 @@ pub fn check_document_limits(doc: &Value) -> Result<(), EvalError> {
     };
     let many = |name: &str, v: &Value| match v {
         Value::Array(items) => {
-            if items.len() > MAX_LIST_ITEMS {
-                return Err(EvalError::BadInput(format!("{name}: {} items, more than {MAX_LIST_ITEMS}", items.len())));
-            }
+            count_limit(name, items.len())?;
             items.iter().try_for_each(|i| one(name, i))
         }
         _ => Ok(()),
