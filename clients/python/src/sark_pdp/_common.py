@@ -1,0 +1,106 @@
+"""What the blocking and asyncio clients share: input preparation, batching, replies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Union
+
+from . import _wire
+from .errors import PdpError, PdpInputError, PdpProtocolError, server_error
+from .types import Decision, Input
+
+InputLike = Union[Input, Mapping[str, Any]]
+
+#: Items per EVAL_BATCH frame unless told otherwise. The server takes 4096, but its reply
+#: must also fit in max_payload and a decision with several reasons is ~0.5-1 KiB.
+DEFAULT_BATCH_ITEMS = 1024
+
+_EXPECTED = {
+    _wire.HELLO: _wire.HELLO_OK,
+    _wire.EVAL: _wire.DECISION,
+    _wire.EVAL_BATCH: _wire.DECISION_BATCH,
+    _wire.PING: _wire.PONG,
+}
+
+
+def eval_body(inp: InputLike, max_payload: int) -> bytes:
+    """The EVAL body for an input (an :class:`Input`, or a dict for :meth:`Input.from_dict`).
+
+    Raises:
+        PdpInputError: the input cannot be encoded, or is over ``max_payload``.
+    """
+    if not isinstance(inp, Input):
+        inp = Input.from_dict(inp)
+    body = _wire.encode_eval(inp)
+    if len(body) > max_payload:
+        raise PdpInputError(f"input of {len(body)} bytes is over the server's maximum payload of {max_payload}")
+    return body
+
+
+def eval_request(inp: InputLike, max_payload: int) -> tuple[int, bytes, int] | PdpError:
+    """One EVAL request (opcode, body, items), or the error that keeps it from being sent."""
+    try:
+        return (_wire.EVAL, eval_body(inp, max_payload), 1)
+    except PdpError as e:
+        return e
+
+
+def batch_requests(inputs: Iterable[InputLike], max_payload: int, max_items: int) -> Iterator[tuple[int, bytes, int] | PdpError]:
+    """EVAL_BATCH requests for ``inputs``, in order: consecutive inputs grouped while the
+    frame stays within ``max_items`` and ``max_payload``; an input that cannot be sent
+    becomes its error, in its place."""
+    bodies: list[bytes] = []
+    size = 4
+    for inp in inputs:
+        try:
+            body = eval_body(inp, max_payload - 4)
+        except PdpError as e:
+            if bodies:
+                yield (_wire.EVAL_BATCH, _wire.encode_batch(bodies), len(bodies))
+                bodies, size = [], 4
+            yield e
+            continue
+        if bodies and (len(bodies) >= max_items or size + len(body) > max_payload):
+            yield (_wire.EVAL_BATCH, _wire.encode_batch(bodies), len(bodies))
+            bodies, size = [], 4
+        bodies.append(body)
+        size += len(body)
+    if bodies:
+        yield (_wire.EVAL_BATCH, _wire.encode_batch(bodies), len(bodies))
+
+
+def decode_reply(request_op: int, items: int, reply_op: int, payload: bytes) -> Any:
+    """The reply to a request: a Decision, a list of them, HelloOk, PONG bytes — or, for
+    an ERROR frame, the :class:`PdpServerError` to answer that request with.
+
+    Raises:
+        PdpProtocolError: a reply of another kind, or a malformed one.
+    """
+    if reply_op == _wire.ERROR:
+        return server_error(*_wire.decode_error(payload))
+    if reply_op != _EXPECTED[request_op]:
+        raise PdpProtocolError(f"reply opcode {reply_op:#04x} to a request {request_op:#04x}")
+    if reply_op == _wire.DECISION:
+        return _wire.decode_decision(payload)
+    if reply_op == _wire.DECISION_BATCH:
+        return _wire.decode_decision_batch(payload, items)
+    if reply_op == _wire.HELLO_OK:
+        return _wire.decode_hello_ok(payload)
+    return payload
+
+
+def decisions(results: list[Any], counts: list[int], raise_errors: bool) -> list[Decision]:
+    """One decision per input from the results of EVAL or EVAL_BATCH requests (``counts``:
+    how many inputs each carried); a failed request denies every input it carried, or
+    with ``raise_errors`` its error is raised (the first in order)."""
+    out: list[Decision] = []
+    for res, n in zip(results, counts):
+        if isinstance(res, PdpError):
+            if raise_errors:
+                raise res
+            out.extend([Decision.fail_closed(res)] * n)
+        elif isinstance(res, list):
+            out.extend(res)
+        else:
+            out.append(res)
+    return out

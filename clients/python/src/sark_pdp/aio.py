@@ -1,0 +1,367 @@
+"""The asyncio client (pipelined over one connection) and a pool of them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import _wire
+from ._common import DEFAULT_BATCH_ITEMS, InputLike, batch_requests, decisions, decode_reply, eval_body
+from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
+from .types import Decision, HelloOk
+
+Request = tuple[int, bytes, int]  # opcode, body, inputs it carries
+
+
+class _Conn:
+    """One open connection: a reader task hands each reply to the future of the request
+    whose id it carries (replies may come in any order)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: HelloOk, ids: itertools.count[int]) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.hello = hello
+        self.ids = ids
+        self.error: PdpError | None = None
+        self.pending: dict[int, tuple[asyncio.Future[Any], int, int, asyncio.TimerHandle]] = {}
+        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def request(self, op: int, body: bytes, items: int, timeout: float) -> Any:
+        """Send one request; its decoded reply, or the error that ended it."""
+        if self.error is not None:
+            return self.error
+        loop = asyncio.get_running_loop()
+        rid = next(self.ids)
+        fut: asyncio.Future[Any] = loop.create_future()
+        timer = loop.call_later(timeout, self.fail, PdpTimeout(f"no reply within {timeout} s"))
+        self.pending[rid] = (fut, op, items, timer)
+        try:
+            self.writer.write(_wire.frame(op, rid, body))
+            await self.writer.drain()
+        except OSError as e:
+            self.fail(PdpConnectionError(f"connection failed: {e}", CONNECTION_LOST))
+        return await fut
+
+    async def _read_loop(self) -> None:
+        limit = self.hello.max_payload
+        try:
+            while True:
+                header = await self.reader.readexactly(_wire.HEADER_LEN)
+                length, op, rid = _wire.parse_header(header, 0, limit)
+                payload = await self.reader.readexactly(length) if length else b""
+                entry = self.pending.pop(rid, None)
+                if entry is None:
+                    if op == _wire.ERROR:
+                        raise decode_reply(_wire.EVAL, 1, op, payload)
+                    raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
+                fut, request_op, items, timer = entry
+                timer.cancel()
+                result = decode_reply(request_op, items, op, payload)
+                if not fut.done():
+                    fut.set_result(result)
+        except asyncio.IncompleteReadError:
+            self.fail(PdpConnectionError("connection closed by the server", CONNECTION_LOST))
+        except OSError as e:
+            self.fail(PdpConnectionError(f"connection failed: {e}", CONNECTION_LOST))
+        except PdpError as e:
+            self.fail(e)
+
+    def fail(self, e: PdpError) -> None:
+        """Close the connection and answer every pending request with ``e``."""
+        if self.error is None:
+            self.error = e
+        self.writer.close()
+        if self.task is not asyncio.current_task():
+            self.task.cancel()
+        pending, self.pending = self.pending, {}
+        for fut, _, _, timer in pending.values():
+            timer.cancel()
+            if not fut.done():
+                fut.set_result(self.error)
+
+
+class AsyncClient:
+    """One pipelined asyncio connection to ``sark-pdp serve``: any number of coroutines
+    may call it at once; at most ``max_in_flight`` requests are on the wire (the rest
+    wait), and a reader task matches replies to requests by id.
+
+    Fails closed like :class:`sark_pdp.Client` (a deny with the reason, or with
+    ``raise_errors=True`` the typed exception); a timeout closes the connection (what
+    follows on it is in doubt) and fails every request in flight on it; the next call
+    connects again. Arguments as for :class:`sark_pdp.Client`, plus ``max_in_flight``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        connect_timeout: float | None = None,
+        max_payload: int = _wire.DEFAULT_MAX_PAYLOAD,
+        max_batch: int = DEFAULT_BATCH_ITEMS,
+        max_in_flight: int = 1024,
+        raise_errors: bool = False,
+        reconnect_backoff: float = 0.1,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        self.max_payload = max_payload
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self.raise_errors = raise_errors
+        self.reconnect_backoff = reconnect_backoff
+        self._token = token
+        self._conn: _Conn | None = None
+        self._ids = itertools.count(1)
+        self._slots: asyncio.Semaphore | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._in_flight = 0
+        self._retry_at = 0.0
+        self._connect_error: PdpError | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, host: str, port: int, token: str | None = None, **kwargs: Any) -> AsyncClient:
+        """Connect and say HELLO; on failure as :meth:`sark_pdp.Client.connect`."""
+        c = cls(host, port, token=token, **kwargs)
+        try:
+            await c._ensure()
+        except PdpError:
+            if c.raise_errors:
+                raise
+        return c
+
+    @property
+    def hello(self) -> HelloOk | None:
+        """HELLO_OK of the open connection (None: not connected)."""
+        c = self._conn
+        return c.hello if c is not None and c.error is None else None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (as far as this client knows)."""
+        return self.hello is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent or waiting to be sent, not yet answered."""
+        return self._in_flight
+
+    @property
+    def available(self) -> bool:
+        """Connected, or free to try connecting (not closed, not backing off)."""
+        return self.connected or (not self._closed and time.monotonic() >= self._retry_at)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection; later calls fail (code 4003)."""
+        self._closed = True
+        c, self._conn = self._conn, None
+        if c is not None:
+            c.fail(PdpConnectionError("the client is closed", CONNECTION_LOST))
+            try:
+                await c.writer.wait_closed()
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------ calls
+
+    async def evaluate(self, inp: InputLike) -> Decision:
+        """Decide one input (an :class:`~sark_pdp.Input` or a SARK input dict)."""
+        res = await self._call(lambda hello: (_wire.EVAL, eval_body(inp, hello.max_payload), 1))
+        if isinstance(res, PdpError):
+            if self.raise_errors:
+                raise res
+            return Decision.fail_closed(res)
+        return res
+
+    async def evaluate_many(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """Decide many inputs, one EVAL each, all at once (``max_in_flight`` on the wire);
+        decisions in input order."""
+        return list(await asyncio.gather(*(self.evaluate(i) for i in inputs)))
+
+    async def evaluate_batch(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """Decide many inputs in EVAL_BATCH frames (split as :meth:`sark_pdp.Client.evaluate_batch`
+        does; the frames go concurrently); decisions in input order."""
+        inputs = list(inputs)
+        try:
+            hello = (await self._ensure()).hello
+        except PdpError as e:
+            if self.raise_errors:
+                raise
+            return [Decision.fail_closed(e) for _ in inputs]
+        reqs = list(batch_requests(inputs, hello.max_payload, min(self.max_batch, hello.max_batch)))
+        results = await asyncio.gather(*(self._call(lambda _, r=r: r) for r in reqs))
+        counts = [1 if isinstance(r, PdpError) else r[2] for r in reqs]
+        return decisions(list(results), counts, self.raise_errors)
+
+    async def ping(self, data: bytes = b"ping") -> bool:
+        """Round trip a PING: True when the PONG echoes ``data``."""
+        res = await self._call(lambda _: (_wire.PING, data, 1))
+        if not isinstance(res, PdpError) and res != data:
+            res = PdpProtocolError("PONG does not echo the PING")
+        if isinstance(res, PdpError):
+            if self.raise_errors:
+                raise res
+            return False
+        return True
+
+    # ------------------------------------------------------------ internals
+
+    async def _call(self, build: Any) -> Any:
+        """Take an in-flight slot, connect if need be, build the request from the
+        HELLO_OK (``build`` may return the error that stops it) and send it; the decoded
+        reply or the error."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._in_flight += 1
+        try:
+            async with self._slots:
+                conn = await self._ensure()
+                req = build(conn.hello)
+                if isinstance(req, PdpError):
+                    return req
+                return await conn.request(*req, self.timeout)
+        except PdpError as e:
+            return e
+        finally:
+            self._in_flight -= 1
+
+    async def _ensure(self) -> _Conn:
+        c = self._conn
+        if c is not None and c.error is None:
+            return c
+        if self._closed:
+            raise PdpConnectionError("the client is closed", CONNECTION_LOST)
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            c = self._conn
+            if c is not None and c.error is None:
+                return c
+            if time.monotonic() < self._retry_at and self._connect_error is not None:
+                raise self._connect_error
+            try:
+                self._conn = await self._open()
+            except PdpError as e:
+                self._connect_error = e
+                self._retry_at = time.monotonic() + self.reconnect_backoff
+                raise
+            return self._conn
+
+    async def _open(self) -> _Conn:
+        where = f"{self.host}:{self.port}"
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.connect_timeout)
+        except asyncio.TimeoutError:
+            raise PdpTimeout(f"connect to {where}: no answer within {self.connect_timeout} s") from None
+        except OSError as e:
+            raise PdpConnectionError(f"connect to {where}: {e.strerror or e}", CONNECT_FAILED) from None
+        try:
+            rid = next(self._ids)
+            writer.write(_wire.frame(_wire.HELLO, rid, _wire.encode_hello(self.max_payload, self._token)))
+            hello = await asyncio.wait_for(self._read_hello(reader, rid), self.connect_timeout)
+        except BaseException as e:
+            writer.close()
+            if isinstance(e, PdpServerError):
+                raise
+            if isinstance(e, asyncio.TimeoutError):
+                raise PdpTimeout(f"HELLO to {where}: no answer within {self.connect_timeout} s") from None
+            if isinstance(e, asyncio.IncompleteReadError):
+                raise PdpConnectionError(f"HELLO to {where}: connection closed by the server", CONNECT_FAILED) from None
+            if isinstance(e, OSError):
+                raise PdpConnectionError(f"HELLO to {where}: {e}", CONNECT_FAILED) from None
+            raise
+        return _Conn(reader, writer, hello, self._ids)
+
+    async def _read_hello(self, reader: asyncio.StreamReader, rid: int) -> HelloOk:
+        header = await reader.readexactly(_wire.HEADER_LEN)
+        length, op, got = _wire.parse_header(header, 0, self.max_payload)
+        payload = await reader.readexactly(length) if length else b""
+        if got != rid:
+            raise PdpProtocolError(f"reply to request {got}, which is not in flight")
+        res = decode_reply(_wire.HELLO, 1, op, payload)
+        if isinstance(res, PdpError):
+            raise res
+        if not 0 < res.max_payload <= self.max_payload or res.max_batch < 1:
+            raise PdpProtocolError(f"HELLO_OK with max_payload {res.max_payload} (offered {self.max_payload}), max_batch {res.max_batch}")
+        return res
+
+
+class AsyncPool:
+    """``size`` :class:`AsyncClient` connections; each call goes to the available one
+    with the fewest requests in flight (in turn on a tie). A connection that failed is
+    tried again once its backoff is over; calls meanwhile go to the others."""
+
+    def __init__(self, host: str, port: int, size: int = 4, **kwargs: Any) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.clients = [AsyncClient(host, port, **kwargs) for _ in range(size)]
+        self.raise_errors: bool = self.clients[0].raise_errors
+        self._turn = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int, size: int = 4, token: str | None = None, **kwargs: Any) -> AsyncPool:
+        """A pool with every connection opened now (failures as :meth:`AsyncClient.connect`)."""
+        pool = cls(host, port, size, token=token, **kwargs)
+        results = await asyncio.gather(*(c._ensure() for c in pool.clients), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and pool.raise_errors:
+            await pool.close()
+            raise errors[0]
+        return pool
+
+    async def __aenter__(self) -> AsyncPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _pick(self) -> AsyncClient:
+        n = len(self.clients)
+        start = self._turn
+        self._turn = (start + 1) % n
+        best = self.clients[start]
+        best_key = (not best.available, best.in_flight)
+        for k in range(1, n):
+            c = self.clients[(start + k) % n]
+            key = (not c.available, c.in_flight)
+            if key < best_key:
+                best, best_key = c, key
+        return best
+
+    async def evaluate(self, inp: InputLike) -> Decision:
+        """As :meth:`AsyncClient.evaluate`, on the least busy connection."""
+        return await self._pick().evaluate(inp)
+
+    async def evaluate_many(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """As :meth:`AsyncClient.evaluate_many`, each input on the least busy connection."""
+        return list(await asyncio.gather(*(self.evaluate(i) for i in inputs)))
+
+    async def evaluate_batch(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """As :meth:`AsyncClient.evaluate_batch`, slices of ``max_batch`` inputs spread
+        over the connections."""
+        inputs = list(inputs)
+        step = self.clients[0].max_batch
+        parts = await asyncio.gather(*(self._pick().evaluate_batch(inputs[i : i + step]) for i in range(0, len(inputs), step)))
+        return [d for part in parts for d in part]
+
+    async def ping(self) -> bool:
+        """As :meth:`AsyncClient.ping`, on the least busy connection."""
+        return await self._pick().ping()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await asyncio.gather(*(c.close() for c in self.clients))
