@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Union
 
 from . import _wire
 from .errors import PdpError, PdpInputError, PdpProtocolError, server_error
-from .types import Decision, Input
+from .types import Decision, Input, is_i64
 
 InputLike = Union[Input, Mapping[str, Any]]
 
@@ -31,10 +32,30 @@ def eval_body(inp: InputLike, max_payload: int) -> bytes:
     """
     if not isinstance(inp, Input):
         inp = Input.from_dict(inp)
+    if isinstance(inp.context, dict) and "now_ns" in inp.context:
+        inp = _now_ns_out_of_context(inp)
     body = _wire.encode_eval(inp)
     if len(body) > max_payload:
         raise PdpInputError(f"input of {len(body)} bytes is over the server's maximum payload of {max_payload}")
     return body
+
+
+def _now_ns_out_of_context(inp: Input) -> Input:
+    """``inp`` with a ``context["now_ns"]`` moved to the typed ``now_ns`` field.
+
+    The server keys its cache without the context's ``now_ns`` and decides whether a
+    typed input is about the present from the typed field alone: a ``now_ns`` only in the
+    context would be decided for that time (or, not an integer, denied by the policy) yet
+    cached and answered as the present. So it must travel typed; one that is not a
+    64-bit integer is refused. The typed field wins over the context's, as on the server.
+    """
+    context = dict(inp.context or {})
+    now = context.pop("now_ns")
+    if inp.now_ns is None:
+        if not is_i64(now):
+            raise PdpInputError("context.now_ns: must be a 64-bit integer (nanoseconds since the epoch)")
+        return dataclasses.replace(inp, now_ns=now, context=context or None)
+    return dataclasses.replace(inp, context=context or None)
 
 
 def eval_request(inp: InputLike, max_payload: int) -> tuple[int, bytes, int] | PdpError:

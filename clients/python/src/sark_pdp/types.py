@@ -72,15 +72,17 @@ class Input:
 
         Lists that are absent or null become empty lists, and optional fields that are
         null become absent (the typed EVAL has no null). ``context.client_ip`` (a string)
-        and ``context.now_ns`` (an integer) become the typed fields; every other context
-        field, and those two when they have another type, travel in ``context`` as they
-        are, exactly as the server's JSON path would see them.
+        and ``context.now_ns`` become the typed fields; every other context field, and a
+        ``client_ip`` of another type, travel in ``context`` as they are, exactly as the
+        server's JSON path would see them. ``now_ns`` must be an integer: the server
+        caches a typed input by its typed ``now_ns`` alone (see ``_common.py``).
 
         Raises:
             PdpInputError: the document has a field the typed EVAL cannot carry (an
                 unknown field of the document, ``user``, ``tool`` or ``server``), or a
-                field of the wrong type. Dropping or coercing it could change the
-                decision, so nothing is guessed; send such documents over HTTP instead.
+                field of the wrong type (``context.now_ns`` included). Dropping or
+                coercing it could change the decision, so nothing is guessed; send
+                such documents over HTTP instead.
         """
         top = _obj(doc, "input")
         _known(top, _TOP_FIELDS, "input")
@@ -96,8 +98,10 @@ class Input:
             rest = dict(_obj(context, "context"))
             if isinstance(rest.get("client_ip"), str):
                 client_ip = rest.pop("client_ip")
-            if _is_i64(rest.get("now_ns")):
+            if "now_ns" in rest:
                 now_ns = rest.pop("now_ns")
+                if not is_i64(now_ns):
+                    raise PdpInputError("context.now_ns: must be a 64-bit integer (nanoseconds since the epoch)")
         return cls(
             user_id=_str(user.get("id"), "user.id"),
             roles=_strs(user.get("roles"), "user.roles"),
@@ -234,14 +238,15 @@ def _strs(v: Any, name: str) -> list[str]:
     return list(v)
 
 
-def _is_i64(v: Any) -> bool:
+def is_i64(v: Any) -> bool:
+    """An int (not a bool) that fits in an i64."""
     return isinstance(v, int) and not isinstance(v, bool) and I64_MIN <= v <= I64_MAX
 
 
 def _opt_i64(v: Any, name: str) -> int | None:
     if v is None:
         return None
-    if not _is_i64(v):
+    if not is_i64(v):
         raise PdpInputError(f"{name}: must be a 64-bit integer")
     return int(v)
 
