@@ -26,6 +26,14 @@
 //! request_timeout_s = 10     # first byte to last of one request (slowloris)
 //! max_requests_per_connection = 100000
 //!
+//! [ext_authz]               # Envoy's gRPC Authorization/Check (shard/EXT_AUTHZ.md); off without listen
+//! listen = "127.0.0.1:9191"  # or SARK_PDP_EXT_AUTHZ_LISTEN / --ext-authz-listen
+//! timeout_ms = 500           # a Check not decided by then is a 503 deny
+//! queue = 4096               # Checks waiting per shard; past it a 503 deny
+//! [ext_authz.map]            # input field = sources tried in order (replaces that field's default)
+//! "user.id" = ["metadata:envoy.filters.http.jwt_authn/jwt_payload/sub"]
+//! "tool.name" = ["context:sark_tool", "body:/params/name"]
+//!
 //! [admin]
 //! listen = "127.0.0.1:8282"
 //! token = "…"                # ≥ 16 characters; without it the admin API is off
@@ -106,6 +114,43 @@ pub struct FileConfig {
     pub audit: AuditSection,
     pub cache: CacheSection,
     pub tls: TlsSection,
+    pub ext_authz: ExtAuthzSection,
+}
+
+/// `[ext_authz]`: Envoy's external authorization gRPC service.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtAuthzSection {
+    pub listen: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub queue: Option<usize>,
+    /// Input field → sources (see [`crate::ext_authz::Source`]).
+    pub map: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl ExtAuthzSection {
+    /// The service's settings: `flag` (an address or "off") over the file's `listen`; off
+    /// when neither is given.
+    ///
+    /// # Errors
+    /// An address that does not parse, a limit out of range, or a mapping that names an
+    /// unknown field or source.
+    pub fn resolve(&self, flag: Option<&str>, tls: Option<crate::tls::TlsFiles>) -> anyhow::Result<Option<crate::ext_authz::ExtAuthzConfig>> {
+        let Some(listen) = flag.or(self.listen.as_deref()) else { return Ok(None) };
+        if listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let addr: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("ext_authz listen address {listen:?}: {e}"))?;
+        let d = crate::ext_authz::ExtAuthzConfig::new(addr);
+        let timeout_ms = in_range("ext_authz.timeout_ms", self.timeout_ms.unwrap_or(d.timeout.as_millis() as u64), 1, 60_000)?;
+        Ok(Some(crate::ext_authz::ExtAuthzConfig {
+            timeout: Duration::from_millis(timeout_ms),
+            queue: in_range("ext_authz.queue", self.queue.unwrap_or(d.queue), 1, 1 << 20)?,
+            mapping: crate::ext_authz::Mapping::with(&self.map).map_err(anyhow::Error::msg)?,
+            tls,
+            ..d
+        }))
+    }
 }
 
 /// `[tls]`: TLS on every listener (binary, HTTP, admin); `client_ca` asks callers for a

@@ -1,6 +1,7 @@
 //! The serving runtime behind `sark-pdp`: [`server`] (thread-per-core shards speaking the
 //! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
-//! decision domain).
+//! decision domain), with the other front doors: [`http`] (OPA's data API, AuthZEN, SARK's
+//! endpoints) and [`ext_authz`] (Envoy's gRPC authorization service).
 
 mod admin;
 pub mod authzen;
@@ -8,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod convert;
+pub mod ext_authz;
 pub mod http;
 mod metrics;
 pub mod server;

@@ -90,6 +90,10 @@ enum Command {
         /// /health, /metrics), or "off" [default: 127.0.0.1:8181].
         #[arg(long, env = "SARK_PDP_HTTP_LISTEN")]
         http_listen: Option<String>,
+        /// Address of Envoy's ext_authz gRPC service (envoy.service.auth.v3.Authorization/Check),
+        /// or "off" [default: off]; its input mapping is `[ext_authz.map]` in --config.
+        #[arg(long, env = "SARK_PDP_EXT_AUTHZ_LISTEN")]
+        ext_authz_listen: Option<String>,
         /// Address of the admin API (reload, invalidate) [default: 127.0.0.1:8282]; it is
         /// on only with a token.
         #[arg(long, env = "SARK_PDP_ADMIN_LISTEN")]
@@ -272,6 +276,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             idle_timeout_s,
             max_in_flight,
             http_listen,
+            ext_authz_listen,
             admin_listen,
             admin_token,
             caller_token,
@@ -305,6 +310,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let tls = file.tls.resolve(tls_cert, tls_key, tls_client_ca)?;
             let tls_said = tls.as_ref().map_or("", |t| if t.client_ca.is_some() { ", mutual TLS" } else { ", TLS" });
+            let ext_authz = file.ext_authz.resolve(ext_authz_listen.as_deref(), tls.clone())?;
             let tls = tls.as_ref().map(shard::tls::server_config).transpose()?;
             let shards = shards.or(srv.shards).unwrap_or_else(shard::server::default_shards);
             let idle = idle_timeout_s.or(srv.idle_timeout_s).unwrap_or(300);
@@ -322,6 +328,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_in_flight: in_range("max_in_flight", max_in_flight.or(srv.max_in_flight).unwrap_or(1024), 1, 1 << 20)?,
                 http: file.http.resolve(http_listen.as_deref())?,
                 admin,
+                ext_authz,
                 caller_token,
                 tls,
                 bundle_poll: file.bundle.poll(bundle_url, bundle_poll_s)?,
@@ -334,10 +341,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 limits: compiled.limits(),
             };
             let revision = bundle.revision.clone();
-            shard::server::serve(config, (bundle, compiled), |addr, http, admin| {
-                let http = http.map_or(String::new(), |h| format!(" and {h} (HTTP)"));
-                let admin = admin.map_or(String::new(), |a| format!(" and {a} (admin)"));
-                println!("sark-pdp: listening on {addr} (binary){http}{admin}; {shards} shards, bundle {revision}{tls_said}");
+            shard::server::serve(config, (bundle, compiled), |b| {
+                let (addr, and) = (b.binary, |a: Option<std::net::SocketAddr>, what: &str| a.map_or(String::new(), |a| format!(" and {a} ({what})")));
+                let (http, admin, ext_authz) = (and(b.http, "HTTP"), and(b.admin, "admin"), and(b.ext_authz, "ext_authz gRPC"));
+                println!("sark-pdp: listening on {addr} (binary){http}{admin}{ext_authz}; {shards} shards, bundle {revision}{tls_said}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)

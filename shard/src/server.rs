@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub http: Option<crate::http::HttpConfig>,
     /// The admin API (`None`: off — it needs a token).
     pub admin: Option<crate::http::AdminConfig>,
+    /// Envoy's ext_authz gRPC service (`None`: off).
+    pub ext_authz: Option<crate::ext_authz::ExtAuthzConfig>,
     /// The token every caller must present — in HELLO on the binary protocol, as
     /// `Authorization: Bearer` over HTTP (all but /health) — or `None`: the decision
     /// listeners are open to whoever reaches them. The admin token is accepted too.
@@ -177,16 +179,21 @@ fn optional_listeners(addr: Option<SocketAddr>, shards: usize) -> std::io::Resul
     }
 }
 
-/// Run until SIGTERM/SIGINT. `ready` is called with the bound addresses (binary, HTTP)
-/// once every shard listens.
+/// The addresses `serve` listens on (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub binary: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub ext_authz: Option<SocketAddr>,
+}
+
+/// Run until SIGTERM/SIGINT. `ready` is called with the bound addresses once every shard
+/// listens.
 ///
 /// # Errors
 /// Binding, the audit log, or a shard's runtime failing to start.
-pub fn serve(
-    config: ServeConfig,
-    (source, bundle): (pdp::Bundle, Arc<CompiledBundle>),
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>, Option<SocketAddr>),
-) -> anyhow::Result<()> {
+pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBundle>), ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let control = Arc::new(crate::control::Control::new(config.shards, source, config.bundle_path.clone(), config.limits));
     {
@@ -224,6 +231,13 @@ pub fn serve(
     if let Some(at) = admin_addr {
         eprintln!("sark-pdp: admin API on {at} (bearer token required)");
     }
+    let ext_authz = match &config.ext_authz {
+        Some(x) => Some(crate::ext_authz::bind(x.listen).map_err(|e| anyhow::anyhow!("ext_authz listen {}: {e}", x.listen))?),
+        None => None,
+    };
+    let ext_authz_addr = ext_authz.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
+    let (to_shards, inboxes) = crate::ext_authz::channels(if ext_authz.is_some() { config.shards } else { 0 }, config.ext_authz.as_ref().map_or(1, |x| x.queue));
+    let mut inboxes = inboxes.into_iter();
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     // Retention keeps what a sink has not shipped yet.
     let host = host_name();
@@ -262,8 +276,9 @@ pub fn serve(
     let mut shards = Vec::new();
     for (index, (((listener, http), admin), producer)) in listeners.into_iter().zip(http_listeners).zip(admin_listeners).zip(producers).enumerate() {
         let (bundle, config, shutdown, stats, control) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone(), control.clone());
+        let inbox = inboxes.next();
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard(index, (listener, http, admin), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
+            run_shard(index, (listener, http, admin, inbox), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
         })?);
     }
     if let Some(every) = config.bundle_watch {
@@ -272,7 +287,15 @@ pub fn serve(
     if let Some(poll) = config.bundle_poll.clone() {
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }
-    ready(addr, http_addr, admin_addr);
+    if let (Some(x), Some(listener)) = (&config.ext_authz, ext_authz) {
+        // As on the other doors: with a caller token, it or the admin token; else anyone.
+        let tokens = match &config.caller_token {
+            Some(c) => std::iter::once(c.clone()).chain(config.admin.as_ref().map(|a| a.token.clone())).collect(),
+            None => Vec::new(),
+        };
+        crate::ext_authz::spawn(x, listener, to_shards, tokens, shutdown.clone())?;
+    }
+    ready(&Bound { binary: addr, http: http_addr, admin: admin_addr, ext_authz: ext_authz_addr });
     for (sink, settings, at) in sinks {
         spawn_sink((sink, settings), &config.audit.dir, at, (shutdown.clone(), &control))?;
     }
@@ -417,7 +440,12 @@ impl ShardStats {
 #[allow(clippy::too_many_arguments)]
 fn run_shard(
     index: usize,
-    (listener, http, admin): (std::net::TcpListener, Option<std::net::TcpListener>, Option<std::net::TcpListener>),
+    (listener, http, admin, inbox): (
+        std::net::TcpListener,
+        Option<std::net::TcpListener>,
+        Option<std::net::TcpListener>,
+        Option<tokio::sync::mpsc::Receiver<crate::ext_authz::Job>>,
+    ),
     audit: AuditProducer,
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
@@ -465,6 +493,9 @@ fn run_shard(
         if let Some(admin) = admin {
             let admin = monoio::net::TcpListener::from_std(admin)?;
             spawn_acceptor(shard.clone(), admin, |s, stream| async move { crate::http::connection(&s, stream, crate::http::Door::Admin).await });
+        }
+        if let Some(inbox) = inbox {
+            monoio::spawn(ext_authz_inbox(shard.clone(), inbox));
         }
         watch(shard).await;
         Ok(())
@@ -532,6 +563,34 @@ async fn watch(shard: Rc<Shard>) {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
     drop(shard.audit.borrow_mut().take());
+}
+
+/// Decide the ext_authz thread's Checks for this shard, as they come: every one waiting is
+/// decided (the same path as an EVAL), then, once their records are as durable as the
+/// settings ask, answered. A Check whose caller stopped waiting (its timeout) is skipped,
+/// so nothing is audited that no one was told.
+async fn ext_authz_inbox(shard: Rc<Shard>, mut inbox: tokio::sync::mpsc::Receiver<crate::ext_authz::Job>) {
+    use crate::ext_authz::Verdict;
+    let mut jobs = Vec::new();
+    let mut answered = Vec::new();
+    while inbox.recv_many(&mut jobs, shard.config.max_in_flight).await > 0 {
+        let g = shard.begin_batch();
+        for job in jobs.drain(..) {
+            if job.reply.is_closed() {
+                continue;
+            }
+            let (answer, decision_id) = decide_input(&shard, job.input).await;
+            let d = &answer.decision;
+            let error_code = d.error.as_ref().map_or(0, pdp::EvalError::wire_code);
+            answered.push((job.reply, Verdict { allow: d.allow, decision_id, error_code, reasons: d.reasons.clone() }));
+        }
+        let durable = wait_durable(&shard).await;
+        shard.end_batch(g);
+        for (reply, v) in answered.drain(..) {
+            let v = if durable { v } else { Verdict { allow: false, error_code: 1007, reasons: vec!["the PDP is shutting down".into()], ..v } };
+            let _ = reply.send(v);
+        }
+    }
 }
 
 /// What to do after answering the frames at the front of the input buffer.
@@ -757,13 +816,17 @@ fn eval_json(shard: &Shard, j: &wire::message::EvalJson) -> Reply {
     }
 }
 
-/// One EVAL: decide (cache or evaluator), audit (waiting for ring room), and return the
-/// answer to reply with and its decision id.
+/// One EVAL: [`decide_input`] on its typed fields.
 async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
+    decide_input(shard, input_from_eval(e)).await
+}
+
+/// Decide a typed input (cache or evaluator), audit it (waiting for ring room), and return
+/// the answer to reply with and its decision id.
+async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u128) {
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
-    let input = input_from_eval(e);
     let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
     let record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);

@@ -19,6 +19,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// The admin API's, when a token turned it on.
     pub admin: Option<SocketAddr>,
+    /// The ext_authz gRPC service's, when `--ext-authz-listen` turned it on.
+    pub ext_authz: Option<SocketAddr>,
     pub audit: PathBuf,
     /// Leave the audit directory behind (for a restart on it).
     pub keep_audit: bool,
@@ -66,13 +68,12 @@ impl Server {
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addrs: Vec<SocketAddr> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-        let (addr, http, admin) = match addrs[..] {
-            [addr, http] => (addr, http, None),
-            [addr, http, admin] => (addr, http, Some(admin)),
-            _ => panic!("no binary and HTTP addresses in {line:?}"),
-        };
-        Server { child, addr, http, admin, audit, keep_audit: false }
+        // "listening on A (binary) and B (HTTP) [and C (admin)] [and D (ext_authz gRPC)]; …"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = |label: &str| words.windows(2).find(|w| w[1].trim_start_matches('(').starts_with(label)).and_then(|w| w[0].parse::<SocketAddr>().ok());
+        let (Some(addr), Some(http)) = (at("binary"), at("HTTP")) else { panic!("no binary and HTTP addresses in {line:?}") };
+        let (admin, ext_authz) = (at("admin"), at("ext_authz"));
+        Server { child, addr, http, admin, ext_authz, audit, keep_audit: false }
     }
 
     /// The server's resident set, KiB (`/proc/PID/status`).
