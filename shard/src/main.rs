@@ -18,8 +18,81 @@ use pdp::eval::{CompiledBundle, EnginePreference, EvalLimits, Evaluator, input_f
 use pdp::point::DecisionPoint;
 use shard::config::{BundleSection, FileConfig, default_listen, in_range};
 
+/// The long help's DESCRIPTION.
+const DESCRIPTION: &str = "SARK policy decision point.
+
+sark-pdp answers SARK's question — may this user do this action on this tool, on this server,
+now, from this address? — from a Rego bundle (SARK's own, embedded, unless --bundle names
+another), in microseconds, and writes an audit record of every decision before its answer
+leaves. `serve` runs one pinned shard per core, each with its own listeners (SO_REUSEPORT),
+Rego engine and decision cache, and one audit writer on the last core. `eval`, `test` and
+`check` decide, test and validate without a server.
+
+Run `sark-pdp <command> --help` for a command's options.";
+
+/// The long help's closing sections (every variable the binary reads is named here; a test
+/// checks that against the source).
+const MANUAL: &str = "\
+ENVIRONMENT
+  Flags win over their variables, variables over --config, --config over the defaults.
+  Each serve flag's variable is listed with it (`serve --help`). Besides those:
+  POLICY_CACHE_TTL_LOW, _MEDIUM, _HIGH, _CRITICAL, _DEFAULT
+      SARK's cache TTLs (seconds) per tool sensitivity; over [cache.ttl].
+  SPLUNK_HEC_URL, SPLUNK_HEC_TOKEN, SPLUNK_INDEX, SPLUNK_TIMEOUT_SECONDS
+      Ship the audit log to Splunk HEC (URL and token turn it on); over [sinks.splunk].
+  DATADOG_URL, DATADOG_API_KEY, DATADOG_SERVICE, DATADOG_ENVIRONMENT, DATADOG_TIMEOUT_SECONDS
+      Ship the audit log to Datadog's log intake; over [sinks.datadog].
+  SIEM_BATCH_SIZE, SIEM_BATCH_TIMEOUT_SECONDS, SIEM_CIRCUIT_FAILURE_THRESHOLD,
+  SIEM_CIRCUIT_RECOVERY_TIMEOUT
+      Batching and circuit breaker of both SIEM sinks.
+  SARK_PDP_FAULT_AUDIT_DELAY_MS
+      Testing only: hold each audit write this long (crash and back-pressure tests).
+
+FILES
+  --config FILE       TOML settings; every key documented in shard/src/config.rs and README.
+  --audit-dir DIR     audit-<seq>.jsonl segments (checksummed JSON lines) and sinks/ (cursors,
+                      dead letters); default ./sark-pdp-audit.
+  --bundle PATH       a bundle directory (*.rego, data.json, .manifest, cases/) or .tar.gz.
+
+SIGNALS
+  SIGHUP              validate the bundle again (from --bundle), then swap it on every shard;
+                      a bundle that fails keeps the old one serving.
+  SIGTERM, SIGINT     stop accepting, answer what was read (up to 10 s), drain the audit
+                      rings to disk, exit 0.
+
+EXIT STATUS
+  0  success (serve: a clean stop); 1  `test`: a case failed, `reload`: refused;
+  2  an error (bad flag value, bundle, settings, bind), printed as one line on stderr.
+
+EXAMPLES
+  sark-pdp serve                              the embedded bundle on 127.0.0.1:7474/8181
+  sark-pdp eval --input shard/samples/invoke-medium.json
+  SARK_PDP_ADMIN_TOKEN=... sark-pdp reload    reload a running server's bundle
+  sark-pdp test --bundle policies             run a bundle's decision cases
+
+SEE ALSO
+  README.md (deployment, sizing, monitoring), wire/PROTOCOL.md (binary protocol),
+  shard/HTTP.md (OPA data API, AuthZEN), shard/EXT_AUTHZ.md (Envoy), deploy/ (systemd,
+  Kubernetes, seccomp).";
+
+/// `serve --help`'s closing sections.
+const SERVE_MANUAL: &str = "\
+LISTENERS
+  binary (--listen)      SARK's binary protocol, pipelined and batched (wire/PROTOCOL.md).
+  HTTP (--http-listen)   OPA's data API, AuthZEN 1.0, SARK's endpoints, /health, /metrics.
+  admin (--admin-listen) reload, invalidate, data writes; only with --admin-token.
+  ext_authz              Envoy's gRPC Authorization/Check; only with --ext-authz-listen.
+  Every shard listens on the binary, HTTP and admin addresses itself (SO_REUSEPORT); ext_authz
+  runs on one thread of its own and hands each Check to a shard. TLS (--tls-*) covers all four.
+
+SIZING
+  --shards defaults to cores - 1: one pinned thread per core, the audit writer on the last.
+  Each shard holds [cache] max_entries decisions (65536) and an audit ring of --audit-ring
+  records (65536). See README, Deployment.
+
+Every setting not shown as a flag is a key of --config (see `sark-pdp --help`, FILES).";
 #[derive(Parser, Debug)]
-#[command(name = "sark-pdp", version, about = "SARK policy decision point")]
+#[command(name = "sark-pdp", version, about = "SARK policy decision point", long_about = DESCRIPTION, after_long_help = MANUAL)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +120,7 @@ enum Command {
     ///
     /// Settings come from the flags, then their environment variables, then `--config`,
     /// then the defaults shown.
+    #[command(after_long_help = SERVE_MANUAL)]
     Serve {
         #[command(flatten)]
         bundle: BundleArg,

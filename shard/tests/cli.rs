@@ -140,3 +140,41 @@ fn check_and_test_on_the_embedded_bundle() {
     assert!(out.status.success(), "{text}");
     assert!(text.trim_end().ends_with(" passed, 0 failed"), "{text}");
 }
+
+/// Every environment variable the server's code reads is documented in `--help` (the
+/// binary's or a command's): the source is scanned for string literals that look like one.
+#[test]
+fn help_documents_every_flag_and_variable() {
+    let mut help = String::new();
+    for args in [&["--help"][..], &["serve", "--help"], &["eval", "--help"], &["reload", "--help"], &["test", "--help"], &["check", "--help"]] {
+        let out = sark_pdp(args, "");
+        assert!(out.status.success());
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for section in ["ENVIRONMENT", "FILES", "SIGNALS", "EXIT STATUS", "EXAMPLES", "LISTENERS", "SIZING"] {
+        assert!(help.contains(section), "no {section} section");
+    }
+    let mut vars = std::collections::BTreeSet::new();
+    for dir in ["src", "../pdp/src"] {
+        for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for piece in text.split('"').skip(1).step_by(2) {
+                let prefixed = ["SARK_PDP_", "POLICY_", "SPLUNK_", "DATADOG_", "SIEM_"].iter().any(|p| piece.starts_with(p));
+                if prefixed && piece.len() > 8 && piece.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                    vars.insert(piece.to_string());
+                }
+            }
+        }
+    }
+    // The OPA reference engine's library is for tests and benchmarks; the binary never loads it.
+    vars.remove("SARK_PDP_OPA_LIB");
+    assert!(vars.len() > 25, "the scan found too few variables: {vars:?}");
+    let documented = |v: &str| help.contains(v) || v.strip_prefix("POLICY_CACHE_TTL").is_some_and(|rest| help.contains(rest));
+    let missing: Vec<&String> = vars.iter().filter(|v| !documented(v)).collect();
+    assert!(missing.is_empty(), "read by the code, not in --help: {missing:?}");
+    // Every serve flag has its own line with a description.
+    let serve = String::from_utf8_lossy(&sark_pdp(&["serve", "--help"], "").stdout).to_string();
+    for flag in ["--listen", "--shards", "--audit-dir", "--http-listen", "--ext-authz-listen", "--admin-token", "--caller-token", "--tls-cert", "--cluster-redis", "--config"] {
+        assert!(serve.contains(flag), "{flag}");
+    }
+}
