@@ -255,3 +255,21 @@ fn a_full_ring_with_on_full_drop_answers_and_counts_every_drop() {
     assert!(drops > 0.0, "nothing was dropped: the test did not fill the ring");
     assert_eq!(logged + drops, 1000.0, "every answer is either in the log or counted as dropped");
 }
+
+/// Every metric README's "What to monitor" table tells operators to alert on is exported
+/// (with a sink configured, so the sink series exist too).
+#[test]
+fn the_monitoring_table_names_only_exported_metrics() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let table = readme.split("### What to monitor").nth(1).unwrap().split("\n### ").next().unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        table.split('`').skip(1).step_by(2).filter(|w| w.starts_with("sark_")).map(|w| w.split('{').next().unwrap()).collect();
+    assert!(names.len() >= 10, "{names:?}");
+    let server = Server::start_env("monitor", &["--shards", "1"], &[("SPLUNK_HEC_URL", "http://127.0.0.1:9"), ("SPLUNK_HEC_TOKEN", "t")]);
+    let metrics = call(server.http, "GET", "/metrics", "").body;
+    let metrics = String::from_utf8_lossy(&metrics);
+    for name in names {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(metrics.contains(&format!("# TYPE {family} ")), "README names {name}, /metrics has no such family");
+    }
+}
