@@ -67,7 +67,7 @@ if [ $quick = 0 ]; then
   # The clients: host names go through glibc's resolver to a stub on 127.0.0.1:53, in a
   # mount namespace whose /etc/resolv.conf points there (the host's is untouched).
   if command -v unshare >/dev/null && ! ss -lun 2>/dev/null | grep -q '127.0.0.1:53 '; then
-    printf 'nameserver 127.0.0.1\noptions attempts:1 timeout:1\n' > "$OUT/resolv.conf"
+    printf 'nameserver 127.0.0.1\noptions attempts:3 timeout:3\n' > "$OUT/resolv.conf"
     # shellcheck disable=SC2016
     dns=(unshare -m -- sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$PWD/$OUT/resolv.conf")
     echo "derive: clients (DNS through a stub resolver)" >&2

@@ -86,6 +86,11 @@ def serve_http(handler):
 def bundle_server(tar_bytes):
     class H(Quiet):
         def do_GET(self):
+            if self.headers.get("if-none-match") == '"deploy-check-1"':
+                self.send_response(304)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("content-type", "application/gzip")
             self.send_header("etag", '"deploy-check-1"')
@@ -271,7 +276,7 @@ def main():
     audit_dir = os.path.join(work, "audit")
     if not a.no_audit_dir:
         os.makedirs(audit_dir, exist_ok=True)
-        with open(os.path.join(audit_dir, "audit-1.jsonl"), "wb") as f:
+        with open(os.path.join(audit_dir, os.environ.get("EXERCISE_TORN_NAME", "audit-00000000000000000001.jsonl")), "wb") as f:
             f.write(b'{"seq":1,"torn')
     cfg = os.path.join(work, "exercise.toml")
     with open(cfg, "w") as f:
