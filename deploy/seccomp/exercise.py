@@ -254,6 +254,9 @@ def main():
     ap.add_argument("--dns-port", type=int, help="clients mode: answer DNS on 127.0.0.1:PORT")
     ap.add_argument("--postgres-port", type=int, help="clients mode: a PostgreSQL sink to 127.0.0.1:PORT (user postgres, trust)")
     ap.add_argument("--ext-authz", action="store_true", help="also open --ext-authz-listen (HTTP/2 preface and SETTINGS only)")
+    ap.add_argument("--expect-confined", action="store_true", help="the server must run with a seccomp filter, no_new_privs and no effective capability")
+    ap.add_argument("--expect-uid", type=int, help="the server's uid")
+    ap.add_argument("--expect-pinned", action="store_true", help="shard N's thread must be pinned to CPU N")
     ap.add_argument("--no-audit-dir", action="store_true", help="the command names its own --audit-dir")
     ap.add_argument("--workdir", help="where the audit log and helpers' files go (default: a temporary folder)")
     ap.add_argument("--requests", type=int, default=3000, help="requests per pdp-bench run")
@@ -389,6 +392,32 @@ def run(a, srv, tls, hec_count, dns_count):
     if not pid:
         fail("cannot find the server's pid below the wrapper")
         return
+
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    note(f"server pid {pid}: Uid {status.get('Uid', '?').split()[0]}, Seccomp {status.get('Seccomp')}, "
+         f"NoNewPrivs {status.get('NoNewPrivs')}, CapEff {status.get('CapEff')}")
+    if a.expect_confined:
+        expect("Seccomp (2: a filter)", status.get("Seccomp"), "2")
+        expect("NoNewPrivs", status.get("NoNewPrivs"), "1")
+        expect("CapEff", status.get("CapEff"), "0000000000000000")
+    if a.expect_uid is not None:
+        expect("Uid", status.get("Uid", "").split()[0], str(a.expect_uid))
+    if a.expect_pinned:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+                cpus = [l.split(":\t")[1].strip() for l in open(f"/proc/{pid}/task/{tid}/status") if l.startswith("Cpus_allowed_list")][0]
+            except OSError:
+                continue
+            m = re.fullmatch(r"shard-(\d+)", comm)
+            if m:
+                expect(f"{comm}'s CPUs", cpus, m.group(1))
+    audit_line = next((l for l in srv.lines if "audit log" in l and "durability" in l), "")
+    if a.expect_driver == "io_uring" and "io_uring" not in audit_line:
+        fail(f"the audit writer does not use io_uring: {audit_line}")
+    if a.expect_driver == "epoll" and "io_uring" in audit_line:
+        fail(f"the audit writer uses io_uring although it should be refused: {audit_line}")
 
     # HTTP.
     expect("GET /health", http_call(web, "GET", "/health", tls=tls)[0], 200)

@@ -5,6 +5,7 @@ SystemCallFilter=, where neither can be run.
 
     launch.py --profile deploy/seccomp/sark-pdp.json [--deny NAME]... -- PROGRAM ARGS...
     launch.py --systemd @system-service [--mdwe] [--families AF_INET,AF_INET6,AF_UNIX] -- ...
+    launch.py --unit deploy/systemd/sark-pdp.service -- ...   (the unit's own settings)
     launch.py ... --probe          (no exec: try calls the filter must refuse, report, exit)
 
 --profile: an OCI / Docker / Kubernetes seccomp profile (defaultAction, defaultErrnoRet,
@@ -119,11 +120,42 @@ def expand(names, groups, seen=None):
     return out
 
 
-def systemd_filters(spec, families, mdwe, restrict_namespaces=False):
+def unit_settings(path):
+    """The seccomp-related settings of a unit's [Service] section, in order."""
+    out = {"filter": [], "families": None, "mdwe": False, "namespaces": False}
+    section = None
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+            continue
+        if section != "[Service]" or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, value = (x.strip() for x in line.split("=", 1))
+        if key == "SystemCallFilter":
+            out["filter"].append(value)
+        elif key == "RestrictAddressFamilies":
+            out["families"] = value
+        elif key == "MemoryDenyWriteExecute":
+            out["mdwe"] = value in ("yes", "true", "1", "on")
+        elif key == "RestrictNamespaces":
+            out["namespaces"] = value in ("yes", "true", "1", "on")
+    return out
+
+
+def systemd_filters(lines, families, mdwe, restrict_namespaces=False):
+    """SystemCallFilter= lines as systemd reads them: the first decides allow-list or
+    deny-list; each later one adds to (or, with ~, takes from) it. An allow-list always
+    has @default (systemd adds it: what execve and the runtime linker need)."""
     groups = systemd_groups()
-    names = expand(spec.split(), groups)
-    # systemd always allows what the service manager needs to execve the service.
-    names |= expand(["@default"], groups)
+    if not lines or lines[0].startswith("~"):
+        raise SystemExit("launch: only allow-list filters (the first SystemCallFilter= without ~)")
+    names = expand(["@default"], groups)
+    for value in lines:
+        if value.startswith("~"):
+            names -= expand(value[1:].split(), groups)
+        else:
+            names |= expand(value.split(), groups)
     f = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
     n = 0
     for name in sorted(names):
@@ -135,7 +167,7 @@ def systemd_filters(spec, families, mdwe, restrict_namespaces=False):
     filters = [f]
     if families:
         fam = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-        allowed = sorted(getattr(socket, x) for x in families.split(","))
+        allowed = sorted(getattr(socket, x) for x in families.replace(",", " ").split())
         # socket(domain): refused unless domain is one of these (AF_* stop below 64).
         for d in range(64):
             if d not in allowed:
@@ -204,7 +236,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile")
     ap.add_argument("--deny", action="append", default=[])
-    ap.add_argument("--systemd")
+    ap.add_argument("--systemd", action="append", default=[], help="a SystemCallFilter= value (repeat, in order)")
+    ap.add_argument("--unit", help="take SystemCallFilter=, RestrictAddressFamilies=, MemoryDenyWriteExecute= and RestrictNamespaces= from this unit")
     ap.add_argument("--families")
     ap.add_argument("--mdwe", action="store_true")
     ap.add_argument("--restrict-namespaces", action="store_true")
@@ -212,8 +245,13 @@ def main():
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd and a.cmd[0] == "--" else a.cmd
+    if a.unit:
+        u = unit_settings(a.unit)
+        a.systemd, a.families, a.mdwe, a.restrict_namespaces = u["filter"], u["families"], u["mdwe"], u["namespaces"]
+        print(f"launch: {a.unit}: SystemCallFilter={u['filter']} RestrictAddressFamilies={u['families']} "
+              f"MemoryDenyWriteExecute={u['mdwe']} RestrictNamespaces={u['namespaces']}", file=sys.stderr)
     if bool(a.profile) == bool(a.systemd):
-        ap.error("one of --profile or --systemd")
+        ap.error("one of --profile, --systemd or --unit")
     if a.profile:
         filters, n = profile_filter(a.profile, set(a.deny))
         filters = [filters]
