@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 bench=()
 [ -n "$BENCH" ] && bench=(--bench "$BENCH")
 requests=3000
-[ $quick = 1 ] && requests=500
+[ $quick = 1 ] && requests=300
 
 trace() { # name exercise-args... -- strace-args...
   local name=$1
