@@ -62,8 +62,10 @@ fi
 have_bin=0
 [ -x "$BIN" ] && have_bin=1
 [ -n "$BENCH" ] && [ ! -x "$BENCH" ] && BENCH=
-bench=()
+bench=() ext=()
 [ -n "$BENCH" ] && bench=(--bench "$BENCH")
+# Envoy's ext_authz listener, where the build has it: a gRPC Check too.
+[ -x "$BIN" ] && "$BIN" serve --help 2>/dev/null | grep -q -- --ext-authz-listen && ext=(--ext-authz)
 BIN_ABS=$(readlink -f "$BIN" 2>/dev/null || echo "$BIN")
 
 # --- systemd ------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ if [ $have_bin = 1 ]; then
   # MemoryDenyWriteExecute= and RestrictNamespaces=, as systemd 252 builds them, loaded with
   # libseccomp; the server must serve on io_uring with every shard pinned.
   check "sark-pdp under the unit's seccomp filters (SystemCallFilter=, RestrictAddressFamilies=, MemoryDenyWriteExecute=, RestrictNamespaces=): io_uring, shards pinned, traffic, SIGHUP, SIGTERM" \
-    $PY deploy/seccomp/exercise.py --expect-driver io_uring --expect-pinned "${bench[@]}" --bin "$BIN" --requests 300 --workdir "$W/unit" -- \
+    $PY deploy/seccomp/exercise.py --expect-driver io_uring --expect-pinned "${bench[@]}" "${ext[@]}" --bin "$BIN" --requests 300 --workdir "$W/unit" -- \
     $SYSPY deploy/seccomp/launch.py --unit "$UNIT" -- "$BIN" serve
 fi
 if [ "$(ps -o comm= -p 1)" = systemd ]; then
@@ -217,17 +219,17 @@ if [ -z "$miss" ]; then ok "under $PROFILE: ptrace, unshare(CLONE_NEWUSER), moun
 
 if [ $have_bin = 1 ]; then
   check "sark-pdp under $PROFILE (libseccomp): io_uring, shards pinned, binary protocol, HTTP, admin, SIGHUP, SIGTERM" \
-    $PY deploy/seccomp/exercise.py --expect-driver io_uring --expect-pinned "${bench[@]}" --bin "$BIN" --requests 300 --workdir "$W/profile" -- \
+    $PY deploy/seccomp/exercise.py --expect-driver io_uring --expect-pinned "${bench[@]}" "${ext[@]}" --bin "$BIN" --requests 300 --workdir "$W/profile" -- \
     $SYSPY deploy/seccomp/launch.py --profile "$PROFILE" -- "$BIN" serve
   check "sark-pdp under $PROFILE without the io_uring calls (as under containerd's or Docker's default profile): the epoll fallback serves" \
-    $PY deploy/seccomp/exercise.py --expect-driver epoll --bin "$BIN" --workdir "$W/profile-epoll" -- \
+    $PY deploy/seccomp/exercise.py --expect-driver epoll "${ext[@]}" --bin "$BIN" --workdir "$W/profile-epoll" -- \
     $SYSPY deploy/seccomp/launch.py --profile "$PROFILE" --deny io_uring_setup --deny io_uring_enter --deny io_uring_register -- "$BIN" serve
   # The runtime's way: runc loads the profile itself, after no_new_privs and dropping every
   # capability, as uid 65532 on a read-only root, then execs the server.
   mkdir -p "$W/runc"
   check "sark-pdp in a runc container under $PROFILE (uid 65532, no_new_privs, no capabilities, read-only root): io_uring, traffic, SIGHUP, SIGTERM" \
     env RUNC_SHARE="$ROOT/$W/runc" $PY deploy/seccomp/exercise.py --expect-driver io_uring --expect-confined --expect-uid 65532 \
-    "${bench[@]}" --bin "$BIN" --requests 300 --workdir "$ROOT/$W/runc" -- deploy/seccomp/runc.sh "$BIN" serve
+    "${bench[@]}" "${ext[@]}" --bin "$BIN" --requests 300 --workdir "$ROOT/$W/runc" -- deploy/seccomp/runc.sh "$BIN" serve
   $PY -c 'import json,sys; p=json.load(open(sys.argv[1])); [r.update(names=[n for n in r["names"] if not n.startswith("io_uring")]) for r in p["syscalls"]]; p["syscalls"]=[r for r in p["syscalls"] if r["names"]]; json.dump(p, open(sys.argv[2], "w"))' \
     "$PROFILE" "$W/no-io-uring.json"
   mkdir -p "$W/runc-epoll"

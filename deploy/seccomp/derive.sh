@@ -12,7 +12,8 @@
 # --check: compare with deploy/seccomp/sark-pdp.json and exit 1 when a call was observed
 # that the profile does not allow. --quick: only the io_uring and epoll runs, fewer
 # requests (what scripts/deploy-check.sh runs).
-# SARK_PDP_BIN, PDP_BENCH_BIN: the binaries (default target/release/…, else target/debug/…).
+# SARK_PDP_BIN, PDP_BENCH_BIN: the binaries (default: the newer of target/release/… and
+# target/debug/…).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 check=0 quick=0
@@ -23,7 +24,8 @@ for arg in "$@"; do
     *) echo "usage: $0 [--check] [--quick]" >&2; exit 2 ;;
   esac
 done
-pick() { for f in "$@"; do [ -x "$f" ] && { echo "$f"; return; }; done; }
+# The newer of the release and debug builds.
+pick() { local f best=; for f in "$@"; do [ -x "$f" ] && { [ -z "$best" ] || [ "$f" -nt "$best" ]; } && best=$f; done; echo "$best"; }
 BIN=${SARK_PDP_BIN:-$(pick target/release/sark-pdp target/debug/sark-pdp)}
 BENCH=${PDP_BENCH_BIN:-$(pick target/release/pdp-bench target/debug/pdp-bench)}
 [ -n "$BIN" ] || { echo "derive: no sark-pdp binary (cargo build --release -p shard)" >&2; exit 2; }
@@ -34,6 +36,12 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 bench=()
 [ -n "$BENCH" ] && bench=(--bench "$BENCH")
+# Envoy's ext_authz gRPC listener, on builds that have it: a Check by hand (HTTP/2).
+if "$BIN" serve --help 2>/dev/null | grep -q -- --ext-authz-listen; then
+  bench+=(--ext-authz)
+else
+  echo "derive: this build has no --ext-authz-listen: ext_authz not traced" >&2
+fi
 requests=3000
 [ $quick = 1 ] && requests=300
 

@@ -362,16 +362,19 @@ def run(a, srv, tls, hec_count, dns_count):
     if not (binary and web and admin):
         fail(f"listeners not all announced: {addrs}")
         return
-    drivers = set()
-    for line in srv.lines:
-        m = re.search(r"shard \d+ on core \d+, (\S+) driver", line)
-        if m:
-            drivers.add(m.group(1))
-    time.sleep(0.2)
-    for line in srv.lines:
-        m = re.search(r"shard \d+ on core \d+, (\S+) driver", line)
-        if m:
-            drivers.add(m.group(1))
+    # Each shard names its driver once its runtime is up, after the ready line.
+    m = re.search(r"(\d+) shards", ready)
+    nshards = int(m.group(1)) if m else 1
+    drivers = {}
+    end = time.time() + 15
+    while time.time() < end and len(drivers) < nshards:
+        for line in list(srv.lines):
+            m = re.search(r"shard (\d+) on core \d+, (\S+) driver", line)
+            if m:
+                drivers[m.group(1)] = m.group(2)
+        if len(drivers) < nshards:
+            time.sleep(0.1)
+    drivers = set(drivers.values())
     note(f"drivers: {sorted(drivers)}")
     if a.expect_driver and drivers != {a.expect_driver}:
         fail(f"shard drivers {sorted(drivers)}, expected {a.expect_driver}")
@@ -382,12 +385,15 @@ def run(a, srv, tls, hec_count, dns_count):
         if not ext:
             fail(f"--ext-authz-listen given, but no ext_authz listener announced: {addrs}")
         else:
-            # HTTP/2's preface and an empty SETTINGS: the server answers with its SETTINGS.
-            s = socket.create_connection(tuple_addr(ext), 5)
-            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-            head = recv_exact(s, 9)
-            expect("ext_authz: the server's first HTTP/2 frame type", head[3], 4)
-            s.close()
+            for _ in range(4):
+                grpc_check(ext, CALLER, tls)
+            code = grpc_check(ext, CALLER, tls)
+            if code is None:
+                fail("ext_authz: no CheckResponse to a Check")
+            else:
+                note(f"ext_authz: Check answered, status code {code}")
+                if code not in (0, 7):
+                    fail(f"ext_authz: status code {code}, expected OK (0) or PERMISSION_DENIED (7)")
     pid = srv.server_pid()
     if not pid:
         fail("cannot find the server's pid below the wrapper")
@@ -540,6 +546,62 @@ def run(a, srv, tls, hec_count, dns_count):
     bad = [l for l in srv.lines if re.search(r"panick|failed|Operation not permitted|Bad system call", l)]
     if bad:
         fail(f"the server said: {bad[:3]}")
+
+
+def hpack_literal(name, value):
+    """A header as HPACK's literal without indexing, new name, no Huffman."""
+    def n(x):  # a 7-bit-prefix integer (the lengths here fit in one byte or two)
+        return bytes([x]) if x < 127 else bytes([127, x - 127])
+    name, value = name.encode(), value.encode()
+    return b"\x00" + n(len(name)) + name + n(len(value)) + value
+
+
+def h2_frame(ftype, flags, stream, payload):
+    return struct.pack("!I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack("!I", stream) + payload
+
+
+def grpc_check(addr, token, tls):
+    """envoy.service.auth.v3.Authorization/Check with an empty CheckRequest over HTTP/2 by
+    hand; returns CheckResponse.status.code, or None."""
+    s = socket.create_connection(tuple_addr(addr), 10)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    host, port = addr.rsplit(":", 1)
+    headers = b"".join(hpack_literal(k, v) for k, v in [
+        (":method", "POST"), (":scheme", "https" if tls else "http"), (":path", "/envoy.service.auth.v3.Authorization/Check"),
+        (":authority", addr), ("content-type", "application/grpc"), ("te", "trailers"), ("authorization", f"Bearer {token}")])
+    out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b"")
+    out += h2_frame(1, 0x4, 1, headers) + h2_frame(0, 0x1, 1, b"\x00\x00\x00\x00\x00")
+    s.sendall(out)
+    data, code = b"", None
+    end = time.time() + 10
+    while time.time() < end:
+        head = recv_exact(s, 9)
+        length = int.from_bytes(head[:3], "big")
+        ftype, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        payload = recv_exact(s, length)
+        if ftype == 4 and not flags & 1:
+            s.sendall(h2_frame(4, 1, 0, b""))  # SETTINGS ACK
+        elif ftype == 0 and stream == 1:
+            data += payload
+        elif ftype == 1 and stream == 1 and flags & 1:
+            break  # trailers (or a trailers-only answer)
+        elif ftype in (3, 7):  # RST_STREAM, GOAWAY
+            break
+    s.close()
+    # gRPC message: flag, length, CheckResponse { status (1): google.rpc.Status { code (1) } }.
+    if len(data) >= 5:
+        msg = data[5:5 + int.from_bytes(data[1:5], "big")]
+        code = 0
+        if msg[:1] == b"\x0a":
+            status = msg[2:2 + msg[1]]
+            if status[:1] == b"\x08":
+                code = status[1]
+    return code
 
 
 def tuple_addr(addr):
