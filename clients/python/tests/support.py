@@ -215,3 +215,24 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def mixed(n: int, tag: str = "mix", small: bool = False) -> tuple[list[dict[str, Any]], list[bool]]:
+    """``n`` documents about the present, every third one denied and the others allowed,
+    so that decisions out of place show; and whether each is allowed. Two distinct inputs
+    per ``tag`` (after two misses, cache hits): the samples (a viewer on a critical tool
+    is denied), or with ``small`` two ~60-byte ones (policy:read and policy:create)."""
+    if small:
+        allow = {"user": {"id": f"{tag}-ok", "roles": ["developer"]}, "action": "policy:read"}
+        deny = {"user": {"id": f"{tag}-no", "roles": ["viewer"]}, "action": "policy:create"}
+    else:
+        allow = present(sample("invoke-medium"), f"{tag}-ok")
+        deny = present(sample("invoke-critical-viewer"), f"{tag}-no")
+    docs = [deny if i % 3 == 0 else allow for i in range(n)]
+    return docs, [i % 3 != 0 for i in range(n)]
+
+
+def user_of(payload: bytes) -> str:
+    """The user id of an EVAL payload (its first field)."""
+    (n,) = struct.unpack_from("<I", payload)
+    return payload[4 : 4 + n].decode()

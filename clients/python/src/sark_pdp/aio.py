@@ -52,14 +52,16 @@ class _Conn:
                 header = await self.reader.readexactly(_wire.HEADER_LEN)
                 length, op, rid = _wire.parse_header(header, 0, limit)
                 payload = await self.reader.readexactly(length) if length else b""
-                entry = self.pending.pop(rid, None)
+                entry = self.pending.get(rid)
                 if entry is None:
                     if op == _wire.ERROR:
                         raise decode_reply(_wire.EVAL, 1, op, payload)
                     raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
                 fut, request_op, items, timer = entry
-                timer.cancel()
+                # Decoded before it leaves `pending`: a malformed reply fails this request too.
                 result = decode_reply(request_op, items, op, payload)
+                del self.pending[rid]
+                timer.cancel()
                 if not fut.done():
                     fut.set_result(result)
         except asyncio.IncompleteReadError:

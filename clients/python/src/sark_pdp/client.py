@@ -275,13 +275,15 @@ class Client:
                 break
             payload = bytes(buf[pos + _wire.HEADER_LEN : end])
             pos = end
-            entry = pending.pop(rid, None)
+            entry = pending.get(rid)
             if entry is None:
                 if op == _wire.ERROR:
                     raise decode_reply(_wire.EVAL, 1, op, payload)
                 raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
             index, request_op, items, _ = entry
+            # Decoded before it leaves `pending`: a malformed reply fails this request too.
             results[index] = decode_reply(request_op, items, op, payload)
+            del pending[rid]
         del buf[:pos]
 
 
