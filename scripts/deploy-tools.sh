@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tools scripts/deploy-check.sh needs, installed only where missing (idempotent; as root
 # on Debian):
-#   - Debian: systemd (systemd-analyze verify / security / syscall-filter), strace (the
+#   - Debian: systemd (systemd-analyze verify / security / syscall-filter), systemd-container
+#     (systemd-nspawn: the unit run by systemd as PID 1 in a container), curl, strace (the
 #     seccomp profile's derivation), runc (the profile tested the way the kubelet's runtime
 #     loads it), python3-seccomp (libseccomp's bindings: the profile and the unit's
 #     SystemCallFilter= loaded by deploy/seccomp/launch.py), python3-venv, openssl;
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0
 VENV=target/deploy-venv
 
-debs=(systemd strace runc python3-seccomp python3-venv openssl util-linux iproute2 procps)
+debs=(systemd systemd-container strace runc python3-seccomp python3-venv openssl curl util-linux iproute2 procps)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
