@@ -238,6 +238,16 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     let ext_authz_addr = ext_authz.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
     let (to_shards, inboxes) = crate::ext_authz::channels(if ext_authz.is_some() { config.shards } else { 0 }, config.ext_authz.as_ref().map_or(1, |x| x.queue));
     let mut inboxes = inboxes.into_iter();
+    if let (Some(x), Some(listener)) = (&config.ext_authz, ext_authz) {
+        // As on the other doors: with a caller token, it or the admin token; else anyone.
+        let tokens = match &config.caller_token {
+            Some(c) => std::iter::once(c.clone()).chain(config.admin.as_ref().map(|a| a.token.clone())).collect(),
+            None => Vec::new(),
+        };
+        // Before the shards start, so a bad TLS file stops the server before it serves;
+        // Checks that come first wait in the shards' queues.
+        crate::ext_authz::spawn(x, listener, to_shards, tokens, shutdown.clone())?;
+    }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     // Retention keeps what a sink has not shipped yet.
     let host = host_name();
@@ -286,14 +296,6 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     }
     if let Some(poll) = config.bundle_poll.clone() {
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
-    }
-    if let (Some(x), Some(listener)) = (&config.ext_authz, ext_authz) {
-        // As on the other doors: with a caller token, it or the admin token; else anyone.
-        let tokens = match &config.caller_token {
-            Some(c) => std::iter::once(c.clone()).chain(config.admin.as_ref().map(|a| a.token.clone())).collect(),
-            None => Vec::new(),
-        };
-        crate::ext_authz::spawn(x, listener, to_shards, tokens, shutdown.clone())?;
     }
     ready(&Bound { binary: addr, http: http_addr, admin: admin_addr, ext_authz: ext_authz_addr });
     for (sink, settings, at) in sinks {
