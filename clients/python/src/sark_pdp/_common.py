@@ -90,6 +90,53 @@ def batch_requests(inputs: Iterable[InputLike], max_payload: int, max_items: int
         yield (_wire.EVAL_BATCH, _wire.encode_batch(bodies), len(bodies))
 
 
+class FrameReader:
+    """Whole reply frames out of a byte stream. Each header is checked (version 1, no
+    flags, length within ``limit``) as soon as its 16 bytes are in, before any of its
+    payload is waited for."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        """Add ``data``; the (opcode, request id, payload) of every frame it completes.
+
+        Raises:
+            PdpProtocolError: a header that is not this protocol's or is over the limit.
+        """
+        buf = self._buf
+        buf += data
+        frames = []
+        pos = 0
+        while len(buf) - pos >= _wire.HEADER_LEN:
+            length, op, rid = _wire.parse_header(buf, pos, self.limit)
+            end = pos + _wire.HEADER_LEN + length
+            if len(buf) < end:
+                break
+            frames.append((op, rid, bytes(buf[pos + _wire.HEADER_LEN : end])))
+            pos = end
+        del buf[:pos]
+        return frames
+
+
+def match(pending: Mapping[int, tuple[Any, int, int, Any]], op: int, rid: int, payload: bytes) -> tuple[Any, Any]:
+    """The pending entry ``(_, request opcode, items, _)`` a reply answers, and the decoded
+    reply (the entry stays in ``pending``: a malformed reply raises with it still there,
+    so its request fails with the connection).
+
+    Raises:
+        PdpProtocolError: a reply to no request in flight, or a malformed one.
+        PdpServerError: an ERROR frame for no request in flight (a fatal one, id 0).
+    """
+    entry = pending.get(rid)
+    if entry is None:
+        if op == _wire.ERROR:
+            raise decode_reply(_wire.EVAL, 1, op, payload)
+        raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
+    return entry, decode_reply(entry[1], entry[2], op, payload)
+
+
 def decode_reply(request_op: int, items: int, reply_op: int, payload: bytes) -> Any:
     """The reply to a request: a Decision, a list of them, HelloOk, PONG bytes — or, for
     an ERROR frame, the :class:`PdpServerError` to answer that request with.

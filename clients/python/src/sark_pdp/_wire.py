@@ -42,6 +42,7 @@ _U32_0 = _U32.pack(0)
 _ABSENT = b"\x00"
 _PRESENT = b"\x01"
 _MFA = {None: b"\x00", False: b"\x01", True: b"\x02"}
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def frame(opcode: int, request_id: int, body: bytes) -> bytes:
@@ -69,53 +70,49 @@ def parse_header(buf: bytes | bytearray, at: int, max_payload: int) -> tuple[int
 # ---------------------------------------------------------------- encoding
 
 
-def _str(out: list[bytes], v: object, name: str) -> None:
+def _str(v: object, name: str) -> bytes:
+    """``str``: u32 length, UTF-8 bytes."""
     if not isinstance(v, str):
         raise PdpInputError(f"{name}: must be a string, not {type(v).__name__}")
     try:
-        b = v.encode("utf-8")
+        b = v.encode()
     except UnicodeEncodeError as e:
         raise PdpInputError(f"{name}: not valid UTF-8 ({e.reason})") from None
-    out.append(_U32.pack(len(b)))
-    out.append(b)
+    return _U32.pack(len(b)) + b
 
 
-def _opt_str(out: list[bytes], v: object, name: str) -> None:
-    if v is None:
-        out.append(_ABSENT)
-    else:
-        out.append(_PRESENT)
-        _str(out, v, name)
+def _opt_str(v: object, name: str) -> bytes:
+    """``opt<str>``."""
+    return _ABSENT if v is None else _PRESENT + _str(v, name)
 
 
-def _strs(out: list[bytes], v: object, name: str) -> None:
+def _strs(v: object, name: str) -> bytes:
+    """``[str]``: u32 count, strings."""
     if not isinstance(v, (list, tuple)):
         raise PdpInputError(f"{name}: must be a list of strings, not {type(v).__name__}")
-    out.append(_U32.pack(len(v)))
-    for s in v:
-        _str(out, s, name)
+    if not v:
+        return _U32_0
+    return _U32.pack(len(v)) + b"".join([_str(s, name) for s in v])
 
 
-def _opt_i64(out: list[bytes], v: object, name: str) -> None:
+def _opt_i64(v: object, name: str) -> bytes:
+    """``opt<i64>``."""
     if v is None:
-        out.append(_ABSENT)
-        return
+        return _ABSENT
     if not isinstance(v, int) or isinstance(v, bool) or not I64_MIN <= v <= I64_MAX:
         raise PdpInputError(f"{name}: must be a 64-bit integer")
-    out.append(_PRESENT)
-    out.append(_I64.pack(v))
+    return _PRESENT + _I64.pack(v)
 
 
-def _opt_json(out: list[bytes], v: Any, name: str) -> None:
+def _opt_json(v: Any, name: str) -> bytes:
+    """``opt<json>``: the value as compact JSON text."""
     if v is None:
-        out.append(_ABSENT)
-        return
+        return _ABSENT
     try:
-        text = json.dumps(v, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _JSON.encode(v)
     except (TypeError, ValueError) as e:
         raise PdpInputError(f"{name}: not JSON-able ({e})") from None
-    out.append(_PRESENT)
-    _str(out, text, name)
+    return _PRESENT + _str(text, name)
 
 
 def encode_eval(inp: Input) -> bytes:
@@ -127,51 +124,63 @@ def encode_eval(inp: Input) -> bytes:
     """
     if not isinstance(inp, Input):
         raise PdpInputError(f"input: must be an Input or a dict, not {type(inp).__name__}")
-    out: list[bytes] = []
-    _str(out, inp.user_id, "user.id")
-    _strs(out, inp.roles, "user.roles")
-    _strs(out, inp.teams, "user.teams")
-    _strs(out, inp.team_manager_of, "user.team_manager_of")
-    _strs(out, inp.scopes, "user.scopes")
     mfa = _MFA.get(inp.mfa_verified) if isinstance(inp.mfa_verified, (bool, type(None))) else None
     if mfa is None:
         raise PdpInputError("user.mfa_verified: must be a boolean or None")
-    out.append(mfa)
-    _opt_i64(out, inp.mfa_age_s, "user.mfa_age_s")
-    _opt_str(out, inp.email, "user.email")
-    _str(out, inp.action, "action")
     t = inp.tool
     if t is None:
-        out.append(_ABSENT)
+        tool = _ABSENT
     elif isinstance(t, Tool):
-        out.append(_PRESENT)
-        _str(out, t.name, "tool.name")
-        _opt_str(out, t.sensitivity_level, "tool.sensitivity_level")
-        _opt_str(out, t.owner, "tool.owner")
-        _strs(out, t.managers, "tool.managers")
-        _strs(out, t.teams, "tool.teams")
+        tool = b"".join(
+            (
+                _PRESENT,
+                _str(t.name, "tool.name"),
+                _opt_str(t.sensitivity_level, "tool.sensitivity_level"),
+                _opt_str(t.owner, "tool.owner"),
+                _strs(t.managers, "tool.managers"),
+                _strs(t.teams, "tool.teams"),
+            )
+        )
     else:
         raise PdpInputError(f"tool: must be a Tool or None, not {type(t).__name__}")
     s = inp.server
     if s is None:
-        out.append(_ABSENT)
+        server = _ABSENT
     elif isinstance(s, Server):
-        out.append(_PRESENT)
-        _str(out, s.id, "server.id")
-        _opt_str(out, s.name, "server.name")
-        _opt_str(out, s.owner_id, "server.owner_id")
-        _strs(out, s.teams, "server.teams")
-        _opt_str(out, s.managed_by_team, "server.managed_by_team")
+        server = b"".join(
+            (
+                _PRESENT,
+                _str(s.id, "server.id"),
+                _opt_str(s.name, "server.name"),
+                _opt_str(s.owner_id, "server.owner_id"),
+                _strs(s.teams, "server.teams"),
+                _opt_str(s.managed_by_team, "server.managed_by_team"),
+            )
+        )
     else:
         raise PdpInputError(f"server: must be a Server or None, not {type(s).__name__}")
-    _opt_str(out, inp.client_ip, "context.client_ip")
-    _opt_i64(out, inp.now_ns, "context.now_ns")
-    _opt_json(out, inp.parameters, "parameters")
-    _opt_json(out, inp.agent, "agent")
     if inp.context is not None and not isinstance(inp.context, dict):
         raise PdpInputError(f"context: must be a dict or None, not {type(inp.context).__name__}")
-    _opt_json(out, inp.context, "context")
-    return b"".join(out)
+    return b"".join(
+        (
+            _str(inp.user_id, "user.id"),
+            _strs(inp.roles, "user.roles"),
+            _strs(inp.teams, "user.teams"),
+            _strs(inp.team_manager_of, "user.team_manager_of"),
+            _strs(inp.scopes, "user.scopes"),
+            mfa,
+            _opt_i64(inp.mfa_age_s, "user.mfa_age_s"),
+            _opt_str(inp.email, "user.email"),
+            _str(inp.action, "action"),
+            tool,
+            server,
+            _opt_str(inp.client_ip, "context.client_ip"),
+            _opt_i64(inp.now_ns, "context.now_ns"),
+            _opt_json(inp.parameters, "parameters"),
+            _opt_json(inp.agent, "agent"),
+            _opt_json(inp.context, "context"),
+        )
+    )
 
 
 def encode_batch(bodies: list[bytes]) -> bytes:
@@ -181,9 +190,7 @@ def encode_batch(bodies: list[bytes]) -> bytes:
 
 def encode_hello(max_payload: int, token: str | None) -> bytes:
     """A HELLO body: our version, the largest payload we accept, the optional token."""
-    out = [bytes([VERSION]), _U32.pack(max_payload)]
-    _opt_str(out, token, "token")
-    return b"".join(out)
+    return bytes([VERSION]) + _U32.pack(max_payload) + _opt_str(token, "token")
 
 
 # ---------------------------------------------------------------- decoding

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from . import _wire
-from ._common import DEFAULT_BATCH_ITEMS, InputLike, batch_requests, decisions, decode_reply, eval_body
+from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, batch_requests, decisions, decode_reply, eval_body, match
 from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
 from .types import Decision, HelloOk
 
@@ -18,7 +19,9 @@ Request = tuple[int, bytes, int]  # opcode, body, inputs it carries
 
 class _Conn:
     """One open connection: a reader task hands each reply to the future of the request
-    whose id it carries (replies may come in any order)."""
+    whose id it carries (replies may come in any order). Frames queued in one turn of the
+    event loop go out in one write; what is queued is bounded by the client's in-flight
+    slots, so nothing waits for the transport to drain."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: HelloOk, ids: itertools.count[int]) -> None:
         self.reader = reader
@@ -27,45 +30,43 @@ class _Conn:
         self.ids = ids
         self.error: PdpError | None = None
         self.pending: dict[int, tuple[asyncio.Future[Any], int, int, asyncio.TimerHandle]] = {}
-        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._out: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.task = loop.create_task(self._read_loop())
 
     async def request(self, op: int, body: bytes, items: int, timeout: float) -> Any:
         """Send one request; its decoded reply, or the error that ended it."""
         if self.error is not None:
             return self.error
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         rid = next(self.ids)
         fut: asyncio.Future[Any] = loop.create_future()
         timer = loop.call_later(timeout, self.fail, PdpTimeout(f"no reply within {timeout} s"))
         self.pending[rid] = (fut, op, items, timer)
-        try:
-            self.writer.write(_wire.frame(op, rid, body))
-            await self.writer.drain()
-        except OSError as e:
-            self.fail(PdpConnectionError(f"connection failed: {e}", CONNECTION_LOST))
+        if not self._out:
+            loop.call_soon(self._flush)
+        self._out.append(_wire.frame(op, rid, body))
         return await fut
 
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.error is None:
+            self.writer.write(b"".join(out))
+
     async def _read_loop(self) -> None:
-        limit = self.hello.max_payload
+        frames = FrameReader(self.hello.max_payload)
         try:
             while True:
-                header = await self.reader.readexactly(_wire.HEADER_LEN)
-                length, op, rid = _wire.parse_header(header, 0, limit)
-                payload = await self.reader.readexactly(length) if length else b""
-                entry = self.pending.get(rid)
-                if entry is None:
-                    if op == _wire.ERROR:
-                        raise decode_reply(_wire.EVAL, 1, op, payload)
-                    raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
-                fut, request_op, items, timer = entry
-                # Decoded before it leaves `pending`: a malformed reply fails this request too.
-                result = decode_reply(request_op, items, op, payload)
-                del self.pending[rid]
-                timer.cancel()
-                if not fut.done():
-                    fut.set_result(result)
-        except asyncio.IncompleteReadError:
-            self.fail(PdpConnectionError("connection closed by the server", CONNECTION_LOST))
+                data = await self.reader.read(256 * 1024)
+                if not data:
+                    raise PdpConnectionError("connection closed by the server", CONNECTION_LOST)
+                for op, rid, payload in frames.feed(data):
+                    (fut, _, _, timer), result = match(self.pending, op, rid, payload)
+                    del self.pending[rid]
+                    timer.cancel()
+                    if not fut.done():
+                        fut.set_result(result)
         except OSError as e:
             self.fail(PdpConnectionError(f"connection failed: {e}", CONNECTION_LOST))
         except PdpError as e:
@@ -83,6 +84,36 @@ class _Conn:
             timer.cancel()
             if not fut.done():
                 fut.set_result(self.error)
+
+
+class _Slots:
+    """A first-come first-served limit on requests in flight, O(1) per acquire and
+    release (asyncio.Semaphore in Python 3.11 scans its waiters on every release)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # release() hands its slot over by resolving this
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over, but the caller is gone: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
 
 
 class AsyncClient:
@@ -122,7 +153,7 @@ class AsyncClient:
         self._token = token
         self._conn: _Conn | None = None
         self._ids = itertools.count(1)
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = _Slots(max_in_flight)
         self._connecting: asyncio.Lock | None = None
         self._in_flight = 0
         self._retry_at = 0.0
@@ -226,16 +257,17 @@ class AsyncClient:
         """Take an in-flight slot, connect if need be, build the request from the
         HELLO_OK (``build`` may return the error that stops it) and send it; the decoded
         reply or the error."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_in_flight)
         self._in_flight += 1
         try:
-            async with self._slots:
+            await self._slots.acquire()
+            try:
                 conn = await self._ensure()
                 req = build(conn.hello)
                 if isinstance(req, PdpError):
                     return req
                 return await conn.request(*req, self.timeout)
+            finally:
+                self._slots.release()
         except PdpError as e:
             return e
         finally:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _wire
-from ._common import DEFAULT_BATCH_ITEMS, InputLike, batch_requests, decisions, decode_reply, eval_request
+from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, batch_requests, decisions, eval_request, match
 from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
 from .types import Decision, HelloOk
 
@@ -69,7 +69,7 @@ class Client:
         self.hello: HelloOk | None = None
         self._token = token
         self._sock: socket.socket | None = None
-        self._buf = bytearray()
+        self._frames = FrameReader(max_payload)
         self._next_id = 1
         self._retry_at = 0.0
         self._connect_error: PdpError | None = None
@@ -179,7 +179,10 @@ class Client:
         except OSError as e:
             raise PdpConnectionError(f"connect to {where}: {e.strerror or e}", CONNECT_FAILED) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock, self._buf = sock, bytearray()
+        # Non-blocking: _exchange polls itself (a socket with a timeout would poll again
+        # inside every send and recv).
+        sock.setblocking(False)
+        self._sock, self._frames = sock, FrameReader(self.max_payload)
         hello_body = _wire.encode_hello(self.max_payload, self._token)
         (res,), _ = self._exchange([(_wire.HELLO, hello_body, 1)], 1, self.connect_timeout)
         if isinstance(res, PdpServerError):
@@ -191,6 +194,7 @@ class Client:
         if not 0 < res.max_payload <= self.max_payload or res.max_batch < 1:
             raise PdpProtocolError(f"HELLO_OK with max_payload {res.max_payload} (offered {self.max_payload}), max_batch {res.max_batch}")
         self.hello = res
+        self._frames.limit = res.max_payload
         return res
 
     def _drop(self) -> None:
@@ -201,7 +205,6 @@ class Client:
                 pass
         self._sock = None
         self.hello = None
-        self._buf = bytearray()
 
     def _exchange(self, reqs: Iterable[Request | PdpError], depth: int, timeout: float | None = None) -> tuple[list[Any], list[int]]:
         """Send ``reqs`` (errors stand for requests that cannot be sent) with up to
@@ -239,20 +242,28 @@ class Client:
                     pending[rid] = (len(results), op, n, time.monotonic() + timeout)
                     results.append(None)
                     counts.append(n)
+                if out:
+                    try:
+                        del out[: sock.send(out)]
+                    except BlockingIOError:
+                        pass
                 if not pending:
                     break
                 wait = next(iter(pending.values()))[3] - time.monotonic()
                 if wait <= 0:
                     raise PdpTimeout(f"no reply within {timeout} s")
-                readable, writable = _wait(sock, bool(out), wait)
-                if writable:
-                    del out[: sock.send(out)]
-                if readable:
+                if not _wait(sock, bool(out), wait):
+                    continue
+                try:
                     data = sock.recv(256 * 1024)
-                    if not data:
-                        raise PdpConnectionError("connection closed by the server", CONNECTION_LOST)
-                    self._buf += data
-                    self._take_replies(pending, results)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise PdpConnectionError("connection closed by the server", CONNECTION_LOST)
+                for op, rid, payload in self._frames.feed(data):
+                    entry, result = match(pending, op, rid, payload)
+                    results[entry[0]] = result
+                    del pending[rid]
         except (PdpError, OSError) as exc:
             e = exc if isinstance(exc, PdpError) else PdpConnectionError(f"connection failed: {exc}", CONNECTION_LOST)
             self._drop()
@@ -263,42 +274,18 @@ class Client:
                 counts.append(1 if isinstance(req, PdpError) else req[2])
         return results, counts
 
-    def _take_replies(self, pending: dict[int, tuple[int, int, int, float]], results: list[Any]) -> None:
-        """Decode every whole frame buffered, answering the pending request it names."""
-        buf = self._buf
-        limit = self.hello.max_payload if self.hello is not None else self.max_payload
-        pos = 0
-        while len(buf) - pos >= _wire.HEADER_LEN:
-            length, op, rid = _wire.parse_header(buf, pos, limit)
-            end = pos + _wire.HEADER_LEN + length
-            if len(buf) < end:
-                break
-            payload = bytes(buf[pos + _wire.HEADER_LEN : end])
-            pos = end
-            entry = pending.get(rid)
-            if entry is None:
-                if op == _wire.ERROR:
-                    raise decode_reply(_wire.EVAL, 1, op, payload)
-                raise PdpProtocolError(f"reply to request {rid}, which is not in flight")
-            index, request_op, items, _ = entry
-            # Decoded before it leaves `pending`: a malformed reply fails this request too.
-            results[index] = decode_reply(request_op, items, op, payload)
-            del pending[rid]
-        del buf[:pos]
 
-
-def _wait(sock: socket.socket, write: bool, timeout: float) -> tuple[bool, bool]:
-    """Wait up to ``timeout`` s until ``sock`` is readable (or writable, with ``write``):
-    poll(2) where there is one (no FD_SETSIZE limit), select(2) elsewhere."""
+def _wait(sock: socket.socket, write: bool, timeout: float) -> bool:
+    """Wait up to ``timeout`` s until ``sock`` is readable (or, with ``write``, writable);
+    whether it is readable (an error or hang-up counts: the recv that follows reports
+    it). poll(2) where there is one (no FD_SETSIZE limit), select(2) elsewhere."""
     if hasattr(select, "poll"):
         p = select.poll()
         p.register(sock, select.POLLIN | (select.POLLOUT if write else 0))
         events = p.poll(timeout * 1000)
-        mask = events[0][1] if events else 0
-        # An error or hang-up shows as readable: the recv that follows reports it.
-        return bool(mask & (select.POLLIN | select.POLLERR | select.POLLHUP)), bool(mask & select.POLLOUT)
-    r, w, _ = select.select([sock], [sock] if write else [], [], timeout)
-    return bool(r), bool(w)
+        return bool(events and events[0][1] & (select.POLLIN | select.POLLERR | select.POLLHUP))
+    r, _, _ = select.select([sock], [sock] if write else [], [], timeout)
+    return bool(r)
 
 
 class Pool:
