@@ -8,7 +8,8 @@
 #
 #   deploy/seccomp/derive.sh [--check] [--quick]
 #
-# Writes target/deploy-trace/<run>.txt (strace's tables) and observed.txt (the union).
+# Writes target/deploy-trace/<run>.txt (strace's tables) and observed.txt (the union);
+# --quick writes under target/deploy-trace/quick/.
 # --check: compare with deploy/seccomp/sark-pdp.json and exit 1 when a call was observed
 # that the profile does not allow. --quick: only the io_uring and epoll runs, fewer
 # requests (what scripts/deploy-check.sh runs).
@@ -32,6 +33,7 @@ BENCH=${PDP_BENCH_BIN:-$(pick target/release/pdp-bench target/debug/pdp-bench)}
 command -v strace >/dev/null || { echo "derive: strace is not installed" >&2; exit 2; }
 PY=${PYTHON:-python3}
 OUT=target/deploy-trace
+[ $quick = 1 ] && OUT=target/deploy-trace/quick
 rm -rf "$OUT"
 mkdir -p "$OUT"
 bench=()
@@ -95,7 +97,7 @@ fi
 
 # strace -c's table: the last column of each row between the dashed lines, less "total".
 for f in "$OUT"/*.txt; do
-  [ "$(basename "$f")" = observed.txt ] && continue
+  [ "$(basename "$f")" = observed.txt ] || [ "$(basename "$f")" = resolv.conf ] && continue
   awk '/^-+ /{n++; next} n==1 && NF>=5 {print $NF}' "$f"
 done | sort -u > "$OUT/observed.txt"
 echo "derive: $(wc -l < "$OUT/observed.txt") system calls observed ($OUT/observed.txt):" >&2
