@@ -5,7 +5,8 @@ Example::
 
     from sark_pdp import Client
     c = Client.connect("127.0.0.1", 7474)
-    print(c.evaluate({"user": {"id": "alice", "roles": ["developer"]}, "action": "tool:invoke"}).allow)
+    d = c.evaluate({"user": {"id": "alice", "roles": ["developer"]}, "action": "tool:invoke"})
+    print(d.allow, [r.text for r in d.reasons])
 """
 
 from .aio import AsyncClient, AsyncPool
