@@ -27,11 +27,12 @@ bad() {
 }
 # check NAME COMMAND...: ok when the command exits 0.
 check() {
-  local name=$1 out
+  local name=$1 out t=$SECONDS
   shift
-  if out=$("$@" 2>&1); then ok "$name"; else bad "$name" "$out"; fi
+  if out=$("$@" 2>&1); then ok "$name ($((SECONDS - t)) s)"; else bad "$name ($((SECONDS - t)) s)" "$out"; fi
 }
 finish() {
+  echo "deploy-check: ${SECONDS} s" >&2
   echo "deploy: $passed passed, $failed failed"
   [ "$failed" = 0 ]
   exit
@@ -156,8 +157,10 @@ fi
 # The unit for real: systemd as PID 1 in a systemd-nspawn container (the host's PID 1 is
 # $(ps -o comm= -p 1), not systemd, so there is no systemctl here otherwise).
 if [ $have_bin = 1 ]; then
+  t=$SECONDS
   out=$(deploy/systemd/nspawn-test.sh "$BIN" "$BENCH" 2>&1)
   rc=$?
+  echo "deploy-check: nspawn-test.sh $((SECONDS - t)) s" >&2
   while IFS= read -r line; do
     case $line in
       ok:*) ok "${line#ok: }" ;;
