@@ -201,8 +201,8 @@ pub struct SarkInput {
     pub parameters: Blob,
     /// The agent-to-agent block.
     pub agent: Blob,
-    /// Further `context` fields (an object); `client_ip` and `now_ns` above take
-    /// precedence over the same names here.
+    /// Further `context` fields (an object); `client_ip` above takes precedence over the
+    /// same name here, and a `now_ns` here is ignored (only the typed field counts).
     pub context: Blob,
 }
 
@@ -319,9 +319,14 @@ impl SarkInput {
         if let Some(ip) = &self.client_ip {
             context.insert(s("client_ip"), s(ip));
         }
-        if let Some(now) = self.now_ns {
-            context.insert(s("now_ns"), Value::from(now));
-        }
+        // `now_ns` is the typed field's alone: the cache key leaves the context's `now_ns`
+        // out and whether a decision may be cached is judged by the typed field, so one in
+        // the context text would be decided on but not keyed on — a decision for another
+        // time cached as the present's. Without the typed field the PDP's clock is stamped.
+        match self.now_ns {
+            Some(now) => context.insert(s("now_ns"), Value::from(now)),
+            None => context.remove(&s("now_ns")),
+        };
         Ok(object(vec![
             ("user", user),
             ("action", s(&self.action)),
@@ -438,6 +443,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sample().to_value().unwrap(), want);
+    }
+
+    #[test]
+    fn only_the_typed_now_ns_reaches_the_policy() {
+        // The key leaves the context's now_ns out, so the document must too: else a
+        // decision for that time would be cached under the present's key.
+        let mut i = sample();
+        i.now_ns = None;
+        i.context = Blob::Json(r#"{"now_ns": 1796032800000000000, "vpn": true}"#.into());
+        let doc = i.to_value().unwrap();
+        assert_eq!(doc["context"]["now_ns"], Value::Undefined, "the context's now_ns is dropped, the PDP stamps its own");
+        assert_eq!(doc["context"]["vpn"], Value::from(true));
+        i.now_ns = Some(7);
+        assert_eq!(i.to_value().unwrap()["context"]["now_ns"], Value::from(7), "the typed field wins");
     }
 
     #[test]

@@ -728,7 +728,21 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
                     answers.push(decide(shard, e).await);
                 }
                 let views: Vec<_> = answers.iter().map(|(a, decision_id)| view(a, *decision_id)).collect();
+                let start = out.len();
                 wire::encode_decision_batch(out, id, &views);
+                // Replies keep to the negotiated maximum too: a caller may refuse a larger
+                // frame from its header alone. The decisions stand (and are audited); the
+                // caller is told to send smaller batches.
+                let payload = out.len() - start - HEADER_LEN;
+                if payload > conn.max_payload as usize {
+                    out.truncate(start);
+                    let why = format!(
+                        "the batch's {} decisions make a {payload}-byte reply, over the negotiated maximum payload of {}: send smaller batches",
+                        views.len(),
+                        conn.max_payload
+                    );
+                    error_reply(out, id, &WireError::Limit(why));
+                }
             }
             Ok(Request::Hello(h)) => {
                 answered += 1;

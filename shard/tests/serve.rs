@@ -356,3 +356,30 @@ fn the_audit_log_is_shipped_to_splunk_and_datadog() {
     assert_eq!(shipped, logged, "Datadog got exactly the audit log's decisions");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Replies keep to the negotiated maximum payload: a batch whose DECISION_BATCH would be
+/// larger is answered ERROR 3005 (the connection goes on), and a smaller batch still works.
+#[test]
+fn a_batch_reply_over_the_negotiated_payload_is_an_error_not_an_oversized_frame() {
+    let server = Server::start("big-reply");
+    let mut bytes = Vec::new();
+    wire::encode_request(&mut bytes, 1, &Request::Hello(wire::message::Hello { version: wire::VERSION, max_payload: 4096, token: None }));
+    // A small question whose deny carries several reasons: 40 fit a 4 KiB request, their
+    // answers do not fit a 4 KiB reply.
+    let viewer = Eval {
+        user_id: "v".into(),
+        roles: vec!["viewer".into()],
+        action: "tool:invoke".into(),
+        tool: Some(wire::message::Tool { name: "rotate_keys".into(), sensitivity_level: Some("critical".into()), owner: None, managers: vec![], teams: vec![] }),
+        ..Eval::default()
+    };
+    wire::encode_request(&mut bytes, 2, &Request::EvalBatch(vec![viewer.clone(); 40]));
+    wire::encode_request(&mut bytes, 3, &Request::EvalBatch(vec![viewer; 2]));
+    let got = replies(&raw(server.addr, &bytes));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!((got[1].0, error_code(&got[1].1)), (2, 3005));
+    let Reply::Error(e) = &got[1].1 else { unreachable!() };
+    assert!(e.message.contains("send smaller batches"), "{e:?}");
+    let Reply::DecisionBatch(small) = &got[2].1 else { panic!("{:?}", got[2]) };
+    assert!(small.len() == 2 && small.iter().all(|d| !d.allow));
+}
