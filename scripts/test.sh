@@ -16,17 +16,30 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 opa_rc=0
 ./scripts/opa-client-test.sh 2>&1 | tee -a "$log" || opa_rc=$?
+# The Python client's pytest suite against the real binary (its summary line is counted),
+# and the deployment artifacts' checks (closing with "deploy: N passed, N failed").
+py_rc=0
+./scripts/python-client-test.sh 2>&1 | tee -a "$log" || py_rc=$?
+deploy_rc=0
+./scripts/deploy-check.sh 2>&1 | tee -a "$log" || deploy_rc=$?
 # perf/check closes with "perf: N passed, N failed" (counted below); one that stops before
 # it counts as a failure.
 perf_rc=0
 perf/check 2>&1 | tee -a "$log" || perf_rc=$?
-# Sum libtest's "test result:" lines, the policy-case runner's "N passed, N failed" and
-# perf/check's; the OPA-client check adds one pass or one failure.
-awk -v opa_rc="$opa_rc" -v perf_rc="$perf_rc" '
+# Sum libtest's "test result:" lines, the policy-case runner's "N passed, N failed",
+# pytest's summary ("N failed, N passed, N xfailed in 3.2s"), deploy-check's and
+# perf/check's; the OPA-client check adds one pass or one failure, and a step that stops
+# before its summary counts as one failure.
+awk -v opa_rc="$opa_rc" -v perf_rc="$perf_rc" -v py_rc="$py_rc" -v deploy_rc="$deploy_rc" '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+  /^[0-9]+ (passed|failed|error).* in [0-9.]+s( \(.*\))?$/ { counted_py = 1
+        for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|error)/) f += $i } }
+  /^deploy: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4; counted_deploy = 1 }
   /^perf: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4; counted_perf = 1 }
   END { if (opa_rc == 0) p += 1; else f += 1
+        if (py_rc != 0 && !counted_py) f += 1
+        if (deploy_rc != 0 && !counted_deploy) f += 1
         if (perf_rc != 0 && !counted_perf) f += 1
         printf "total: %d passed, %d failed\n", p, f; exit (f > 0 || p == 0) }
 ' "$log"
