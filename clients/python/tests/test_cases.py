@@ -48,8 +48,8 @@ UNTYPED = {
     "server: must be an object": 1,
     "server.teams: must be a list of strings": 1,
     "context: must be an object": 1,
-    # not a 64-bit integer: the server would decide it for no time but cache it as the
-    # present (it keys typed inputs by the typed now_ns alone), so the client refuses it
+    # not a 64-bit integer: the typed now_ns cannot hold it and the server ignores one in
+    # the context JSON (it would decide for the present, where eval denies: input error)
     "context.now_ns: must be a 64-bit integer (nanoseconds since the epoch)": 2,
     # fields the policies read that the typed EVAL has no slot for
     "user.authenticated: the typed EVAL has no such field": 1,

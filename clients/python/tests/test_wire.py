@@ -132,8 +132,8 @@ def test_context_fields_of_other_types_stay_in_the_context() -> None:
 
 @pytest.mark.parametrize("now", ["soon", 1.5, None, True, 1 << 63])
 def test_a_now_ns_that_is_not_an_i64_is_refused(now: object) -> None:
-    # The server caches a typed input by its typed now_ns alone: one left in the context
-    # would be decided for another time (or denied) and answered as the present.
+    # The server takes the time from the typed now_ns alone: one left in the context would
+    # be ignored (or, before that fix, decided on and cached as the present's).
     doc = {"user": {"id": "u"}, "action": "a", "context": {"now_ns": now}}
     with pytest.raises(PdpInputError, match="context.now_ns"):
         Input.from_dict(doc)

@@ -11,6 +11,8 @@ from .errors import PdpError, PdpInputError, PdpProtocolError, server_error
 from .types import Decision, Input, is_i64
 
 InputLike = Union[Input, Mapping[str, Any]]
+#: A request ready to send: opcode, body, how many inputs it carries.
+Request = tuple[int, bytes, int]
 
 #: Items per EVAL_BATCH frame unless told otherwise. The server takes 4096, but its reply
 #: must also fit in max_payload and a decision with several reasons is ~0.5-1 KiB.
@@ -43,11 +45,11 @@ def eval_body(inp: InputLike, max_payload: int) -> bytes:
 def _now_ns_out_of_context(inp: Input) -> Input:
     """``inp`` with a ``context["now_ns"]`` moved to the typed ``now_ns`` field.
 
-    The server keys its cache without the context's ``now_ns`` and decides whether a
-    typed input is about the present from the typed field alone: a ``now_ns`` only in the
-    context would be decided for that time (or, not an integer, denied by the policy) yet
-    cached and answered as the present. So it must travel typed; one that is not a
-    64-bit integer is refused. The typed field wins over the context's, as on the server.
+    The server takes the time from the typed field alone (it keys its cache without the
+    context's ``now_ns``, so it ignores one there and stamps its clock; servers before
+    that fix decided on it yet cached the answer as the present's). So the time travels
+    typed; one that is not a 64-bit integer is refused, where the JSON path would deny it
+    as an input error. The typed field wins over the context's, as on the server.
     """
     context = dict(inp.context or {})
     now = context.pop("now_ns")
@@ -58,7 +60,7 @@ def _now_ns_out_of_context(inp: Input) -> Input:
     return dataclasses.replace(inp, context=context or None)
 
 
-def eval_request(inp: InputLike, max_payload: int) -> tuple[int, bytes, int] | PdpError:
+def eval_request(inp: InputLike, max_payload: int) -> Request | PdpError:
     """One EVAL request (opcode, body, items), or the error that keeps it from being sent."""
     try:
         return (_wire.EVAL, eval_body(inp, max_payload), 1)
@@ -66,7 +68,7 @@ def eval_request(inp: InputLike, max_payload: int) -> tuple[int, bytes, int] | P
         return e
 
 
-def batch_requests(inputs: Iterable[InputLike], max_payload: int, max_items: int) -> Iterator[tuple[int, bytes, int] | PdpError]:
+def batch_requests(inputs: Iterable[InputLike], max_payload: int, max_items: int) -> Iterator[Request | PdpError]:
     """EVAL_BATCH requests for ``inputs``, in order: consecutive inputs grouped while the
     frame stays within ``max_items`` and ``max_payload``; an input that cannot be sent
     becomes its error, in its place."""

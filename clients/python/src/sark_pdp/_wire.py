@@ -219,7 +219,7 @@ class _Reader:
         self.at += s.size
         return v
 
-    def str(self) -> str:
+    def string(self) -> str:
         (n,) = self.unpack(_U32)
         if n > len(self.buf) - self.at:
             raise self.fail(f"string of {n} bytes with {self.left()} left")
@@ -240,7 +240,7 @@ class _Reader:
             return None
         if tag != 1:
             raise self.fail(f"presence tag {tag}")
-        return self.str()
+        return self.string()
 
     def finish(self) -> None:
         if self.at != len(self.buf):
@@ -251,7 +251,7 @@ def decode_hello_ok(payload: bytes) -> HelloOk:
     """A HELLO_OK payload."""
     r = _Reader(payload, "HELLO_OK")
     version, max_payload, max_batch, shards, shard = r.unpack(_HELLO_OK)
-    hello = HelloOk(max_payload, max_batch, shards, shard, r.str(), r.str())
+    hello = HelloOk(max_payload, max_batch, shards, shard, r.string(), r.string())
     r.finish()
     if version != VERSION:
         raise PdpProtocolError(f"HELLO_OK with protocol version {version}, not {VERSION}")
@@ -267,7 +267,7 @@ def _decision(r: _Reader) -> Decision:
     reasons = []
     for _ in range(n):
         (code,) = r.unpack(_U16)
-        reasons.append(Reason(code, r.str()))
+        reasons.append(Reason(code, r.string()))
     fp = r.opt_str()
     if fp is not None:
         try:
@@ -305,6 +305,6 @@ def decode_error(payload: bytes) -> tuple[int, str]:
     """An ERROR payload: (code, message)."""
     r = _Reader(payload, "ERROR")
     (code,) = r.unpack(_U16)
-    message = r.str()
+    message = r.string()
     r.finish()
     return code, message

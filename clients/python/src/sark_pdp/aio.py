@@ -6,15 +6,13 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from . import _wire
-from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, batch_requests, decisions, decode_reply, eval_body, match
+from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, Request, batch_requests, decisions, decode_reply, eval_body, match
 from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
 from .types import Decision, HelloOk
-
-Request = tuple[int, bytes, int]  # opcode, body, inputs it carries
 
 
 class _Conn:
@@ -218,7 +216,7 @@ class AsyncClient:
             if self.raise_errors:
                 raise res
             return Decision.fail_closed(res)
-        return res
+        return cast(Decision, res)
 
     async def evaluate_many(self, inputs: Iterable[InputLike]) -> list[Decision]:
         """Decide many inputs, one EVAL each, all at once (``max_in_flight`` on the wire);
@@ -236,7 +234,7 @@ class AsyncClient:
                 raise
             return [Decision.fail_closed(e) for _ in inputs]
         reqs = list(batch_requests(inputs, hello.max_payload, min(self.max_batch, hello.max_batch)))
-        results = await asyncio.gather(*(self._call(lambda _, r=r: r) for r in reqs))
+        results = await asyncio.gather(*(self._call(_built(r)) for r in reqs))
         counts = [1 if isinstance(r, PdpError) else r[2] for r in reqs]
         return decisions(list(results), counts, self.raise_errors)
 
@@ -253,7 +251,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------ internals
 
-    async def _call(self, build: Any) -> Any:
+    async def _call(self, build: Callable[[HelloOk], Request | PdpError]) -> Any:
         """Take an in-flight slot, connect if need be, build the request from the
         HELLO_OK (``build`` may return the error that stops it) and send it; the decoded
         reply or the error."""
@@ -329,9 +327,15 @@ class AsyncClient:
         res = decode_reply(_wire.HELLO, 1, op, payload)
         if isinstance(res, PdpError):
             raise res
+        assert isinstance(res, HelloOk)  # decode_reply answers HELLO with HELLO_OK or an error
         if not 0 < res.max_payload <= self.max_payload or res.max_batch < 1:
             raise PdpProtocolError(f"HELLO_OK with max_payload {res.max_payload} (offered {self.max_payload}), max_batch {res.max_batch}")
         return res
+
+
+def _built(req: Request | PdpError) -> Callable[[HelloOk], Request | PdpError]:
+    """A request already built, as :meth:`AsyncClient._call` takes it."""
+    return lambda _: req
 
 
 class AsyncPool:

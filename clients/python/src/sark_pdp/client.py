@@ -10,12 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _wire
-from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, batch_requests, decisions, eval_request, match
+from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, Request, batch_requests, decisions, eval_request, match
 from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
 from .types import Decision, HelloOk
-
-Request = tuple[int, bytes, int]  # opcode, body, inputs it carries
-
 
 class Client:
     """One connection to a ``sark-pdp serve`` binary port. Not thread-safe: give each
@@ -191,6 +188,7 @@ class Client:
             raise PdpTimeout(f"HELLO to {where}: {res}")
         if isinstance(res, PdpError):
             raise PdpConnectionError(f"HELLO to {where}: {res}", CONNECT_FAILED)
+        assert isinstance(res, HelloOk)  # decode_reply answers HELLO with HELLO_OK or an error
         if not 0 < res.max_payload <= self.max_payload or res.max_batch < 1:
             raise PdpProtocolError(f"HELLO_OK with max_payload {res.max_payload} (offered {self.max_payload}), max_batch {res.max_batch}")
         self.hello = res

@@ -75,7 +75,7 @@ class Input:
         and ``context.now_ns`` become the typed fields; every other context field, and a
         ``client_ip`` of another type, travel in ``context`` as they are, exactly as the
         server's JSON path would see them. ``now_ns`` must be an integer: the server
-        caches a typed input by its typed ``now_ns`` alone (see ``_common.py``).
+        takes the time from the typed field alone (see ``_common.py``).
 
         Raises:
             PdpInputError: the document has a field the typed EVAL cannot carry (an
