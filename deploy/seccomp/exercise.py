@@ -376,7 +376,7 @@ def run(a, srv, tls, hec_count, dns_count):
     end = time.time() + 15
     while time.time() < end and len(drivers) < nshards:
         for line in list(srv.lines):
-            m = re.search(r"shard (\d+) on core \d+, (\S+) driver", line)
+            m = re.search(r"shard (\d+) (?:on CPU \d+|not pinned[^,]*), (\S+) driver", line)
             if m:
                 drivers[m.group(1)] = m.group(2)
         if len(drivers) < nshards:

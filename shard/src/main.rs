@@ -131,12 +131,13 @@ enum Command {
         /// [default: 127.0.0.1:7474].
         #[arg(long, env = "SARK_PDP_LISTEN")]
         listen: Option<std::net::SocketAddr>,
-        /// Shards, one pinned thread each [default: cores - 1, at least 1].
-        #[arg(long)]
+        /// Shards, one pinned thread each: shard i on the i-th CPU this process may use,
+        /// the audit writer on the last [default: those CPUs - 1, at least 1].
+        #[arg(long, env = "SARK_PDP_SHARDS")]
         shards: Option<usize>,
         /// Audit log directory: numbered segments of checksummed JSON lines
         /// [default: sark-pdp-audit].
-        #[arg(long)]
+        #[arg(long, env = "SARK_PDP_AUDIT_DIR")]
         audit_dir: Option<PathBuf>,
         /// When audit records are made durable: none, batch (group commit) or sync (a
         /// reply waits for its record) [default: batch].

@@ -76,6 +76,29 @@ pub struct ServeConfig {
     pub limits: pdp::eval::EvalLimits,
 }
 
+/// The CPUs this process may run on (its affinity mask: a cpuset, `taskset`, systemd's
+/// `CPUAffinity=`), in order; shard i is pinned to the i-th, the audit writer to the last.
+fn allowed_cpus() -> Vec<usize> {
+    let ids: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
+    if ids.is_empty() { (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect() } else { ids }
+}
+
+/// Pin the calling thread to `cpu`, saying so (or why not) as `who`.
+fn pin(who: &str, cpu: Option<usize>) -> String {
+    match cpu.map(|c| (c, monoio::utils::bind_to_cpu_set([c]))) {
+        Some((c, Ok(()))) => format!("{who} on CPU {c}"),
+        Some((c, Err(e))) => format!("{who} not pinned (CPU {c}: {e})"),
+        None => format!("{who} not pinned"),
+    }
+}
+
+/// Raise the open-files soft limit to the hard one (runtimes often leave it at 1024, a
+/// tenth of one shard's `max_connections`); the limit in force.
+fn raise_nofile() -> u64 {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap_or((0, 0));
+    rlimit::increase_nofile_limit(hard).unwrap_or(soft)
+}
+
 /// Shards by default: every core but one (the audit writer's), at least one.
 pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
@@ -269,10 +292,16 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     drain.next_seq.store(log.next_seq(), Ordering::Release);
     let _ = control.log_next_seq.set(drain.next_seq.clone());
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus = Arc::new(allowed_cpus());
+    let nofile = raise_nofile();
+    let wanted = config.shards * config.max_connections_per_shard + 64;
+    if nofile < wanted as u64 {
+        eprintln!("sark-pdp: open files limited to {nofile}, fewer than {} shards x {} connections need (raise LimitNOFILE / ulimit -n)", config.shards, config.max_connections_per_shard);
+    }
     let stop_all = shutdown.clone();
+    let writer_cpu = cpus.last().copied();
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-        let _ = monoio::utils::bind_to_cpu_set([cores - 1]);
+        eprintln!("sark-pdp: {}", pin("audit writer", writer_cpu));
         let result = drain.run(&mut log, 1024);
         if let Err(e) = &result {
             // Nothing more can be audited, so nothing more may be answered: stop. Shards
@@ -287,8 +316,9 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     for (index, (((listener, http), admin), producer)) in listeners.into_iter().zip(http_listeners).zip(admin_listeners).zip(producers).enumerate() {
         let (bundle, config, shutdown, stats, control) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone(), control.clone());
         let inbox = inboxes.next();
+        let cpu = cpus.get(index % cpus.len().max(1)).copied();
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard(index, (listener, http, admin, inbox), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
+            run_shard((index, cpu), (listener, http, admin, inbox), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
         })?);
     }
     if let Some(every) = config.bundle_watch {
@@ -441,7 +471,7 @@ impl ShardStats {
 
 #[allow(clippy::too_many_arguments)]
 fn run_shard(
-    index: usize,
+    (index, cpu): (usize, Option<usize>),
     (listener, http, admin, inbox): (
         std::net::TcpListener,
         Option<std::net::TcpListener>,
@@ -455,13 +485,13 @@ fn run_shard(
     (nonce, audit_io): (u64, &'static str),
     all_stats: Arc<Vec<Arc<ShardStats>>>,
 ) -> anyhow::Result<()> {
-    let _ = monoio::utils::bind_to_cpu_set([index]);
+    let pinned = pin(&format!("shard {index}"), cpu);
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build()?;
     let driver = match &runtime {
         monoio::FusionRuntime::Uring(_) => "io_uring",
         monoio::FusionRuntime::Legacy(_) => "epoll",
     };
-    eprintln!("sark-pdp: shard {index} on core {index}, {driver} driver");
+    eprintln!("sark-pdp: {pinned}, {driver} driver");
     let clock = quanta::Clock::new();
     let shard = Rc::new(Shard {
         index: u16::try_from(index).unwrap_or(u16::MAX),

@@ -178,3 +178,33 @@ fn help_documents_every_flag_and_variable() {
         assert!(serve.contains(flag), "{flag}");
     }
 }
+
+/// Under an affinity mask (taskset, a cpuset, systemd's CPUAffinity=) shard i is pinned to
+/// the i-th CPU the mask allows, not to the machine's CPU i.
+#[test]
+fn shards_pin_to_the_cpus_the_process_is_allowed() {
+    use std::io::BufRead;
+    let last = std::thread::available_parallelism().unwrap().get() - 1;
+    let audit = std::env::temp_dir().join(format!("sark-pdp-pin-{}", std::process::id()));
+    let mut child = Command::new("taskset")
+        .args(["-c", &last.to_string(), env!("CARGO_BIN_EXE_sark-pdp"), "serve", "--listen", "127.0.0.1:0", "--http-listen", "off", "--shards", "2", "--audit-dir"])
+        .arg(&audit)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said.push(line.clone());
+        if said.iter().filter(|l| l.contains("driver")).count() == 2 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&audit);
+    for who in ["shard 0", "shard 1", "audit writer"] {
+        assert!(said.iter().any(|l| l.contains(&format!("{who} on CPU {last}"))), "{who} not on CPU {last}: {said:?}");
+    }
+}
