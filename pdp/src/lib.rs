@@ -48,3 +48,20 @@ pub use decision::{Decision, EngineKind, Sensitivity};
 pub use error::{BundleError, EvalError};
 pub use eval::{CompiledBundle, EnginePreference, EvalLimits, Evaluator};
 pub use regorus::Value;
+
+/// Write one line on standard error with a single write: `eprintln!` writes each formatted
+/// piece with a write(2) of its own, so where stdout and stderr share a pipe (journald,
+/// a container runtime) another thread's line could land inside it.
+pub fn say_line(line: &str) {
+    use std::io::Write as _;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+}
+
+/// `eprintln!`, one write per line: see [`say_line`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::say_line(&format!($($arg)*)) };
+}

@@ -372,7 +372,7 @@ impl<S: Sink> Shipper<S> {
                 self.breaker.failure();
                 self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.stats.breaker_open.store(self.breaker.is_open(), std::sync::atomic::Ordering::Relaxed);
-                eprintln!("sark-pdp: sink {}: {why}; retrying in {:?}", self.sink.name(), self.breaker.wait());
+                crate::say!("sark-pdp: sink {}: {why}; retrying in {:?}", self.sink.name(), self.breaker.wait());
                 self.pending = batch;
                 Ok(Duration::from_millis(10))
             }
@@ -400,9 +400,9 @@ impl<S: Sink> Shipper<S> {
         let alarm = bytes > self.max_lag_bytes;
         if alarm != self.stats.lag_alarm.swap(alarm, Relaxed) {
             if alarm {
-                eprintln!("sark-pdp: sink {}: {bytes} bytes of audit log not shipped, past its bound of {} (they are kept)", self.sink.name(), self.max_lag_bytes);
+                crate::say!("sark-pdp: sink {}: {bytes} bytes of audit log not shipped, past its bound of {} (they are kept)", self.sink.name(), self.max_lag_bytes);
             } else {
-                eprintln!("sark-pdp: sink {}: back under its lag bound", self.sink.name());
+                crate::say!("sark-pdp: sink {}: back under its lag bound", self.sink.name());
             }
         }
         Ok(())

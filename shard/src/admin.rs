@@ -36,7 +36,7 @@ pub(crate) async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Respon
     };
     let want = format!("Bearer {}", admin.token);
     if !head.authorization.as_deref().is_some_and(|a| same(a.as_bytes(), want.as_bytes())) {
-        eprintln!("sark-pdp: admin: refused {} {}: no valid bearer token", head.method, head.path);
+        pdp::say!("sark-pdp: admin: refused {} {}: no valid bearer token", head.method, head.path);
         return Response::error(401, "unauthorized", "a valid bearer token is required");
     }
     match (head.method.as_str(), head.path.as_str()) {
@@ -105,7 +105,7 @@ async fn write_data(shard: &Shard, head: &Head, put: bool, path: &str, body: &mu
     match result {
         Ok((revision, epoch)) => {
             let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
-            eprintln!("sark-pdp: admin: data written at {path}: revision {revision}");
+            pdp::say!("sark-pdp: admin: data written at {path}: revision {revision}");
             let want = wait_nodes(head);
             match fan_out(shard, shared, want).await {
                 Ok(nodes) if acked && nodes.unwrap_or(0) >= want => Response::empty(204),
@@ -124,11 +124,11 @@ async fn reload(shard: &Shard) -> Response {
     match result {
         Ok((revision, epoch)) => {
             let acked = shard.control.wait(epoch, ACK_TIMEOUT).await;
-            eprintln!("sark-pdp: admin: bundle {revision} loaded{}", if acked { ", serving on every shard" } else { "; not acknowledged by every shard in time" });
+            pdp::say!("sark-pdp: admin: bundle {revision} loaded{}", if acked { ", serving on every shard" } else { "; not acknowledged by every shard in time" });
             Response::json(if acked { 200 } else { 504 }, &serde_json::json!({"revision": revision, "acknowledged": acked}))
         }
         Err(why) => {
-            eprintln!("sark-pdp: admin: bundle refused, the old one keeps serving: {why}");
+            pdp::say!("sark-pdp: admin: bundle refused, the old one keeps serving: {why}");
             Response::error(422, "bundle_refused", why)
         }
     }

@@ -69,14 +69,14 @@ impl Cluster {
             let subscribed = pubsub.subscribe(CHANNEL);
             let _ = ready_tx.send(subscribed.is_ok());
             if let Err(e) = subscribed {
-                eprintln!("sark-pdp: cluster: cannot subscribe: {e}");
+                pdp::say!("sark-pdp: cluster: cannot subscribe: {e}");
                 return;
             }
             loop {
                 let msg = match pubsub.get_message() {
                     Ok(m) => m,
                     Err(e) => {
-                        eprintln!("sark-pdp: cluster: {e}; changes from other nodes are not received");
+                        pdp::say!("sark-pdp: cluster: {e}; changes from other nodes are not received");
                         return;
                     }
                 };
@@ -102,11 +102,11 @@ impl Cluster {
                     Ok(epoch) if control.wait_blocking(epoch, Duration::from_secs(30)) => {
                         let ack = Message::Ack { node, seq, from: self.node.clone() };
                         if let Err(e) = self.send(&ack) {
-                            eprintln!("sark-pdp: cluster: cannot acknowledge: {e}");
+                            pdp::say!("sark-pdp: cluster: cannot acknowledge: {e}");
                         }
                     }
-                    Ok(_) => eprintln!("sark-pdp: cluster: a change from {node} was not acknowledged by every shard in time"),
-                    Err(why) => eprintln!("sark-pdp: cluster: a change from {node} was refused here: {why}"),
+                    Ok(_) => pdp::say!("sark-pdp: cluster: a change from {node} was not acknowledged by every shard in time"),
+                    Err(why) => pdp::say!("sark-pdp: cluster: a change from {node} was refused here: {why}"),
                 }
             }
             Message::Ack { node, seq, .. } if node == self.node => {

@@ -330,8 +330,8 @@ pub fn spawn_poller(control: Arc<Control>, poll: BundlePoll, stop: Arc<std::sync
         while !stop.load(Ordering::Relaxed) {
             match control.poll_once(&poll, &mut etag) {
                 Ok(Polled::NotModified) => {}
-                Ok(Polled::Installed(rev)) => eprintln!("sark-pdp: bundle {rev} from {} serving on every shard", poll.url),
-                Err(why) => eprintln!("sark-pdp: bundle poll {}: {why} (the current bundle keeps serving)", poll.url),
+                Ok(Polled::Installed(rev)) => pdp::say!("sark-pdp: bundle {rev} from {} serving on every shard", poll.url),
+                Err(why) => pdp::say!("sark-pdp: bundle poll {}: {why} (the current bundle keeps serving)", poll.url),
             }
             let until = Instant::now() + poll.interval;
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
@@ -419,9 +419,9 @@ pub fn spawn_watcher(control: Arc<Control>, every: Duration, stop: Arc<std::sync
             match control.reload() {
                 Ok((revision, epoch)) => {
                     let acked = control.wait_blocking(epoch, Duration::from_secs(30));
-                    eprintln!("sark-pdp: {} changed: bundle {revision}{}", dir.display(), if acked { " serving on every shard" } else { " not acknowledged in time" });
+                    pdp::say!("sark-pdp: {} changed: bundle {revision}{}", dir.display(), if acked { " serving on every shard" } else { " not acknowledged in time" });
                 }
-                Err(why) => eprintln!("sark-pdp: {} changed: bundle refused, the old one keeps serving: {why}", dir.display()),
+                Err(why) => pdp::say!("sark-pdp: {} changed: bundle refused, the old one keeps serving: {why}", dir.display()),
             }
         }
     })?;

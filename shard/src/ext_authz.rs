@@ -614,7 +614,7 @@ pub fn spawn(
             builder.add_service(svc).serve_with_incoming_shutdown(incoming, stopped).await.map_err(anyhow::Error::from)
         });
         if let Err(e) = served {
-            eprintln!("sark-pdp: ext_authz listener stopped: {e}");
+            pdp::say!("sark-pdp: ext_authz listener stopped: {e}");
         }
     })?)
 }

@@ -257,7 +257,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the error chain joined.
             let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-            eprintln!("sark-pdp: {}", msg.lines().map(str::trim).collect::<Vec<_>>().join(" "));
+            pdp::say!("sark-pdp: {}", msg.lines().map(str::trim).collect::<Vec<_>>().join(" "));
             ExitCode::from(2)
         }
     }
@@ -435,7 +435,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{body}");
             let ok = head.starts_with("HTTP/1.1 200");
             if !ok {
-                eprintln!("sark-pdp: reload: {}", head.lines().next().unwrap_or("no answer"));
+                pdp::say!("sark-pdp: reload: {}", head.lines().next().unwrap_or("no answer"));
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

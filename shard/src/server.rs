@@ -162,13 +162,13 @@ fn spawn_sink(
     shipper.max_lag_bytes = s.max_lag_bytes;
     shipped.store(from, Ordering::Release);
     shipper.published = Some(shipped);
-    eprintln!("sark-pdp: shipping the audit log to {name} from seq {from}");
+    pdp::say!("sark-pdp: shipping the audit log to {name} from seq {from}");
     std::thread::Builder::new().name(format!("sink-{name}")).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             match shipper.step(false) {
                 Ok(wait) => std::thread::sleep(wait),
                 Err(e) => {
-                    eprintln!("sark-pdp: sink {name}: {e}");
+                    pdp::say!("sark-pdp: sink {name}: {e}");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
@@ -230,13 +230,13 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
                     match control.reload() {
                         Ok((revision, epoch)) => {
                             let acked = control.wait_blocking(epoch, Duration::from_secs(30));
-                            eprintln!("sark-pdp: SIGHUP: bundle {revision} {}", if acked { "serving on every shard" } else { "not acknowledged by every shard within 30 s" });
+                            pdp::say!("sark-pdp: SIGHUP: bundle {revision} {}", if acked { "serving on every shard" } else { "not acknowledged by every shard within 30 s" });
                         }
-                        Err(why) => eprintln!("sark-pdp: SIGHUP: bundle refused, the old one keeps serving: {why}"),
+                        Err(why) => pdp::say!("sark-pdp: SIGHUP: bundle refused, the old one keeps serving: {why}"),
                     }
                     continue;
                 }
-                eprintln!("sark-pdp: signal {signal}: stopping");
+                pdp::say!("sark-pdp: signal {signal}: stopping");
                 flag.store(true, Ordering::SeqCst);
                 break;
             }
@@ -245,14 +245,14 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     if let Some((url, node)) = &config.cluster {
         let cluster = crate::cluster::Cluster::connect(url, node.clone()).map_err(|e| anyhow::anyhow!("cluster {url}: {e}"))?;
         cluster.start(control.clone())?;
-        eprintln!("sark-pdp: cluster: node {node} on {url}");
+        pdp::say!("sark-pdp: cluster: node {node} on {url}");
         let _ = control.cluster.set(cluster);
     }
     let (addr, listeners) = shard_listeners(config.listen, config.shards)?;
     let (http_addr, http_listeners) = optional_listeners(config.http.as_ref().map(|h| h.listen), config.shards)?;
     let (admin_addr, admin_listeners) = optional_listeners(config.admin.as_ref().map(|a| a.listen), config.shards)?;
     if let Some(at) = admin_addr {
-        eprintln!("sark-pdp: admin API on {at} (bearer token required)");
+        pdp::say!("sark-pdp: admin API on {at} (bearer token required)");
     }
     let ext_authz = match &config.ext_authz {
         Some(x) => Some(crate::ext_authz::bind(x.listen).map_err(|e| anyhow::anyhow!("ext_authz listen {}: {e}", x.listen))?),
@@ -279,7 +279,7 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     log_config.shipped.extend(sinks.iter().map(|(_, _, at)| at.clone()));
     let mut log = pdp::audit_log::AuditLog::open(log_config).map_err(|e| anyhow::anyhow!("audit log {}: {e}", config.audit.dir.display()))?;
     let rec = &log.recovery;
-    eprintln!(
+    pdp::say!(
         "sark-pdp: audit log {} ({} segments, next seq {}, durability {}, {}{})",
         config.audit.dir.display(),
         rec.segments,
@@ -296,17 +296,17 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     let nofile = raise_nofile();
     let wanted = config.shards * config.max_connections_per_shard + 64;
     if nofile < wanted as u64 {
-        eprintln!("sark-pdp: open files limited to {nofile}, fewer than {} shards x {} connections need (raise LimitNOFILE / ulimit -n)", config.shards, config.max_connections_per_shard);
+        pdp::say!("sark-pdp: open files limited to {nofile}, fewer than {} shards x {} connections need (raise LimitNOFILE / ulimit -n)", config.shards, config.max_connections_per_shard);
     }
     let stop_all = shutdown.clone();
     let writer_cpu = cpus.last().copied();
     let writer = std::thread::Builder::new().name("audit-writer".into()).spawn(move || {
-        eprintln!("sark-pdp: {}", pin("audit writer", writer_cpu));
+        pdp::say!("sark-pdp: {}", pin("audit writer", writer_cpu));
         let result = drain.run(&mut log, 1024);
         if let Err(e) = &result {
             // Nothing more can be audited, so nothing more may be answered: stop. Shards
             // finish what they hold; what cannot be audited is answered with error 1007.
-            eprintln!("sark-pdp: audit log write failed ({e}): stopping");
+            pdp::say!("sark-pdp: audit log write failed ({e}): stopping");
             stop_all.store(true, Ordering::SeqCst);
         }
         result
@@ -340,7 +340,7 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
         }
     }
     let written = writer.join().map_err(|_| anyhow::anyhow!("the audit writer panicked"))??;
-    eprintln!("sark-pdp: stopped; {written} audit records written to {}", config.audit.dir.display());
+    pdp::say!("sark-pdp: stopped; {written} audit records written to {}", config.audit.dir.display());
     result
 }
 
@@ -491,7 +491,7 @@ fn run_shard(
         monoio::FusionRuntime::Uring(_) => "io_uring",
         monoio::FusionRuntime::Legacy(_) => "epoll",
     };
-    eprintln!("sark-pdp: {pinned}, {driver} driver");
+    pdp::say!("sark-pdp: {pinned}, {driver} driver");
     let clock = quanta::Clock::new();
     let shard = Rc::new(Shard {
         index: u16::try_from(index).unwrap_or(u16::MAX),
