@@ -131,7 +131,9 @@ fn segment_name(first_seq: u64) -> String {
     format!("audit-{first_seq:020}.jsonl")
 }
 
-/// The segments in `dir`, oldest first, with their first sequence numbers.
+/// The segments in `dir`, oldest first, with their first sequence numbers. Only names
+/// exactly as [`segment_name`] writes them count: a stray `audit-1.jsonl` is not a segment
+/// (the sinks open segments by that name, and would find nothing under it).
 pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -139,6 +141,7 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(n) = name.strip_prefix("audit-").and_then(|n| n.strip_suffix(".jsonl"))
             && let Ok(first) = n.parse::<u64>()
+            && segment_name(first) == name
         {
             out.push((first, path));
         }
@@ -375,6 +378,18 @@ mod tests {
 
     fn record(n: u64) -> AuditRecord {
         crate::audit::test_record(u128::from(n), &format!("user-{n}"), false)
+    }
+
+    #[test]
+    fn only_canonical_names_are_segments() {
+        let d = dir("names");
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ["audit-1.jsonl", "audit-00000000000000000007.jsonl", "audit-x.jsonl", "audit-00000000000000000003.jsonl.bak"] {
+            std::fs::write(d.join(name), "").unwrap();
+        }
+        let found: Vec<u64> = segments(&d).unwrap().into_iter().map(|(first, _)| first).collect();
+        assert_eq!(found, [7]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
