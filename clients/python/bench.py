@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the requests per run")
     args = ap.parse_args()
 
+    load = os.getloadavg()[0]
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.runs} runs a row\n")
     print("| mode | traffic | decisions/s (median) | min–max | client CPU | server CPU |")
     print("|---|---|---:|---:|---:|---:|")
     modes = Modes(args.host, args.port)
@@ -145,6 +147,7 @@ def main() -> None:
                 flush=True,
             )
     modes.close()
+    print(f"\nload average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":
