@@ -11,8 +11,9 @@ from typing import Any
 
 from . import _wire
 from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, Request, batch_requests, decisions, eval_request, match
-from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
+from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpTimeout
 from .types import Decision, HelloOk
+
 
 class Client:
     """One connection to a ``sark-pdp serve`` binary port. Not thread-safe: give each
@@ -182,12 +183,12 @@ class Client:
         self._sock, self._frames = sock, FrameReader(self.max_payload)
         hello_body = _wire.encode_hello(self.max_payload, self._token)
         (res,), _ = self._exchange([(_wire.HELLO, hello_body, 1)], 1, self.connect_timeout)
-        if isinstance(res, PdpServerError):
-            raise res
+        if isinstance(res, PdpConnectionError):
+            raise PdpConnectionError(f"HELLO to {where}: {res}", CONNECT_FAILED)
         if isinstance(res, PdpTimeout):
             raise PdpTimeout(f"HELLO to {where}: {res}")
-        if isinstance(res, PdpError):
-            raise PdpConnectionError(f"HELLO to {where}: {res}", CONNECT_FAILED)
+        if isinstance(res, PdpError):  # an ERROR frame (3006: the token), a protocol error
+            raise res
         assert isinstance(res, HelloOk)  # decode_reply answers HELLO with HELLO_OK or an error
         if not 0 < res.max_payload <= self.max_payload or res.max_batch < 1:
             raise PdpProtocolError(f"HELLO_OK with max_payload {res.max_payload} (offered {self.max_payload}), max_batch {res.max_batch}")
