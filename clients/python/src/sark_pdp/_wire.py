@@ -18,8 +18,6 @@ VERSION = 1
 HEADER_LEN = 16
 #: The protocol's default (and the server's default) maximum payload: 1 MiB.
 DEFAULT_MAX_PAYLOAD = 1 << 20
-#: Most items one EVAL_BATCH may carry.
-MAX_BATCH = 4096
 
 HELLO = 0x01
 EVAL = 0x02
@@ -37,7 +35,6 @@ _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
 _HELLO_OK = struct.Struct("<BIIHH")
 _DECISION_HEAD = struct.Struct("<BIQQHI")  # flags, ttl, id low, id high, error code, n reasons
-_REASON_HEAD = struct.Struct("<HI")
 _U32_0 = _U32.pack(0)
 _ABSENT = b"\x00"
 _PRESENT = b"\x01"

@@ -38,11 +38,6 @@ class PdpError(Exception):
         if code is not None:
             self.code = code
 
-    @property
-    def message(self) -> str:
-        """The human-readable text."""
-        return str(self.args[0]) if self.args else ""
-
 
 class PdpConnectionError(PdpError):
     """Could not connect (4001), or the connection was lost mid-request (4003)."""
