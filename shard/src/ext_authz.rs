@@ -1,8 +1,8 @@
 //! Envoy's external authorization service (`envoy.service.auth.v3.Authorization/Check`,
 //! gRPC) on a listener of its own: `--ext-authz-listen` or `[ext_authz] listen`.
 //!
-//! tonic runs on one thread of its own (a current-thread tokio runtime, not pinned); it
-//! does not decide. Each Check is mapped to SARK's typed input ([`Mapping`]: which
+//! tonic runs on one thread of its own (a current-thread tokio runtime, pinned with the
+//! audit writer to the last CPU the process may use); it does not decide. Each Check is mapped to SARK's typed input ([`Mapping`]: which
 //! header, route setting, peer attribute, metadata or body field fills which input field)
 //! and handed to the shard that owns its user and tool (xxh3 of both, modulo the shards)
 //! over a bounded channel; the shard decides it on its own thread through the same path
@@ -579,13 +579,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-/// Serve Checks on `listener` from a thread of its own until `stop`.
+/// Serve Checks on `listener` from a thread of its own, pinned to `cpu`, until `stop`.
 ///
 /// # Errors
 /// The thread or its runtime cannot start, or the TLS files cannot be read.
 pub fn spawn(
     config: &ExtAuthzConfig,
-    listener: std::net::TcpListener,
+    (listener, cpu): (std::net::TcpListener, Option<usize>),
     shards: Vec<mpsc::Sender<Job>>,
     tokens: Vec<String>,
     stop: Arc<AtomicBool>,
@@ -602,6 +602,7 @@ pub fn spawn(
     let service = Service { shards, mapping: config.mapping.clone(), timeout: config.timeout, tokens };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     Ok(std::thread::Builder::new().name("ext-authz".into()).spawn(move || {
+        pdp::say!("sark-pdp: {}", crate::server::pin("ext_authz thread", cpu));
         let served = runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -84,7 +84,7 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Pin the calling thread to `cpu`, saying so (or why not) as `who`.
-fn pin(who: &str, cpu: Option<usize>) -> String {
+pub(crate) fn pin(who: &str, cpu: Option<usize>) -> String {
     match cpu.map(|c| (c, monoio::utils::bind_to_cpu_set([c]))) {
         Some((c, Ok(()))) => format!("{who} on CPU {c}"),
         Some((c, Err(e))) => format!("{who} not pinned (CPU {c}: {e})"),
@@ -254,6 +254,7 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     if let Some(at) = admin_addr {
         pdp::say!("sark-pdp: admin API on {at} (bearer token required)");
     }
+    let cpus = Arc::new(allowed_cpus());
     let ext_authz = match &config.ext_authz {
         Some(x) => Some(crate::ext_authz::bind(x.listen).map_err(|e| anyhow::anyhow!("ext_authz listen {}: {e}", x.listen))?),
         None => None,
@@ -269,7 +270,8 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
         };
         // Before the shards start, so a bad TLS file stops the server before it serves;
         // Checks that come first wait in the shards' queues.
-        crate::ext_authz::spawn(x, listener, to_shards, tokens, shutdown.clone())?;
+        // On the audit writer's CPU, off the shards'.
+        crate::ext_authz::spawn(x, (listener, cpus.last().copied()), to_shards, tokens, shutdown.clone())?;
     }
     let stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..config.shards).map(|_| Arc::new(ShardStats::default())).collect());
     // Retention keeps what a sink has not shipped yet.
@@ -292,7 +294,6 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     drain.next_seq.store(log.next_seq(), Ordering::Release);
     let _ = control.log_next_seq.set(drain.next_seq.clone());
-    let cpus = Arc::new(allowed_cpus());
     let nofile = raise_nofile();
     let wanted = config.shards * config.max_connections_per_shard + 64;
     if nofile < wanted as u64 {
