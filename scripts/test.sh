@@ -21,7 +21,9 @@ opa_rc=0
 py_rc=0
 ./scripts/python-client-test.sh 2>&1 | tee -a "$log" || py_rc=$?
 deploy_rc=0
-./scripts/deploy-check.sh 2>&1 | tee -a "$log" || deploy_rc=$?
+# On the binaries cargo test just built (a `cargo build` of its own would rebuild them
+# with other features).
+SARK_PDP_BIN=target/debug/sark-pdp PDP_BENCH_BIN=target/debug/pdp-bench ./scripts/deploy-check.sh 2>&1 | tee -a "$log" || deploy_rc=$?
 # perf/check closes with "perf: N passed, N failed" (counted below); one that stops before
 # it counts as a failure.
 perf_rc=0
