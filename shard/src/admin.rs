@@ -30,12 +30,16 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether an `authorization` value is `Bearer <token>` (compared in constant time).
+pub(crate) fn bearer_is(authorization: Option<&str>, token: &str) -> bool {
+    authorization.is_some_and(|a| same(a.as_bytes(), format!("Bearer {token}").as_bytes()))
+}
+
 pub(crate) async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
     let Some(admin) = &shard.config.admin else {
         return Response::error(404, "not_found", "the admin API is off");
     };
-    let want = format!("Bearer {}", admin.token);
-    if !head.authorization.as_deref().is_some_and(|a| same(a.as_bytes(), want.as_bytes())) {
+    if !bearer_is(head.authorization.as_deref(), &admin.token) {
         pdp::say!("sark-pdp: admin: refused {} {}: no valid bearer token", head.method, head.path);
         return Response::error(401, "unauthorized", "a valid bearer token is required");
     }

@@ -531,8 +531,8 @@ impl Service {
         if self.tokens.is_empty() {
             return true;
         }
-        let Some(given) = md.get("authorization").and_then(|v| v.to_str().ok()) else { return false };
-        self.tokens.iter().any(|t| crate::admin::same(given.as_bytes(), format!("Bearer {t}").as_bytes()))
+        let given = md.get("authorization").and_then(|v| v.to_str().ok());
+        self.tokens.iter().any(|t| crate::admin::bearer_is(given, t))
     }
 
     async fn decide(&self, req: &CheckRequest) -> Verdict {

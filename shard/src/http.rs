@@ -383,7 +383,7 @@ fn caller_allowed(shard: &Shard, head: &Head) -> bool {
     if matches!(head.path.as_str(), "/health" | "/health/live" | "/health/ready") {
         return true;
     }
-    let bearer = |token: &str| head.authorization.as_deref().is_some_and(|a| crate::admin::same(a.as_bytes(), format!("Bearer {token}").as_bytes()));
+    let bearer = |token: &str| crate::admin::bearer_is(head.authorization.as_deref(), token);
     bearer(caller) || shard.config.admin.as_ref().is_some_and(|a| bearer(&a.token))
 }
 

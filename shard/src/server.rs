@@ -613,9 +613,8 @@ async fn ext_authz_inbox(shard: Rc<Shard>, mut inbox: tokio::sync::mpsc::Receive
                 continue;
             }
             let (answer, decision_id) = decide_input(&shard, job.input).await;
-            let d = &answer.decision;
-            let error_code = d.error.as_ref().map_or(0, pdp::EvalError::wire_code);
-            answered.push((job.reply, Verdict { allow: d.allow, decision_id, error_code, reasons: d.reasons.clone() }));
+            let v = view(&answer, decision_id);
+            answered.push((job.reply, Verdict { allow: v.allow, decision_id, error_code: v.error_code, reasons: v.reasons.to_vec() }));
         }
         let durable = wait_durable(&shard).await;
         shard.end_batch(g);
