@@ -13,14 +13,8 @@ cd "$root"
 
 venv="$root/target/opa-client-venv"
 pins=(opa-python-client==3.0.0 PyYAML==6.0.3)
-stamp="$venv/.sark-pins"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${pins[*]}" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
-  echo "${pins[*]}" > "$stamp"
-fi
+. "$root/scripts/pinned-venv.sh"
+pinned_venv "$venv" "${pins[@]}"
 
 bin="$root/target/debug/sark-pdp"
 if [ ! -x "$bin" ]; then

@@ -12,14 +12,8 @@ cd "$root"
 
 venv="$root/target/python-client-venv"
 pins=(pytest==9.2.0 PyYAML==6.0.4 setuptools==80.9.0)
-stamp="$venv/.sark-pins"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${pins[*]}" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
-  echo "${pins[*]}" > "$stamp"
-fi
+. "$root/scripts/pinned-venv.sh"
+pinned_venv "$venv" "${pins[@]}"
 # A real install of the working tree's package (not PYTHONPATH): the tests import it
 # from site-packages.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
