@@ -186,6 +186,8 @@ impl TlsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub listen: Option<SocketAddr>,
+    /// Each shard's own port: "auto" (the listen port + 1 + shard), "off", or a base port.
+    pub shard_ports: Option<String>,
     pub shards: Option<usize>,
     pub max_connections: Option<usize>,
     pub idle_timeout_s: Option<u64>,

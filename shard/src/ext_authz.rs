@@ -4,7 +4,7 @@
 //! tonic runs on one thread of its own (a current-thread tokio runtime, pinned with the
 //! audit writer to the last CPU the process may use); it does not decide. Each Check is mapped to SARK's typed input ([`Mapping`]: which
 //! header, route setting, peer attribute, metadata or body field fills which input field)
-//! and handed to the shard that owns its user and tool (xxh3 of both, modulo the shards)
+//! and handed to the shard that owns its user and tool ([`wire::route`], as key-affine clients route)
 //! over a bounded channel; the shard decides it on its own thread through the same path
 //! as an EVAL (its cache, its evaluator, its audit ring, its durability wait) and sends
 //! the answer back. An allow is an OK CheckResponse; a deny is PERMISSION_DENIED with an
@@ -76,13 +76,11 @@ pub fn channels(shards: usize, depth: usize) -> (Vec<mpsc::Sender<Job>>, Vec<mps
     (0..shards).map(|_| mpsc::channel(depth.max(1))).unzip()
 }
 
-/// The shard that owns `input`'s user and tool: the one whose cache has seen them.
+/// The shard that owns `input`'s user and tool: the one a key-affine client would send it
+/// to ([`wire::route`]), whose cache has seen them.
 pub fn owner(input: &SarkInput, shards: usize) -> usize {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(input.user.id.as_bytes());
-    h.update(&[0]);
-    h.update(input.tool.as_ref().map_or("", |t| t.name.as_str()).as_bytes());
-    (h.digest() % shards.max(1) as u64) as usize
+    let tool = input.tool.as_ref().map_or("", |t| t.name.as_str());
+    usize::from(wire::route::owner(&input.user.id, tool, u16::try_from(shards).unwrap_or(u16::MAX)))
 }
 
 // ---------------------------------------------------------------------------------------

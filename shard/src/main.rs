@@ -131,6 +131,12 @@ enum Command {
         /// [default: 127.0.0.1:7474].
         #[arg(long, env = "SARK_PDP_LISTEN")]
         listen: Option<std::net::SocketAddr>,
+        /// Each shard's own binary-protocol port, announced in HELLO_OK so key-affine
+        /// clients send each question to the shard that owns it: "auto" (the --listen
+        /// port + 1 + shard index; kernel-chosen when --listen's port is 0), "off", or a
+        /// base port (base + shard index) [default: auto].
+        #[arg(long, env = "SARK_PDP_SHARD_PORTS")]
+        shard_ports: Option<String>,
         /// Shards, one pinned thread each: shard i on the i-th CPU this process may use,
         /// the audit writer on the last [default: those CPUs - 1, at least 1].
         #[arg(long, env = "SARK_PDP_SHARDS")]
@@ -342,6 +348,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             bundle,
             config,
             listen,
+            shard_ports,
             shards,
             audit_dir,
             audit_durability,
@@ -392,6 +399,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (audit, audit_drop_when_full) = file.audit.resolve(audit_dir, audit_durability.as_deref(), audit_on_full.as_deref())?;
             let config = shard::server::ServeConfig {
                 listen: listen.or(srv.listen).unwrap_or_else(default_listen),
+                shard_ports: shard::server::ShardPorts::parse(shard_ports.as_deref().or(srv.shard_ports.as_deref()).unwrap_or("auto")).map_err(anyhow::Error::msg)?,
                 shards: in_range("shards", shards, 1, 1024)?,
                 audit,
                 audit_drop_when_full,
@@ -419,7 +427,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             shard::server::serve(config, (bundle, compiled), |b| {
                 let (addr, and) = (b.binary, |a: Option<std::net::SocketAddr>, what: &str| a.map_or(String::new(), |a| format!(" and {a} ({what})")));
                 let (http, admin, ext_authz) = (and(b.http, "HTTP"), and(b.admin, "admin"), and(b.ext_authz, "ext_authz gRPC"));
-                println!("sark-pdp: listening on {addr} (binary){http}{admin}{ext_authz}; {shards} shards, bundle {revision}{tls_said}");
+                let own = match b.shard_ports.as_slice() {
+                    [] => String::new(),
+                    ports => format!(" and ports {} (binary, one per shard)", ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")),
+                };
+                println!("sark-pdp: listening on {addr} (binary){own}{http}{admin}{ext_authz}; {shards} shards, bundle {revision}{tls_said}");
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             })?;
             Ok(ExitCode::SUCCESS)

@@ -35,6 +35,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// Each shard's own binary-protocol port, for key-affine clients.
+    pub shard_ports: ShardPorts,
     pub shards: usize,
     /// The durable audit log (directory, durability, segments).
     pub audit: pdp::audit_log::LogConfig,
@@ -74,6 +76,60 @@ pub struct ServeConfig {
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
     pub bundle_path: Option<std::path::PathBuf>,
     pub limits: pdp::eval::EvalLimits,
+}
+
+/// Where each shard's own binary-protocol listener is (besides the shared `listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardPorts {
+    /// None: only the shared port.
+    Off,
+    /// The shared port + 1 + shard index; with the shared port 0, ports the kernel picks.
+    Auto,
+    /// This port + shard index.
+    Base(u16),
+}
+
+impl ShardPorts {
+    /// `off`, `auto` or a base port.
+    ///
+    /// # Errors
+    /// Anything else.
+    pub fn parse(s: &str) -> Result<ShardPorts, String> {
+        match s {
+            "off" => Ok(ShardPorts::Off),
+            "auto" => Ok(ShardPorts::Auto),
+            n => n.parse().ok().filter(|p| *p > 0).map(ShardPorts::Base).ok_or_else(|| format!("shard ports {s:?}: off, auto or a base port (1-65535)")),
+        }
+    }
+
+    /// Shard `index`'s address (port 0: the kernel picks), if it has one; `listen` is the
+    /// shared port as bound, `asked` as configured.
+    fn addr(self, (asked, listen): (SocketAddr, SocketAddr), shards: usize, index: usize) -> Result<Option<SocketAddr>, String> {
+        let base = match self {
+            ShardPorts::Off => return Ok(None),
+            ShardPorts::Auto if asked.port() == 0 => return Ok(Some(SocketAddr::new(listen.ip(), 0))),
+            ShardPorts::Auto => usize::from(listen.port()) + 1,
+            ShardPorts::Base(b) => usize::from(b),
+        };
+        let port = u16::try_from(base + index).map_err(|_| format!("shard ports {base}..{} pass 65535", base + shards - 1))?;
+        Ok(Some(SocketAddr::new(listen.ip(), port)))
+    }
+}
+
+/// Each shard's own listener (or none), in shard order.
+fn own_listeners(ports: ShardPorts, listen: (SocketAddr, SocketAddr), shards: usize) -> anyhow::Result<Vec<Option<std::net::TcpListener>>> {
+    (0..shards)
+        .map(|i| {
+            let Some(addr) = ports.addr(listen, shards, i).map_err(anyhow::Error::msg)? else { return Ok(None) };
+            let domain = if addr.is_ipv6() { socket2::Domain::IPV6 } else { socket2::Domain::IPV4 };
+            let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into()).map_err(|e| anyhow::anyhow!("shard {i}'s own port {addr}: {e} (--shard-ports off, or another base)"))?;
+            s.listen(1024)?;
+            Ok(Some(s.into()))
+        })
+        .collect()
 }
 
 /// The CPUs this process may run on (its affinity mask: a cpuset, `taskset`, systemd's
@@ -203,9 +259,11 @@ fn optional_listeners(addr: Option<SocketAddr>, shards: usize) -> std::io::Resul
 }
 
 /// The addresses `serve` listens on (port 0 resolved).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Bound {
     pub binary: SocketAddr,
+    /// Each shard's own binary-protocol port (empty: off).
+    pub shard_ports: Vec<u16>,
     pub http: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub ext_authz: Option<SocketAddr>,
@@ -249,6 +307,8 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
         let _ = control.cluster.set(cluster);
     }
     let (addr, listeners) = shard_listeners(config.listen, config.shards)?;
+    let own = own_listeners(config.shard_ports, (config.listen, addr), config.shards)?;
+    let shard_ports: Vec<u16> = own.iter().flatten().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<_>>()?;
     let (http_addr, http_listeners) = optional_listeners(config.http.as_ref().map(|h| h.listen), config.shards)?;
     let (admin_addr, admin_listeners) = optional_listeners(config.admin.as_ref().map(|a| a.listen), config.shards)?;
     if let Some(at) = admin_addr {
@@ -314,12 +374,13 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     })?;
     let nonce = u64::try_from(now_ns()).unwrap_or(0);
     let mut shards = Vec::new();
-    for (index, (((listener, http), admin), producer)) in listeners.into_iter().zip(http_listeners).zip(admin_listeners).zip(producers).enumerate() {
-        let (bundle, config, shutdown, stats, control) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone(), control.clone());
+    let ports = Arc::new(shard_ports.clone());
+    for (index, ((((listener, own), http), admin), producer)) in listeners.into_iter().zip(own).zip(http_listeners).zip(admin_listeners).zip(producers).enumerate() {
+        let (bundle, config, shutdown, stats, control, ports) = (bundle.clone(), config.clone(), shutdown.clone(), stats.clone(), control.clone(), ports.clone());
         let inbox = inboxes.next();
         let cpu = cpus.get(index % cpus.len().max(1)).copied();
         shards.push(std::thread::Builder::new().name(format!("shard-{index}")).spawn(move || {
-            run_shard((index, cpu), (listener, http, admin, inbox), producer, bundle, config, (shutdown, control), (nonce, audit_io), stats)
+            run_shard((index, cpu), ((listener, own), http, admin, inbox), producer, bundle, config, (shutdown, control), (nonce, audit_io, ports), stats)
         })?);
     }
     if let Some(every) = config.bundle_watch {
@@ -328,7 +389,7 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     if let Some(poll) = config.bundle_poll.clone() {
         crate::control::spawn_poller(control.clone(), poll, shutdown.clone())?;
     }
-    ready(&Bound { binary: addr, http: http_addr, admin: admin_addr, ext_authz: ext_authz_addr });
+    ready(&Bound { binary: addr, shard_ports, http: http_addr, admin: admin_addr, ext_authz: ext_authz_addr });
     for (sink, settings, at) in sinks {
         spawn_sink((sink, settings), &config.audit.dir, at, (shutdown.clone(), &control))?;
     }
@@ -373,6 +434,8 @@ pub(crate) struct Shard {
     pub(crate) durable_needed: Cell<u64>,
     /// How the audit writer writes (for /metrics).
     pub(crate) audit_io: &'static str,
+    /// Every shard's own port (HELLO_OK announces them).
+    pub(crate) shard_ports: Arc<Vec<u16>>,
     pub(crate) control: Arc<crate::control::Control>,
 }
 
@@ -473,8 +536,8 @@ impl ShardStats {
 #[allow(clippy::too_many_arguments)]
 fn run_shard(
     (index, cpu): (usize, Option<usize>),
-    (listener, http, admin, inbox): (
-        std::net::TcpListener,
+    ((listener, own), http, admin, inbox): (
+        (std::net::TcpListener, Option<std::net::TcpListener>),
         Option<std::net::TcpListener>,
         Option<std::net::TcpListener>,
         Option<tokio::sync::mpsc::Receiver<crate::ext_authz::Job>>,
@@ -483,7 +546,7 @@ fn run_shard(
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
     (shutdown, control): (Arc<AtomicBool>, Arc<crate::control::Control>),
-    (nonce, audit_io): (u64, &'static str),
+    (nonce, audit_io, shard_ports): (u64, &'static str, Arc<Vec<u16>>),
     all_stats: Arc<Vec<Arc<ShardStats>>>,
 ) -> anyhow::Result<()> {
     let pinned = pin(&format!("shard {index}"), cpu);
@@ -513,12 +576,17 @@ fn run_shard(
         all_stats,
         durable_needed: Cell::new(0),
         audit_io,
+        shard_ports,
         control,
     });
     shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
     runtime.block_on(async move {
         let listener = monoio::net::TcpListener::from_std(listener)?;
         spawn_acceptor(shard.clone(), listener, |s, stream| async move { connection(&s, stream).await });
+        if let Some(own) = own {
+            let own = monoio::net::TcpListener::from_std(own)?;
+            spawn_acceptor(shard.clone(), own, |s, stream| async move { connection(&s, stream).await });
+        }
         if let Some(http) = http {
             let http = monoio::net::TcpListener::from_std(http)?;
             spawn_acceptor(shard.clone(), http, |s, stream| async move { crate::http::connection(&s, stream, crate::http::Door::Public).await });
@@ -844,6 +912,8 @@ fn hello(shard: &Shard, h: &wire::message::Hello, max_payload: &mut u32) -> Repl
         shard: shard.index,
         bundle_revision: shard.revision.borrow().clone(),
         driver: shard.driver.to_string(),
+        route: wire::route::ROUTE_FNV1A64_FMIX,
+        shard_ports: shard.shard_ports.to_vec(),
     })
 }
 

@@ -64,6 +64,8 @@ impl Client {
                 shard: 0,
                 bundle_revision: String::new(),
                 driver: String::new(),
+                route: crate::route::ROUTE_NONE,
+                shard_ports: Vec::new(),
             },
             stash: HashMap::new(),
         };
@@ -229,6 +231,121 @@ impl Client {
             (_, Reply::Pong(b)) => Ok(b),
             (id, other) => Err(unexpected(id, &other)),
         }
+    }
+}
+
+/// Key-affine routing: one [`Client`] per shard, each question sent to the shard that
+/// owns its user and tool ([`crate::route`]), so that shard's cache sees all of them.
+/// Connects to the address given, reads HELLO_OK's shard ports and routing function,
+/// then opens one connection to each shard's own port (on the same IP). Without
+/// per-shard ports, or with a routing function it does not know, every question goes
+/// over the first connection (and is answered just as correctly, by whichever shard
+/// the kernel chose).
+#[derive(Debug)]
+pub struct Router {
+    first: Client,
+    /// Index = shard; empty when not routing.
+    shards: Vec<Client>,
+}
+
+impl Router {
+    /// Connect to `addr` and to every shard's own port.
+    ///
+    /// # Errors
+    /// A connection or HELLO failing, or a shard port answered by another shard.
+    pub fn connect(addr: std::net::SocketAddr, token: Option<&str>) -> Result<Router, ClientError> {
+        let first = Client::connect(addr, token)?;
+        let h = first.hello().clone();
+        let mut shards = Vec::new();
+        if h.route == crate::route::ROUTE_FNV1A64_FMIX && h.shard_ports.len() == usize::from(h.shards) && h.shards > 1 {
+            for (i, port) in h.shard_ports.iter().enumerate() {
+                let c = Client::connect((addr.ip(), *port), token)?;
+                if usize::from(c.hello().shard) != i {
+                    return Err(ClientError::Unexpected { id: 0, reply: format!("shard port {port} answered as shard {}, not {i}", c.hello().shard) });
+                }
+                shards.push(c);
+            }
+        }
+        Ok(Router { first, shards })
+    }
+
+    /// Whether questions are routed (false: all go over one connection).
+    pub fn routing(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
+    /// The shard that owns `e`.
+    pub fn owner(&self, e: &Eval) -> usize {
+        let tool = e.tool.as_ref().map_or("", |t| t.name.as_str());
+        usize::from(crate::route::owner(&e.user_id, tool, u16::try_from(self.shards.len()).unwrap_or(u16::MAX)))
+    }
+
+    /// The connection `e` goes over.
+    pub fn client_for(&mut self, e: &Eval) -> &mut Client {
+        let i = self.owner(e);
+        match self.shards.get_mut(i) {
+            Some(c) => c,
+            None => &mut self.first,
+        }
+    }
+
+    /// Decide one typed input on the shard that owns it.
+    ///
+    /// # Errors
+    /// As [`Client::eval`].
+    pub fn eval(&mut self, input: Eval) -> Result<Decision, ClientError> {
+        self.client_for(&input).eval(input)
+    }
+
+    /// Decide many typed inputs: one EVAL_BATCH per shard, all in flight at once; the
+    /// decisions come back in the inputs' order.
+    ///
+    /// # Errors
+    /// As [`Client::eval_batch`].
+    pub fn eval_batch(&mut self, inputs: Vec<Eval>) -> Result<Vec<Decision>, ClientError> {
+        if self.shards.is_empty() {
+            return self.first.eval_batch(inputs);
+        }
+        let n = inputs.len();
+        let mut groups: Vec<(Vec<usize>, Vec<Eval>)> = (0..self.shards.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        for (at, e) in inputs.into_iter().enumerate() {
+            if let Some(g) = groups.get_mut(self.owner(&e)) {
+                g.0.push(at);
+                g.1.push(e);
+            }
+        }
+        let mut sent = Vec::new();
+        for (c, (at, items)) in self.shards.iter_mut().zip(groups) {
+            if !items.is_empty() {
+                let id = c.send(&Request::EvalBatch(items))?;
+                c.flush()?;
+                sent.push((id, at));
+            } else {
+                sent.push((0, at));
+            }
+        }
+        let mut out: Vec<Option<Decision>> = (0..n).map(|_| None).collect();
+        for (c, (id, at)) in self.shards.iter_mut().zip(sent) {
+            if at.is_empty() {
+                continue;
+            }
+            let decisions = match c.recv_id(id)? {
+                Reply::DecisionBatch(d) if d.len() == at.len() => d,
+                Reply::Error(e) => return Err(ClientError::Server(e)),
+                other => return Err(unexpected(id, &other)),
+            };
+            for (i, d) in at.into_iter().zip(decisions) {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(d);
+                }
+            }
+        }
+        out.into_iter().collect::<Option<Vec<_>>>().ok_or(ClientError::Closed)
+    }
+
+    /// What the first connection's server said.
+    pub fn hello(&self) -> &HelloOk {
+        self.first.hello()
     }
 }
 

@@ -10,7 +10,9 @@
 //! 3. the shard answers, and [`message::encode_reply`] appends the reply frame, carrying
 //!    the request id, to the write buffer.
 //!
-//! [`client::Client`] is the blocking client (HELLO, eval, batch, pipelining).
+//! [`client::Client`] is the blocking client (HELLO, eval, batch, pipelining);
+//! [`client::Router`] holds one per shard and sends each question to the shard that owns
+//! it ([`route`]).
 //!
 //! Modules: [`frame`] (header, check, write), [`opcode`], [`message`] (payload layouts),
 //! [`error`] (decode errors and their wire codes), `codec` (primitive encodings).
@@ -21,8 +23,9 @@ pub mod error;
 pub mod frame;
 pub mod message;
 pub mod opcode;
+pub mod route;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Router};
 pub use error::WireError;
 pub use frame::{Check, DEFAULT_MAX_PAYLOAD, HEADER_LEN, Header, VERSION, check};
 pub use message::{

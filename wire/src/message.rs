@@ -31,6 +31,11 @@ pub struct HelloOk {
     pub bundle_revision: String,
     /// The answering shard's I/O driver: `io_uring` or `epoll`.
     pub driver: String,
+    /// The routing function ([`crate::route`]): which shard owns a question.
+    pub route: u8,
+    /// Each shard's own port (index = shard), on the address this connection reached;
+    /// empty when the server has no per-shard ports.
+    pub shard_ports: Vec<u16>,
 }
 
 /// SARK's question as typed fields (SARK-SPEC "Input document").
@@ -480,6 +485,11 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
             o.u16(h.shard);
             o.str(&h.bundle_revision);
             o.str(&h.driver);
+            o.u8(h.route);
+            o.u16(u16::try_from(h.shard_ports.len()).unwrap_or(u16::MAX));
+            for p in h.shard_ports.iter().take(usize::from(u16::MAX)) {
+                o.u16(*p);
+            }
         }
         Reply::Decision(d) => put_decision(o, d),
         Reply::Result(v) => o.opt_str(v.as_deref()),
@@ -513,6 +523,11 @@ pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError>
             shard: r.u16()?,
             bundle_revision: r.str()?,
             driver: r.str()?,
+            route: r.u8()?,
+            shard_ports: {
+                let n = r.u16()?;
+                (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?
+            },
         }),
         opcode::DECISION => Reply::Decision(get_decision(&mut r)?),
         opcode::RESULT => Reply::Result(r.opt_str()?),

@@ -32,6 +32,8 @@ fn answer(request: Request) -> Option<Reply> {
             shard: 0,
             bundle_revision: "stand-in".into(),
             driver: "epoll".into(),
+            route: wire::route::ROUTE_FNV1A64_FMIX,
+            shard_ports: Vec::new(),
         }),
         Request::Eval(e) if e.user_id == "hang-up" => return None,
         Request::Eval(e) => Reply::Decision(decide(&e)),

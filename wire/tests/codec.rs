@@ -90,6 +90,8 @@ fn replies() -> Vec<Reply> {
             shard: 2,
             bundle_revision: "sark-default-1".into(),
             driver: "io_uring".into(),
+            route: 1,
+            shard_ports: vec![7475, 7476, 7477],
         }),
         Reply::Decision(d.clone()),
         Reply::Decision(Decision::default()),
