@@ -6,6 +6,16 @@
 //! an injected [`quanta::Clock`] so tests drive expiry without sleeping. Decisions that
 //! carry an error, or whose TTL is zero, are never cached.
 //!
+//! Two refinements, both measured in BENCHMARKS.md ("Cache warmth"):
+//! - **Refresh ahead** ([`RefreshConfig`], "stale-while-revalidate" in SARK's words): a hit
+//!   in the last fraction of its entry's TTL is served as usual and reported
+//!   ([`Hit::refresh`]) so the caller re-evaluates the question right after its reply and
+//!   replaces the entry; a hot key then never misses. An entry is never served past its
+//!   TTL. Per sensitivity; off for `critical` by default.
+//! - **Adaptive TTL** ([`AdaptiveTtl`], off by default): an entry starts with a fraction of
+//!   its TTL and each hit extends it, so a key asked often lives to its full TTL (never
+//!   past it, nor past the policy's `cache_ttl_s`) and one asked once leaves early.
+//!
 //! Two eviction policies, chosen by [`Eviction`]; their hit ratios under a zipf workload
 //! are in BENCHMARKS.md (`cargo run --release -p perf --bin cache_ratio`):
 //! - [`Eviction::S3Fifo`]: quick_cache's unsync cache (S3-FIFO, scan resistant). Default.
@@ -36,6 +46,9 @@ pub struct CacheConfig {
     pub max_bytes: usize,
     pub eviction: Eviction,
     pub ttl: TtlConfig,
+    pub refresh: RefreshConfig,
+    /// `None`: every entry lives its whole TTL.
+    pub adaptive: Option<AdaptiveTtl>,
 }
 
 impl Default for CacheConfig {
@@ -45,8 +58,54 @@ impl Default for CacheConfig {
             max_bytes: 64 << 20,
             eviction: Eviction::S3Fifo,
             ttl: TtlConfig::default(),
+            refresh: RefreshConfig::default(),
+            adaptive: None,
         }
     }
+}
+
+/// Refresh ahead, per sensitivity: the last fraction of an entry's TTL in which a hit
+/// asks for the question to be evaluated again (0: never). Indexed by [`Sensitivity`]
+/// (low, medium, high, critical, unknown).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefreshConfig {
+    pub fraction: [f64; 5],
+}
+
+impl Default for RefreshConfig {
+    /// The last quarter of the TTL, except for critical tools: off (README, "Cache
+    /// warmth": a refreshed critical answer was computed without a caller present).
+    fn default() -> Self {
+        RefreshConfig { fraction: [0.25, 0.25, 0.25, 0.0, 0.25] }
+    }
+}
+
+impl RefreshConfig {
+    /// Refresh off for every sensitivity.
+    pub const OFF: RefreshConfig = RefreshConfig { fraction: [0.0; 5] };
+
+    fn of(&self, s: Sensitivity) -> f64 {
+        self.fraction.get(s as usize).copied().unwrap_or(0.0).clamp(0.0, 1.0)
+    }
+}
+
+/// Adaptive TTL: an entry starts with `start` × its TTL, and a hit in the second half of
+/// what it has left extends it to `start` × TTL from now, up to the TTL from when it was
+/// evaluated (never beyond the sensitivity's TTL or the policy's `cache_ttl_s`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveTtl {
+    /// 0 < start ≤ 1.
+    pub start: f64,
+}
+
+/// A live cache entry found by [`DecisionCache::get`].
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub decision: Arc<Decision>,
+    /// What is left of its TTL.
+    pub ttl: Duration,
+    /// Refresh ahead: evaluate this question again (once per entry) and insert the result.
+    pub refresh: bool,
 }
 
 /// Counters a shard exports.
@@ -59,14 +118,76 @@ pub struct CacheStats {
     pub inserts: u64,
     /// Decisions not cached: errors or a zero TTL.
     pub uncacheable: u64,
+    /// Hits in the refresh window (each asked for one refresh), by sensitivity.
+    pub stale_hits: [u64; 5],
+    /// Live entries pushed out to make room, by sensitivity.
+    pub evictions: [u64; 5],
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     decision: Arc<Decision>,
     expires_at: Instant,
+    /// When it was evaluated + its whole TTL: it is never served later than this.
+    ceiling: Instant,
+    /// From here on a hit asks for a refresh (`ceiling`: never).
+    refresh_at: Instant,
+    /// Adaptive TTL: how far a hit extends it (zero: off).
+    slide: Duration,
     /// Approximate bytes this entry holds, fixed when inserted.
     bytes: u64,
+    sensitivity: Sensitivity,
+    /// A hit has asked for its refresh already.
+    refresh_asked: bool,
+}
+
+/// What a lookup needs of an entry, copied out of the cache.
+struct Seen {
+    decision: Arc<Decision>,
+    expires_at: Instant,
+    ceiling: Instant,
+    refresh_at: Instant,
+    slide: Duration,
+    sensitivity: Sensitivity,
+    refresh_asked: bool,
+}
+
+impl Seen {
+    fn of(e: &Entry) -> Seen {
+        Seen {
+            decision: e.decision.clone(),
+            expires_at: e.expires_at,
+            ceiling: e.ceiling,
+            refresh_at: e.refresh_at,
+            slide: e.slide,
+            sensitivity: e.sensitivity,
+            refresh_asked: e.refresh_asked,
+        }
+    }
+}
+
+/// Counts S3-FIFO's evictions by sensitivity, per insert.
+#[derive(Debug, Clone, Copy, Default)]
+struct CountEvictions;
+
+/// One insert's evictions, and the key it inserts: quick_cache reports the value an
+/// insert replaces as evicted too, which is not one.
+#[derive(Debug, Default)]
+struct Evicted {
+    inserting: Option<CacheKey>,
+    by_sensitivity: [u64; 5],
+}
+
+impl quick_cache::Lifecycle<CacheKey, Entry> for CountEvictions {
+    type RequestState = Evicted;
+
+    fn on_evict(&self, state: &mut Evicted, key: CacheKey, e: Entry) {
+        if state.inserting != Some(key)
+            && let Some(n) = state.by_sensitivity.get_mut(e.sensitivity as usize)
+        {
+            *n += 1;
+        }
+    }
 }
 
 /// The key is already a uniform hash: use its low bits instead of hashing it again.
@@ -105,7 +226,7 @@ impl quick_cache::Weighter<CacheKey, Entry> for Weigh {
 }
 
 enum Backend {
-    S3Fifo(quick_cache::unsync::Cache<CacheKey, Entry, Weigh, Build>),
+    S3Fifo(quick_cache::unsync::Cache<CacheKey, Entry, Weigh, Build, CountEvictions>),
     Lru {
         map: lru::LruCache<CacheKey, Entry, Build>,
         bytes: u64,
@@ -128,6 +249,8 @@ pub struct DecisionCache {
     backend: Backend,
     clock: Clock,
     ttl: TtlConfig,
+    refresh: RefreshConfig,
+    adaptive: Option<AdaptiveTtl>,
     stats: CacheStats,
     /// Which keys were inserted for a user, a tool or a server ([`tag`]), so they can be
     /// invalidated. Written on inserts (the miss path) only; keys the cache has since
@@ -171,7 +294,7 @@ impl DecisionCache {
                     min_weight: (max_bytes / max_entries as u64).max(1),
                 },
                 Build::default(),
-                Default::default(),
+                CountEvictions,
             )),
             Eviction::Lru => Backend::Lru {
                 map: lru::LruCache::with_hasher(NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN), Build::default()),
@@ -183,6 +306,8 @@ impl DecisionCache {
             backend,
             clock,
             ttl: config.ttl,
+            refresh: config.refresh,
+            adaptive: config.adaptive.filter(|a| a.start > 0.0 && a.start < 1.0),
             stats: CacheStats::default(),
             index: std::collections::HashMap::new(),
             index_len: 0,
@@ -190,30 +315,57 @@ impl DecisionCache {
         }
     }
 
-    /// A live decision for `key` and the time it has left, if any. Expired entries are
-    /// removed and count as misses.
-    pub fn get(&mut self, key: CacheKey) -> Option<(Arc<Decision>, Duration)> {
+    /// A live decision for `key`, if any. Expired entries are removed and count as
+    /// misses.
+    pub fn get(&mut self, key: CacheKey) -> Option<Hit> {
         let now = self.clock.now();
         let found = match &mut self.backend {
-            Backend::S3Fifo(c) => c.get(&key).map(|e| (e.expires_at, e.decision.clone())),
-            Backend::Lru { map, .. } => map.get(&key).map(|e| (e.expires_at, e.decision.clone())),
+            Backend::S3Fifo(c) => c.get(&key).map(Seen::of),
+            Backend::Lru { map, .. } => map.get(&key).map(Seen::of),
         };
-        match found {
-            Some((expires_at, d)) if now < expires_at => {
-                self.stats.hits += 1;
-                Some((d, expires_at - now))
+        let Some(e) = found else {
+            self.stats.misses += 1;
+            return None;
+        };
+        if now >= e.expires_at {
+            self.stats.expired += 1;
+            self.stats.misses += 1;
+            self.remove(key);
+            return None;
+        }
+        self.stats.hits += 1;
+        let refresh = !e.refresh_asked && now >= e.refresh_at;
+        // Adaptive: a hit in the second half of what is left slides the expiry on.
+        let extend = !e.slide.is_zero() && e.expires_at < e.ceiling && e.expires_at - now < e.slide / 2;
+        let mut hit = Hit { decision: e.decision, ttl: e.expires_at - now, refresh };
+        if refresh || extend {
+            let (s, expires) = (e.sensitivity, (now + e.slide).min(e.ceiling));
+            let update = |e: &mut Entry| {
+                e.refresh_asked |= refresh;
+                if extend {
+                    e.expires_at = expires;
+                }
+            };
+            match &mut self.backend {
+                Backend::S3Fifo(c) => {
+                    if let Some(mut e) = c.get_mut(&key) {
+                        update(&mut e);
+                    }
+                }
+                Backend::Lru { map, .. } => {
+                    if let Some(e) = map.get_mut(&key) {
+                        update(e);
+                    }
+                }
             }
-            Some(_) => {
-                self.stats.expired += 1;
-                self.stats.misses += 1;
-                self.remove(key);
-                None
+            if extend {
+                hit.ttl = expires - now;
             }
-            None => {
-                self.stats.misses += 1;
-                None
+            if refresh && let Some(n) = self.stats.stale_hits.get_mut(s as usize) {
+                *n += 1;
             }
         }
+        Some(hit)
     }
 
     /// The TTL a decision would be cached for: the sensitivity's, shortened by the
@@ -229,35 +381,61 @@ impl DecisionCache {
         }
     }
 
-    /// Remember a decision. Returns the TTL it got (zero: not cached).
+    /// Remember a decision. Returns the TTL it got (zero: not cached; with an adaptive
+    /// TTL, what it starts with).
     pub fn insert(&mut self, key: CacheKey, decision: Arc<Decision>, sensitivity: Sensitivity) -> Duration {
         let ttl = self.ttl_for(&decision, sensitivity);
         if ttl.is_zero() {
             self.stats.uncacheable += 1;
             return ttl;
         }
+        let now = self.clock.now();
+        let ceiling = now + ttl;
+        let slide = self.adaptive.map_or(Duration::ZERO, |a| ttl.mul_f64(a.start).max(Duration::from_millis(1)));
+        let first = if slide.is_zero() { ttl } else { slide };
         let entry = Entry {
             bytes: entry_bytes(&decision),
             decision,
-            expires_at: self.clock.now() + ttl,
+            expires_at: now + first,
+            ceiling,
+            refresh_at: ceiling - ttl.mul_f64(self.refresh.of(sensitivity)),
+            slide,
+            sensitivity,
+            refresh_asked: false,
         };
         self.stats.inserts += 1;
+        let mut evicted = Evicted { inserting: Some(key), by_sensitivity: [0; 5] };
         match &mut self.backend {
-            Backend::S3Fifo(c) => c.insert(key, entry),
+            Backend::S3Fifo(c) => c.insert_with_lifecycle(key, entry, &mut evicted),
             Backend::Lru { map, bytes, max_bytes } => {
                 *bytes += entry.bytes;
-                if let Some((_, old)) = map.push(key, entry) {
+                let mut out = Vec::new();
+                if let Some((k, old)) = map.push(key, entry) {
                     *bytes -= old.bytes;
+                    if k != key {
+                        out.push(old);
+                    }
                 }
                 while *bytes > *max_bytes {
                     match map.pop_lru() {
-                        Some((_, old)) => *bytes -= old.bytes,
+                        Some((_, old)) => {
+                            *bytes -= old.bytes;
+                            out.push(old);
+                        }
                         None => break,
+                    }
+                }
+                for e in out {
+                    if let Some(n) = evicted.by_sensitivity.get_mut(e.sensitivity as usize) {
+                        *n += 1;
                     }
                 }
             }
         }
-        ttl
+        for (total, n) in self.stats.evictions.iter_mut().zip(evicted.by_sensitivity) {
+            *total += n;
+        }
+        first
     }
 
     /// [`Self::insert`], remembering the key under each of `tags` for
@@ -521,4 +699,21 @@ mod tests {
         assert!(!c.index.contains_key(&0), "tag 0 (no such field) is never listed");
     }
 
+    #[test]
+    fn evictions_are_counted_by_sensitivity_and_replacements_are_not() {
+        for (mut c, _) in both(CacheConfig { max_entries: 8, ..CacheConfig::default() }) {
+            for i in 0..100u128 {
+                c.insert(CacheKey(i), decision(true, None), if i % 2 == 0 { Sensitivity::High } else { Sensitivity::Low });
+            }
+            let e = c.stats().evictions;
+            assert_eq!(e.iter().sum::<u64>() + c.len() as u64, 100, "every insert is live or was evicted: {e:?} ({c:?})");
+            assert!(e[Sensitivity::High as usize] > 30 && e[Sensitivity::Low as usize] > 30, "{e:?}");
+            c.clear();
+            let before = c.stats().evictions;
+            for _ in 0..5 {
+                c.insert(CacheKey(7), decision(true, None), Sensitivity::Low);
+            }
+            assert_eq!(c.stats().evictions, before, "replacing a key evicts nothing ({c:?})");
+        }
+    }
 }

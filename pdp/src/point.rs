@@ -36,11 +36,34 @@ pub struct DecisionPoint {
     cache: DecisionCache,
     /// Prefixed with the bundle revision and the decision entrypoint; its buffer is reused.
     hasher: KeyHasher,
+    /// Questions whose hit asked for a refresh ahead, to evaluate again off the reply
+    /// path ([`Self::refresh_pending`]).
+    pending: std::collections::VecDeque<Pending>,
+    pub refresh_stats: RefreshStats,
+}
+
+/// A question to evaluate again.
+#[derive(Debug)]
+enum Pending {
+    Typed(Box<SarkInput>),
+    Document(Value),
+}
+
+/// Refresh-ahead counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshStats {
+    /// Questions evaluated again and their entries replaced.
+    pub refreshed: u64,
+    /// Refreshes not queued because [`DecisionPoint::MAX_PENDING`] were waiting (those
+    /// entries expire as usual).
+    pub dropped: u64,
 }
 
 impl DecisionPoint {
     /// How far a caller's `now_ns` may be from the PDP's clock and still be cached.
     pub const MAX_CLOCK_SKEW_NS: i64 = 5_000_000_000;
+    /// Refreshes waiting at most.
+    pub const MAX_PENDING: usize = 4096;
 
     pub fn new(
         bundle: Arc<CompiledBundle>,
@@ -52,7 +75,67 @@ impl DecisionPoint {
             hasher: KeyHasher::new(&bundle.revision, DECISION_ENTRYPOINT),
             evaluator: Evaluator::new(bundle, engines),
             cache: DecisionCache::new(cache, clock),
+            pending: std::collections::VecDeque::new(),
+            refresh_stats: RefreshStats::default(),
         }
+    }
+
+    /// Serve `bundle` from now on: a new evaluator and key space, an empty cache and no
+    /// refreshes waiting (nothing asked under the old bundle is evaluated under the new);
+    /// the counters carry on.
+    pub fn swap(&mut self, bundle: Arc<CompiledBundle>, engines: EnginePreference) {
+        self.hasher = KeyHasher::new(&bundle.revision, DECISION_ENTRYPOINT);
+        self.evaluator = Evaluator::new(bundle, engines);
+        self.cache.clear();
+        self.pending.clear();
+    }
+
+    /// Refreshes waiting.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn queue(&mut self, p: Pending) {
+        if self.pending.len() < Self::MAX_PENDING {
+            self.pending.push_back(p);
+        } else {
+            self.refresh_stats.dropped += 1;
+        }
+    }
+
+    /// Evaluate up to `max` of the questions whose hits asked for a refresh, at `now_ns`
+    /// (the PDP's clock, whatever time the question carried), and replace their entries;
+    /// an answer that may no longer be cached (an error, a zero TTL) removes the entry.
+    /// Returns how many were evaluated. A bundle swap builds a new point, so nothing
+    /// queued under one bundle is evaluated under another.
+    pub fn refresh_pending(&mut self, now_ns: i64, max: usize) -> usize {
+        let mut done = 0;
+        while done < max {
+            let Some(p) = self.pending.pop_front() else { break };
+            done += 1;
+            let (answer, key) = match p {
+                Pending::Typed(mut input) => {
+                    input.now_ns = None;
+                    let Ok((key, _)) = input.cache_key(&mut self.hasher) else { continue };
+                    (self.typed(&input, now_ns, false).0, key)
+                }
+                Pending::Document(mut input) => {
+                    if let Ok(top) = input.as_object_mut()
+                        && let Some(ctx) = top.get_mut(&Value::from("context"))
+                        && let Ok(ctx) = ctx.as_object_mut()
+                    {
+                        ctx.remove(&Value::from("now_ns"));
+                    }
+                    let key = self.hasher.document_key(&input);
+                    (self.document(input, now_ns, false), key)
+                }
+            };
+            if answer.ttl.is_zero() {
+                self.cache.remove(key);
+            }
+            self.refresh_stats.refreshed += 1;
+        }
+        done
     }
 
     pub fn cache(&self) -> &DecisionCache {
@@ -71,6 +154,11 @@ impl DecisionPoint {
     /// [`Self::decide_typed`], also returning the context's request and session ids
     /// (found while keying; the audit record wants them).
     pub fn decide_typed_ids<'a>(&mut self, input: &'a SarkInput, now_ns: i64) -> (Answer, ContextIds<'a>) {
+        self.typed(input, now_ns, true)
+    }
+
+    /// [`Self::decide_typed_ids`]; `lookup` false skips the cache lookup (a refresh).
+    fn typed<'a>(&mut self, input: &'a SarkInput, now_ns: i64, lookup: bool) -> (Answer, ContextIds<'a>) {
         let (key, ids) = match input.cache_key(&mut self.hasher) {
             Ok(k) => k,
             Err(e) => {
@@ -94,9 +182,16 @@ impl DecisionPoint {
                 input.server.as_ref().map_or(0, |s| tag("server", &s.id)),
             ]
         };
+        let cacheable = cacheable(input.now_ns, now_ns);
+        if let Some((answer, refresh)) = self.lookup(key, cacheable && lookup) {
+            if refresh {
+                self.queue(Pending::Typed(Box::new(input.clone())));
+            }
+            return (answer, ids);
+        }
         // The identifier limits are checked on a miss only: an input past them is never
         // cached (a refusal has no TTL), so its key can never hit.
-        let answer = self.decide_keyed(key, cacheable(input.now_ns, now_ns), sensitivity, tags, || {
+        let answer = self.evaluate(key, cacheable, sensitivity, tags, || {
             input.check_limits()?;
             let mut doc = input.to_value()?;
             stamp_now(&mut doc, now_ns);
@@ -106,7 +201,12 @@ impl DecisionPoint {
     }
 
     /// Decide an input document (JSON callers). `now_ns` as in [`Self::decide_typed`].
-    pub fn decide_document(&mut self, mut input: Value, now_ns: i64) -> Answer {
+    pub fn decide_document(&mut self, input: Value, now_ns: i64) -> Answer {
+        self.document(input, now_ns, true)
+    }
+
+    /// [`Self::decide_document`]; `lookup` false skips the cache lookup (a refresh).
+    fn document(&mut self, mut input: Value, now_ns: i64, lookup: bool) -> Answer {
         let given = match &input["context"]["now_ns"] {
             Value::Undefined => None,
             // Present but not an integer (a string, 1.5, …): the policy will deny; never
@@ -123,16 +223,32 @@ impl DecisionPoint {
             };
             [at("user", &doc["user"]["id"]), at("tool", &doc["tool"]["name"]), at("server", &doc["server"]["id"])]
         };
-        self.decide_keyed(key, cacheable(given, now_ns), sensitivity, tags, || {
+        let cacheable = cacheable(given, now_ns);
+        if let Some((answer, refresh)) = self.lookup(key, cacheable && lookup) {
+            if refresh {
+                self.queue(Pending::Document(input));
+            }
+            return answer;
+        }
+        self.evaluate(key, cacheable, sensitivity, tags, || {
             crate::input::check_document_limits(&input)?;
             stamp_now(&mut input, now_ns);
             Ok(input)
         })
     }
 
-    /// The hit path, else: build the document, tag it (user, tool, server: for targeted
+    /// The hit path: the cached answer, and whether it asks for a refresh ahead.
+    fn lookup(&mut self, key: CacheKey, cacheable: bool) -> Option<(Answer, bool)> {
+        if !cacheable {
+            return None;
+        }
+        let hit = self.cache.get(key)?;
+        Some((Answer { decision: hit.decision, cache_hit: true, ttl: hit.ttl }, hit.refresh))
+    }
+
+    /// The miss path: build the document, tag it (user, tool, server: for targeted
     /// invalidation), evaluate, insert.
-    fn decide_keyed(
+    fn evaluate(
         &mut self,
         key: CacheKey,
         cacheable: bool,
@@ -140,13 +256,6 @@ impl DecisionPoint {
         tags: impl FnOnce(&Value) -> [u64; 3],
         doc: impl FnOnce() -> Result<Value, EvalError>,
     ) -> Answer {
-        if cacheable && let Some((decision, ttl)) = self.cache.get(key) {
-            return Answer {
-                decision,
-                cache_hit: true,
-                ttl,
-            };
-        }
         let doc = doc();
         let tags = doc.as_ref().map_or([0; 3], tags);
         let decision = Arc::new(self.evaluator.decide(doc));
@@ -182,11 +291,15 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
 "#;
 
     fn point() -> (DecisionPoint, Arc<quanta::Mock>) {
+        point_with(CacheConfig::default())
+    }
+
+    fn point_with(cache: CacheConfig) -> (DecisionPoint, Arc<quanta::Mock>) {
         let files = vec![("p.rego".to_string(), POLICY.as_bytes().to_vec())];
         let bundle = Bundle::from_files("t", files, BundleLimits::default()).unwrap();
         let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default()).unwrap());
         let (clock, mock) = quanta::Clock::mock();
-        (DecisionPoint::new(compiled, EnginePreference::Fastest, CacheConfig::default(), clock), mock)
+        (DecisionPoint::new(compiled, EnginePreference::Fastest, cache, clock), mock)
     }
 
     fn input(roles: &[&str], sensitivity: &str) -> SarkInput {
@@ -298,5 +411,93 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
                 assert_eq!(a.ttl, Duration::ZERO, "{what} ({door}): refusals are not cached");
             }
         }
+    }
+
+    #[test]
+    fn a_hit_near_the_end_of_its_ttl_is_served_and_refreshed_once_off_the_reply_path() {
+        let (mut p, mock) = point();
+        let medium = input(&["admin"], "medium");
+        assert_eq!(p.decide_typed(&medium, NOW).ttl, Duration::from_secs(300));
+        mock.increment(Duration::from_secs(200));
+        assert!(p.decide_typed(&medium, NOW).cache_hit);
+        assert_eq!(p.pending(), 0, "not in the last quarter yet");
+        mock.increment(Duration::from_secs(30));
+        let stale = p.decide_typed(&medium, NOW);
+        assert!(stale.cache_hit && stale.decision.allow && stale.ttl == Duration::from_secs(70), "served as it is: {stale:?}");
+        assert!(p.decide_typed(&medium, NOW).cache_hit);
+        assert_eq!(p.pending(), 1, "one refresh per entry, however many hits");
+        assert_eq!(p.cache().stats().stale_hits[Sensitivity::Medium as usize], 1);
+        assert_eq!(p.refresh_pending(NOW, 8), 1);
+        assert_eq!((p.pending(), p.refresh_stats.refreshed), (0, 1));
+        // Re-evaluated at 230 s: alive until 530 s, where the first entry died at 300 s.
+        mock.increment(Duration::from_secs(299));
+        let later = p.decide_typed(&medium, NOW);
+        assert!(later.cache_hit && later.ttl == Duration::from_secs(1), "{later:?}");
+        mock.increment(Duration::from_secs(1));
+        assert!(!p.decide_typed(&medium, NOW).cache_hit, "never served past its own TTL");
+
+        // Critical: off by default, so the entry simply expires.
+        p.refresh_pending(NOW, 8);
+        let critical = input(&["admin"], "critical");
+        p.decide_typed(&critical, NOW);
+        mock.increment(Duration::from_secs(29));
+        assert!(p.decide_typed(&critical, NOW).cache_hit);
+        assert_eq!(p.pending(), 0);
+        mock.increment(Duration::from_secs(1));
+        assert!(!p.decide_typed(&critical, NOW).cache_hit);
+    }
+
+    #[test]
+    fn refreshes_work_for_documents_and_stop_at_the_queue_bound() {
+        let (mut p, mock) = point_with(CacheConfig { refresh: crate::cache::RefreshConfig { fraction: [1.0; 5] }, ..CacheConfig::default() });
+        let doc = |user: &str| Value::from_json_str(&format!(r#"{{"user": {{"id": "{user}", "roles": ["admin"]}}, "context": {{"now_ns": {NOW}}}}}"#)).unwrap();
+        p.decide_document(doc("d"), NOW);
+        mock.increment(Duration::from_secs(1));
+        assert!(p.decide_document(doc("d"), NOW).cache_hit);
+        assert_eq!(p.pending(), 1);
+        assert_eq!(p.refresh_pending(NOW + 10_000_000_000, 8), 1, "evaluated at the PDP's time, not the question's");
+        mock.increment(Duration::from_secs(299));
+        assert!(p.decide_document(doc("d"), NOW).cache_hit, "the refresh restarted the TTL");
+        p.refresh_pending(NOW, 8);
+
+        for u in 0..DecisionPoint::MAX_PENDING + 10 {
+            p.decide_typed(&SarkInput { user: UserFields { id: format!("q{u}"), ..UserFields::default() }, ..SarkInput::default() }, NOW);
+        }
+        mock.increment(Duration::from_secs(1));
+        for u in 0..DecisionPoint::MAX_PENDING + 10 {
+            assert!(p.decide_typed(&SarkInput { user: UserFields { id: format!("q{u}"), ..UserFields::default() }, ..SarkInput::default() }, NOW).cache_hit);
+        }
+        assert_eq!(p.pending(), DecisionPoint::MAX_PENDING);
+        assert_eq!(p.refresh_stats.dropped, 10);
+        assert_eq!(p.refresh_pending(NOW, 100), 100, "at most max a call");
+    }
+
+    #[test]
+    fn an_adaptive_ttl_keeps_hot_keys_to_their_ttl_and_lets_cold_ones_go_early() {
+        let (mut p, mock) = point_with(CacheConfig { adaptive: Some(crate::cache::AdaptiveTtl { start: 0.25 }), refresh: crate::cache::RefreshConfig::OFF, ..CacheConfig::default() });
+        let (hot, cold) = (input(&["admin"], "low"), input(&["admin", "x"], "low"));
+        assert_eq!(p.decide_typed(&hot, NOW).ttl, Duration::from_secs(150), "a quarter of low's 600 s to start");
+        p.decide_typed(&cold, NOW);
+        // The hot key is asked every 100 s: each hit in the second half of what is left
+        // slides it on, up to 600 s after it was evaluated.
+        for t in 1..=5 {
+            mock.increment(Duration::from_secs(100));
+            let a = p.decide_typed(&hot, NOW);
+            assert!(a.cache_hit, "at {} s", t * 100);
+            assert!(a.ttl <= Duration::from_secs(600 - t * 100), "past its ceiling at {} s: {a:?}", t * 100);
+        }
+        assert!(!p.decide_typed(&cold, NOW).cache_hit, "the cold key left at 150 s");
+        mock.increment(Duration::from_secs(100));
+        assert!(!p.decide_typed(&hot, NOW).cache_hit, "600 s after its evaluation even the hot key goes");
+        // And the policy's own cache_ttl_s caps it as it caps a fixed TTL.
+        let mut short = input(&["admin"], "low");
+        short.context = crate::input::Blob::Json(r#"{"ttl": 8}"#.into());
+        assert_eq!(p.decide_typed(&short, NOW).ttl, Duration::from_secs(2));
+        for _ in 0..4 {
+            mock.increment(Duration::from_millis(1900));
+            assert!(p.decide_typed(&short, NOW).cache_hit);
+        }
+        mock.increment(Duration::from_millis(500));
+        assert!(!p.decide_typed(&short, NOW).cache_hit, "8 s: the policy's TTL");
     }
 }

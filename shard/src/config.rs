@@ -7,6 +7,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:7474"
+//! shard_ports = "auto"       # each shard's own port: listen port + 1 + shard; "off"; or a base port
 //! shards = 3                 # default: cores - 1, at least 1
 //! max_connections = 10000    # per shard
 //! idle_timeout_s = 300
@@ -89,6 +90,14 @@
 //! high = 60
 //! critical = 30
 //! default = 300
+//! [cache.refresh]            # refresh ahead: a hit in the last fraction of its TTL is served,
+//! low = 0.25                 # and the question evaluated again right after on the same core
+//! medium = 0.25              # (0: off). Critical is off by default: README, "Cache warmth"
+//! high = 0.25
+//! critical = 0
+//! default = 0.25
+//! [cache.adaptive]           # off without start: an entry starts with start x its TTL and
+//! start = 0.25               # hits extend it, never past its TTL or the policy's cache_ttl_s
 //! ```
 
 use std::net::SocketAddr;
@@ -526,6 +535,28 @@ pub struct CacheSection {
     pub max_bytes: Option<usize>,
     pub eviction: Option<EvictionName>,
     pub ttl: TtlSection,
+    /// Refresh ahead: per sensitivity, the last fraction of the TTL in which a hit has the
+    /// question evaluated again (0: off; default 0.25, critical 0).
+    pub refresh: RefreshSection,
+    /// Adaptive TTL (off without `start`).
+    pub adaptive: AdaptiveSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSection {
+    pub low: Option<f64>,
+    pub medium: Option<f64>,
+    pub high: Option<f64>,
+    pub critical: Option<f64>,
+    pub default: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveSection {
+    /// An entry starts with this fraction of its TTL; hits extend it up to the TTL.
+    pub start: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -591,6 +622,22 @@ impl FileConfig {
                 Some(EvictionName::Lru) => Eviction::Lru,
             },
             ttl: ttl.with_env(env)?,
+            refresh: {
+                let r = &self.cache.refresh;
+                let mut fraction = d.refresh.fraction;
+                for (slot, (name, v)) in fraction.iter_mut().zip([("low", r.low), ("medium", r.medium), ("high", r.high), ("critical", r.critical), ("default", r.default)]) {
+                    if let Some(v) = v {
+                        anyhow::ensure!((0.0..=1.0).contains(&v), "cache.refresh.{name} = {v}: a fraction of the TTL, 0 (off) to 1");
+                        *slot = v;
+                    }
+                }
+                pdp::cache::RefreshConfig { fraction }
+            },
+            adaptive: match self.cache.adaptive.start {
+                None => None,
+                Some(start) if start > 0.0 && start < 1.0 => Some(pdp::cache::AdaptiveTtl { start }),
+                Some(start) => anyhow::bail!("cache.adaptive.start = {start}: a fraction of the TTL, above 0 and below 1"),
+            },
         };
         anyhow::ensure!(c.max_entries >= 1, "cache.max_entries must be at least 1");
         anyhow::ensure!(c.max_bytes >= 4096, "cache.max_bytes must be at least 4096");

@@ -82,6 +82,8 @@ LISTENERS
   HTTP (--http-listen)   OPA's data API, AuthZEN 1.0, SARK's endpoints, /health, /metrics.
   admin (--admin-listen) reload, invalidate, data writes; only with --admin-token.
   ext_authz              Envoy's gRPC Authorization/Check; only with --ext-authz-listen.
+  per shard (--shard-ports) the binary protocol again, one port per shard, for key-affine
+                         clients (HELLO_OK lists them; wire/PROTOCOL.md, Key-affine routing).
   Every shard listens on the binary, HTTP and admin addresses itself (SO_REUSEPORT); ext_authz
   runs on one thread of its own and hands each Check to a shard. TLS (--tls-*) covers all four.
 

@@ -3,7 +3,9 @@
 //! only its own cells ([`crate::server::ShardStats`]); a scrape reads them all.
 //!
 //! SARK's names are kept: `sark_policy_evaluations_total{sensitivity_level,result}`,
-//! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total{sensitivity_level}`,
+//! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total` /
+//! `sark_policy_cache_stale_hits_total` (hits that asked for a refresh ahead) /
+//! `sark_policy_cache_evictions_total{sensitivity_level,shard}`, `sark_pdp_cache_refreshes_total{shard,result}`,
 //! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
 //! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
 //! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`,
@@ -32,8 +34,15 @@ struct Evaluation {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Level {
+struct LevelShard {
     sensitivity_level: &'static str,
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshResult {
+    shard: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,8 +91,11 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let mut r = Registry::default();
     let evaluations = Family::<Evaluation, Counter>::default();
     let denials = Counter::<u64>::default();
-    let hits = Family::<Level, Counter>::default();
-    let misses = Family::<Level, Counter>::default();
+    let hits = Family::<LevelShard, Counter>::default();
+    let misses = Family::<LevelShard, Counter>::default();
+    let stale = Family::<LevelShard, Counter>::default();
+    let evictions = Family::<LevelShard, Counter>::default();
+    let refreshes = Family::<RefreshResult, Counter>::default();
     let info = Family::<ShardInfo, Gauge>::default();
     let connections = Family::<ShardLabel, Gauge>::default();
     let entries = Family::<ShardLabel, Gauge>::default();
@@ -128,9 +140,14 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
                     denials.inc_by(n);
                 }
             }
-            hits.get_or_create(&Level { sensitivity_level: level }).inc_by(st.hits.get(s).map_or(0, load));
-            misses.get_or_create(&Level { sensitivity_level: level }).inc_by(st.misses.get(s).map_or(0, load));
+            let l = LevelShard { sensitivity_level: level, shard: i.to_string() };
+            hits.get_or_create(&l).inc_by(st.hits.get(s).map_or(0, load));
+            misses.get_or_create(&l).inc_by(st.misses.get(s).map_or(0, load));
+            stale.get_or_create(&l).inc_by(st.stale_hits.get(s).map_or(0, load));
+            evictions.get_or_create(&l).inc_by(st.evictions.get(s).map_or(0, load));
         }
+        refreshes.get_or_create(&RefreshResult { shard: i.to_string(), result: "evaluated" }).inc_by(load(&st.refreshed));
+        refreshes.get_or_create(&RefreshResult { shard: i.to_string(), result: "dropped" }).inc_by(load(&st.refresh_dropped));
         let shard = ShardLabel { shard: i.to_string() };
         let driver = if st.io_uring.load(Ordering::Relaxed) { "io_uring" } else { "epoll" };
         info.get_or_create(&ShardInfo { shard: i.to_string(), driver, bundle_revision: revision.to_string() }).set(1);
@@ -144,6 +161,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("sark_policy_denials", "Decisions that were not an allow (deny or error)", denials);
     r.register("sark_policy_cache_hits", "Decisions answered from a shard's cache", hits);
     r.register("sark_policy_cache_misses", "Decisions the evaluator made", misses);
+    r.register("sark_policy_cache_stale_hits", "Hits in the last part of their TTL, served and then evaluated again (refresh ahead)", stale);
+    r.register("sark_policy_cache_evictions", "Live cache entries pushed out to make room", evictions);
+    r.register("sark_pdp_cache_refreshes", "Refreshes ahead: evaluated, or dropped because too many were waiting", refreshes);
     r.register("sark_pdp_shard_info", "One per shard: its I/O driver and bundle revision", info);
     r.register("sark_pdp_connections", "Open connections per shard (binary and HTTP)", connections);
     r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);

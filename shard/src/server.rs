@@ -468,7 +468,7 @@ impl Shard {
         for (_, change) in changes {
             match change {
                 crate::control::Change::Swap(bundle) => {
-                    *self.point.borrow_mut() = DecisionPoint::new(bundle.clone(), EnginePreference::Fastest, self.config.cache, self.clock.clone());
+                    self.point.borrow_mut().swap(bundle.clone(), EnginePreference::Fastest);
                     *self.evaluator.borrow_mut() = Evaluator::new(bundle.clone(), EnginePreference::Fastest);
                     *self.revision.borrow_mut() = bundle.revision.to_string();
                 }
@@ -499,6 +499,13 @@ pub(crate) struct ShardStats {
     pub(crate) decisions: [[AtomicU64; 3]; 5],
     pub(crate) hits: [AtomicU64; 5],
     pub(crate) misses: [AtomicU64; 5],
+    /// Published from the cache every 20 ms, by sensitivity: hits that asked for a
+    /// refresh ahead, and evictions.
+    pub(crate) stale_hits: [AtomicU64; 5],
+    pub(crate) evictions: [AtomicU64; 5],
+    /// Refreshes evaluated, and not queued (too many waiting).
+    pub(crate) refreshed: AtomicU64,
+    pub(crate) refresh_dropped: AtomicU64,
     pub(crate) http_requests: AtomicU64,
     /// Records not written because the ring was full and the shard was told to drop.
     pub(crate) audit_drops: AtomicU64,
@@ -533,15 +540,19 @@ impl ShardStats {
     }
 }
 
+/// A shard's listeners: the shared binary one and its own, HTTP, admin, and its
+/// ext_authz inbox.
+type ShardDoors = (
+    (std::net::TcpListener, Option<std::net::TcpListener>),
+    Option<std::net::TcpListener>,
+    Option<std::net::TcpListener>,
+    Option<tokio::sync::mpsc::Receiver<crate::ext_authz::Job>>,
+);
+
 #[allow(clippy::too_many_arguments)]
 fn run_shard(
     (index, cpu): (usize, Option<usize>),
-    ((listener, own), http, admin, inbox): (
-        (std::net::TcpListener, Option<std::net::TcpListener>),
-        Option<std::net::TcpListener>,
-        Option<std::net::TcpListener>,
-        Option<tokio::sync::mpsc::Receiver<crate::ext_authz::Job>>,
-    ),
+    ((listener, own), http, admin, inbox): ShardDoors,
     audit: AuditProducer,
     bundle: Arc<CompiledBundle>,
     config: ServeConfig,
@@ -635,8 +646,12 @@ where
     });
 }
 
-/// Apply control changes as they come (checked every millisecond) and publish the gauges
-/// every 20 ms until shutdown, then drain.
+/// Refreshes evaluated per millisecond tick at most (the rest wait for the next).
+const REFRESHES_PER_TICK: usize = 256;
+
+/// Apply control changes as they come (checked every millisecond), evaluate the refreshes
+/// ahead that hits asked for (off the reply path: between the connections' turns), and
+/// publish the gauges every 20 ms until shutdown, then drain.
 async fn watch(shard: Rc<Shard>) {
     let mut applied = 0u64;
     let mut tick = 0u64;
@@ -646,13 +661,28 @@ async fn watch(shard: Rc<Shard>) {
             applied = shard.apply_changes(applied).await;
             shard.control.set_applied(usize::from(shard.index), applied);
         }
+        if shard.point.borrow().pending() > 0 {
+            shard.point.borrow_mut().refresh_pending(now_ns(), REFRESHES_PER_TICK);
+        }
         tick += 1;
         if !tick.is_multiple_of(20) {
             continue;
         }
         let st = &shard.stats;
         st.connections.store(shard.connections.get() as u64, Ordering::Relaxed);
-        st.cache_entries.store(shard.point.borrow_mut().cache_mut().len() as u64, Ordering::Relaxed);
+        {
+            let point = shard.point.borrow();
+            let cache = point.cache();
+            st.cache_entries.store(cache.len() as u64, Ordering::Relaxed);
+            let c = cache.stats();
+            for (cells, counts) in [(&st.stale_hits, c.stale_hits), (&st.evictions, c.evictions)] {
+                for (cell, n) in cells.iter().zip(counts) {
+                    cell.store(n, Ordering::Relaxed);
+                }
+            }
+            st.refreshed.store(point.refresh_stats.refreshed, Ordering::Relaxed);
+            st.refresh_dropped.store(point.refresh_stats.dropped, Ordering::Relaxed);
+        }
         let depth = shard.audit.borrow().as_ref().map_or(0, |p| shard.config.ring_capacity.saturating_sub(p.slots()));
         st.ring_depth.store(depth as u64, Ordering::Relaxed);
     }

@@ -1,7 +1,7 @@
 //! Cache warmth across shards (issue 11), against the real binary: per-shard ports and
 //! key-affine routing.
 
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
@@ -93,4 +93,51 @@ fn shard_ports_can_be_off_or_based_and_a_taken_port_stops_the_server() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sark-pdp")).args(["serve", "--shard-ports", bad]).output().unwrap();
         assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("shard ports"), "{bad}");
     }
+}
+
+/// One sample of `/metrics` (`name{labels}` exactly), or 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' '))).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn a_hit_late_in_its_ttl_is_refreshed_on_the_shard_and_the_cache_counts_are_exported() {
+    let conf = std::env::temp_dir().join(format!("sark-pdp-refresh-{}.toml", std::process::id()));
+    // Medium tools: 6 s, refreshed in the last half. Critical: 6 s, refresh off (default).
+    std::fs::write(&conf, "[cache.ttl]\nmedium = 6\ncritical = 6\n[cache.refresh]\nmedium = 0.5\n").unwrap();
+    let server = Server::start_with("refresh", &["--shards", "1", "--config", conf.to_str().unwrap()]);
+    let mut c = Client::connect(server.addr, None).unwrap();
+    let critical = || {
+        let mut e = ask("crit", "deploy");
+        e.tool.as_mut().unwrap().sensitivity_level = Some("critical".into());
+        e
+    };
+    let medium = c.eval(ask("med", "update_ticket")).unwrap();
+    c.eval(critical()).unwrap();
+    assert_eq!(medium.ttl_s, 6);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // In the refresh window: served from the cache, then evaluated again on the shard.
+    assert!(c.eval(ask("med", "update_ticket")).unwrap().cache_hit);
+    assert!(c.eval(critical()).unwrap().cache_hit);
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // 7 s after the first evaluation: the first entries are gone; the refreshed one lives.
+    let late = c.eval(ask("med", "update_ticket")).unwrap();
+    assert!(late.cache_hit && late.ttl_s <= 3, "{late:?}");
+    assert!(!c.eval(critical()).unwrap().cache_hit, "critical: no refresh by default");
+
+    let text = String::from_utf8(common::web::call(server.http, "GET", "/metrics", "").body).unwrap();
+    for (series, want) in [
+        (r#"sark_policy_cache_stale_hits_total{sensitivity_level="medium",shard="0"}"#, 1.0),
+        (r#"sark_policy_cache_stale_hits_total{sensitivity_level="critical",shard="0"}"#, 0.0),
+        (r#"sark_pdp_cache_refreshes_total{shard="0",result="evaluated"}"#, 1.0),
+        (r#"sark_policy_cache_hits_total{sensitivity_level="medium",shard="0"}"#, 2.0),
+        (r#"sark_policy_cache_misses_total{sensitivity_level="critical",shard="0"}"#, 2.0),
+        (r#"sark_policy_cache_evictions_total{sensitivity_level="medium",shard="0"}"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), want, "{series}");
+    }
+    assert!(text.contains(r#"sark_policy_cache_evictions_total{sensitivity_level="low",shard="0"}"#));
+    let records = server.stop();
+    assert_eq!(records.len(), 6, "the refresh is not a decision anyone was given: no record");
+    let _ = std::fs::remove_file(conf);
 }

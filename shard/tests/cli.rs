@@ -155,9 +155,23 @@ fn help_documents_every_flag_and_variable() {
         assert!(help.contains(section), "no {section} section");
     }
     let mut vars = std::collections::BTreeSet::new();
-    for dir in ["src", "../pdp/src"] {
-        for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("src"), root.join("../pdp/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("ext_authz/grpc.rs")), "the walk reaches nested modules");
+    {
+        for path in files {
+            let text = std::fs::read_to_string(path).unwrap();
             for piece in text.split('"').skip(1).step_by(2) {
                 let prefixed = ["SARK_PDP_", "POLICY_", "SPLUNK_", "DATADOG_", "SIEM_"].iter().any(|p| piece.starts_with(p));
                 if prefixed && piece.len() > 8 && piece.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
