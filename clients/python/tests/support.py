@@ -31,26 +31,28 @@ TOKEN = "caller-token-0123456789"
 
 class Server:
     """One ``sark-pdp serve`` child on 127.0.0.1 (port 0 unless ``port`` is given), HTTP
-    off, one shard, audit log in a temporary directory; the binary port is read from the
-    line it prints on stdout: ``sark-pdp: listening on 127.0.0.1:PORT (binary); ...``."""
+    off, ``shards`` shards (one unless given), audit log in a temporary directory; the
+    binary port is read from the line it prints on stdout: ``sark-pdp: listening on
+    127.0.0.1:PORT (binary)[ and ports P0,P1,... (binary, one per shard)]; ...``, and
+    the shards' own ports (``shard_ports``) from it too."""
 
-    def __init__(self, *args: str, port: int = 0) -> None:
+    def __init__(self, *args: str, port: int = 0, shards: int = 1) -> None:
         if not BIN.is_file():
             pytest.fail(f"no sark-pdp binary at {BIN} (build it with `cargo build -p shard --locked` or set SARK_PDP_BIN)")
         self.dir = Path(tempfile.mkdtemp(prefix="sark-pdp-pyclient-"))
         self.stdout = open(self.dir / "stdout", "w+b")
         self.stderr = open(self.dir / "stderr", "w+b")
-        cmd = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--http-listen", "off", "--shards", "1",
+        cmd = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", "--http-listen", "off", "--shards", str(shards),
                "--audit-ring", "4096", "--audit-dir", str(self.dir / "audit"), *args]
         self.proc = subprocess.Popen(cmd, stdout=self.stdout, stderr=self.stderr, stdin=subprocess.DEVNULL)
-        self.port = self._wait_port()
+        self.port, self.shard_ports = self._wait_port()
 
-    def _wait_port(self) -> int:
+    def _wait_port(self) -> tuple[int, tuple[int, ...]]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            m = re.search(rb"listening on 127\.0\.0\.1:(\d+) \(binary\)", (self.dir / "stdout").read_bytes())
+            m = re.search(rb"listening on 127\.0\.0\.1:(\d+) \(binary\)(?: and ports ([\d,]+) \(binary, one per shard\))?", (self.dir / "stdout").read_bytes())
             if m:
-                return int(m.group(1))
+                return int(m.group(1)), tuple(int(p) for p in m.group(2).split(b",")) if m.group(2) else ()
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
@@ -82,9 +84,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(*args: str, port: int = 0) -> Iterator[Server]:
+def running(*args: str, port: int = 0, shards: int = 1) -> Iterator[Server]:
     """A server for the duration of a ``with``; it must exit 0 on SIGTERM unless killed."""
-    s = Server(*args, port=port)
+    s = Server(*args, port=port, shards=shards)
     try:
         yield s
     finally:
@@ -150,9 +152,16 @@ def string(s: str) -> bytes:
     return struct.pack("<I", len(b)) + b
 
 
-def hello_ok(rid: int, max_payload: int = 1 << 20, max_batch: int = 4096) -> bytes:
+def hello_ok(rid: int, max_payload: int = 1 << 20, max_batch: int = 4096, shards: int = 1, shard: int = 0, route: int = 0, ports: tuple[int, ...] = ()) -> bytes:
     """A HELLO_OK frame, hand-written from PROTOCOL.md."""
-    return frame(0x81, rid, struct.pack("<BIIHH", 1, max_payload, max_batch, 1, 0) + string("fake-1") + string("epoll"))
+    return frame(0x81, rid, hello_ok_body(max_payload, max_batch, shards, shard, route, ports))
+
+
+def hello_ok_body(max_payload: int = 1 << 20, max_batch: int = 4096, shards: int = 1, shard: int = 0, route: int = 0, ports: tuple[int, ...] = ()) -> bytes:
+    """A HELLO_OK payload: version, max_payload, max_batch, shards, shard, bundle revision,
+    driver, route, u16 n + n shard ports."""
+    head = struct.pack("<BIIHH", 1, max_payload, max_batch, shards, shard) + string("fake-1") + string("epoll")
+    return head + struct.pack(f"<BH{len(ports)}H", route, len(ports), *ports)
 
 
 def decision(allow: bool, ttl: int = 0, decision_id: int = 1, error_code: int = 0, reasons: tuple[str, ...] = ("r",), params: str | None = None) -> bytes:

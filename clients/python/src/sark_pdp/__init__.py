@@ -1,5 +1,5 @@
 """A client for the SARK PDP binary protocol (``wire/PROTOCOL.md``): typed inputs,
-pipelining, batches, pools, blocking and asyncio, failing closed.
+pipelining, batches, pools, key-affine routing, blocking and asyncio, failing closed.
 
 Example::
 
@@ -9,8 +9,9 @@ Example::
     print(d.allow, [r.text for r in d.reasons])
 """
 
-from .aio import AsyncClient, AsyncPool
-from .client import Client, Pool
+from ._route import owner, route_hash
+from .aio import AsyncClient, AsyncPool, AsyncRouter
+from .client import Client, Pool, Router
 from .errors import (
     CONNECT_FAILED,
     CONNECTION_LOST,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "AsyncPool",
+    "AsyncRouter",
     "CONNECT_FAILED",
     "CONNECTION_LOST",
     "Client",
@@ -49,7 +51,10 @@ __all__ = [
     "PdpUnauthorized",
     "Pool",
     "Reason",
+    "Router",
     "Server",
     "TIMEOUT",
     "Tool",
+    "owner",
+    "route_hash",
 ]

@@ -33,6 +33,7 @@ _HEADER = struct.Struct("<IBBHQ")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
+_U8 = struct.Struct("<B")
 _HELLO_OK = struct.Struct("<BIIHH")
 _DECISION_HEAD = struct.Struct("<BIQQHI")  # flags, ttl, id low, id high, error code, n reasons
 _U32_0 = _U32.pack(0)
@@ -248,7 +249,13 @@ def decode_hello_ok(payload: bytes) -> HelloOk:
     """A HELLO_OK payload."""
     r = _Reader(payload, "HELLO_OK")
     version, max_payload, max_batch, shards, shard = r.unpack(_HELLO_OK)
-    hello = HelloOk(max_payload, max_batch, shards, shard, r.string(), r.string())
+    bundle_revision, driver = r.string(), r.string()
+    (route,) = r.unpack(_U8)
+    (n,) = r.unpack(_U16)
+    if n * 2 > r.left():
+        raise r.fail(f"{n} shard ports with {r.left()} bytes left")
+    ports = r.unpack(struct.Struct(f"<{n}H")) if n else ()
+    hello = HelloOk(max_payload, max_batch, shards, shard, bundle_revision, driver, route, tuple(ports))
     r.finish()
     if version != VERSION:
         raise PdpProtocolError(f"HELLO_OK with protocol version {version}, not {VERSION}")

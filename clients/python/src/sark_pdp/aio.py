@@ -1,4 +1,5 @@
-"""The asyncio client (pipelined over one connection) and a pool of them."""
+"""The asyncio client (pipelined over one connection), a pool of them, and a router (one
+per shard, each question to the shard that owns it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from . import _wire
+from . import _route, _wire
 from ._common import DEFAULT_BATCH_ITEMS, FrameReader, InputLike, Request, batch_requests, decisions, decode_reply, eval_body, match
 from .errors import CONNECT_FAILED, CONNECTION_LOST, PdpConnectionError, PdpError, PdpProtocolError, PdpServerError, PdpTimeout
 from .types import Decision, HelloOk
@@ -226,17 +227,7 @@ class AsyncClient:
     async def evaluate_batch(self, inputs: Iterable[InputLike]) -> list[Decision]:
         """Decide many inputs in EVAL_BATCH frames (split as :meth:`sark_pdp.Client.evaluate_batch`
         does; the frames go concurrently); decisions in input order."""
-        inputs = list(inputs)
-        try:
-            hello = (await self._ensure()).hello
-        except PdpError as e:
-            if self.raise_errors:
-                raise
-            return [Decision.fail_closed(e) for _ in inputs]
-        reqs = list(batch_requests(inputs, hello.max_payload, min(self.max_batch, hello.max_batch)))
-        results = await asyncio.gather(*(self._call(_built(r)) for r in reqs))
-        counts = [1 if isinstance(r, PdpError) else r[2] for r in reqs]
-        return decisions(list(results), counts, self.raise_errors)
+        return await self._batches(inputs, self.raise_errors)
 
     async def ping(self, data: bytes = b"ping") -> bool:
         """Round trip a PING: True when the PONG echoes ``data``."""
@@ -250,6 +241,20 @@ class AsyncClient:
         return True
 
     # ------------------------------------------------------------ internals
+
+    async def _batches(self, inputs: Iterable[InputLike], raise_errors: bool) -> list[Decision]:
+        """:meth:`evaluate_batch`, raising (the first error in order) only with ``raise_errors``."""
+        inputs = list(inputs)
+        try:
+            hello = (await self._ensure()).hello
+        except PdpError as e:
+            if raise_errors:
+                raise
+            return [Decision.fail_closed(e) for _ in inputs]
+        reqs = list(batch_requests(inputs, hello.max_payload, min(self.max_batch, hello.max_batch)))
+        results = await asyncio.gather(*(self._call(_built(r)) for r in reqs))
+        counts = [1 if isinstance(r, PdpError) else r[2] for r in reqs]
+        return decisions(list(results), counts, raise_errors)
 
     async def _call(self, build: Callable[[HelloOk], Request | PdpError]) -> Any:
         """Take an in-flight slot, connect if need be, build the request from the
@@ -403,3 +408,143 @@ class AsyncPool:
     async def close(self) -> None:
         """Close every connection."""
         await asyncio.gather(*(c.close() for c in self.clients))
+
+
+class _AsyncShardClient(AsyncClient):
+    """An :class:`AsyncClient` on one shard's own port: every HELLO_OK (each reconnect
+    too) must say it is shard ``shard`` of ``shards``, else the connect fails (4004)."""
+
+    def __init__(self, host: str, port: int, shard: int, shards: int, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self.shard = shard
+        self.shards = shards
+
+    async def _open(self) -> _Conn:
+        conn = await super()._open()
+        hello = conn.hello
+        if (hello.shard, hello.shards) != (self.shard, self.shards):
+            e = PdpProtocolError(
+                f"{self.host}:{self.port}, announced as shard {self.shard} of {self.shards}'s own port, "
+                f"answered as shard {hello.shard} of {hello.shards}"
+            )
+            conn.fail(e)
+            raise e
+        return conn
+
+
+class AsyncRouter:
+    """Key-affine routing as :class:`sark_pdp.Router` does it, with one
+    :class:`AsyncClient` per shard: each question goes to the shard that owns it, a batch
+    is split by owner and every part is in flight at once. Any number of coroutines may
+    call it. Fails closed like :class:`AsyncClient`; keywords as for it."""
+
+    def __init__(self, host: str, port: int, **kwargs: Any) -> None:
+        self.host = host
+        self.port = port
+        self._kwargs = kwargs
+        self._first = AsyncClient(host, port, **kwargs)
+        self.raise_errors: bool = self._first.raise_errors
+        #: HELLO_OK of ``host:port`` (None until the first HELLO).
+        self.hello: HelloOk | None = None
+        #: The connections questions go over: shard i's at index i when routing, else
+        #: the one to ``host:port`` (empty until the first HELLO).
+        self.clients: list[AsyncClient] = []
+        self._laying_out: asyncio.Lock | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, host: str, port: int, token: str | None = None, **kwargs: Any) -> AsyncRouter:
+        """Say HELLO and connect to every shard now; failures as :meth:`sark_pdp.Router.connect`."""
+        r = cls(host, port, token=token, **kwargs)
+        try:
+            clients = await r._layout()
+        except PdpError:
+            if r.raise_errors:
+                raise
+            return r
+        results = await asyncio.gather(*(c._ensure() for c in clients), return_exceptions=True)
+        errors = [e for e in results if isinstance(e, BaseException)]
+        if errors and r.raise_errors:
+            await r.close()
+            raise errors[0]
+        return r
+
+    @property
+    def routing(self) -> bool:
+        """Whether questions go to their owners (False: all over one connection)."""
+        return len(self.clients) > 1
+
+    async def __aenter__(self) -> AsyncRouter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every connection; later calls fail (code 4003)."""
+        self._closed = True
+        await asyncio.gather(self._first.close(), *(c.close() for c in self.clients))
+
+    async def _layout(self) -> list[AsyncClient]:
+        """The connections (see ``clients``), reading the layout first if need be."""
+        if self.clients:
+            return self.clients
+        if self._closed:
+            raise PdpConnectionError("the router is closed", CONNECTION_LOST)
+        if self._laying_out is None:
+            self._laying_out = asyncio.Lock()
+        async with self._laying_out:
+            if self.clients:
+                return self.clients
+            first = self._first
+            conn = await first._ensure()
+            hello = conn.hello
+            if _route.routes(hello):
+                peer = conn.writer.get_extra_info("peername")
+                host = peer[0] if isinstance(peer, tuple) and peer else self.host
+                self.clients = [_AsyncShardClient(host, p, i, hello.shards, **self._kwargs) for i, p in enumerate(hello.shard_ports)]
+                await first.close()
+            else:
+                self.clients = [first]
+            self.hello = hello
+            return self.clients
+
+    async def evaluate(self, inp: InputLike) -> Decision:
+        """As :meth:`AsyncClient.evaluate`, on the owner's connection."""
+        try:
+            clients = await self._layout()
+        except PdpError as e:
+            return _route.all_failed(e, 1, self.raise_errors)[0]
+        if len(clients) == 1:
+            return await clients[0].evaluate(inp)
+        inp = _route.prepared(inp)
+        return await clients[_route.owner_of(inp, len(clients))].evaluate(inp)
+
+    async def evaluate_many(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """As :meth:`AsyncClient.evaluate_many`, each input on its owner's connection."""
+        return list(await asyncio.gather(*(self.evaluate(i) for i in inputs)))
+
+    async def evaluate_batch(self, inputs: Iterable[InputLike]) -> list[Decision]:
+        """As :meth:`AsyncClient.evaluate_batch`: the inputs split by owner, each part
+        to its owner, all at once; decisions in input order."""
+        inputs = list(inputs)
+        try:
+            clients = await self._layout()
+        except PdpError as e:
+            return _route.all_failed(e, len(inputs), self.raise_errors)
+        if len(clients) == 1:
+            return await clients[0].evaluate_batch(inputs)
+        at, groups = _route.split(inputs, len(clients))
+        parts = await asyncio.gather(*(c._batches(g, False) for c, g in zip(clients, groups) if g))
+        at = [a for a in at if a]
+        return _route.merge(at, parts, self.raise_errors)
+
+    async def ping(self, data: bytes = b"ping") -> bool:
+        """:meth:`AsyncClient.ping` on every connection: True when all answer."""
+        try:
+            clients = await self._layout()
+        except PdpError:
+            if self.raise_errors:
+                raise
+            return False
+        return all(await asyncio.gather(*(c.ping(data) for c in clients)))

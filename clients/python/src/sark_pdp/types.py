@@ -198,7 +198,9 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class HelloOk:
-    """What the server agreed to in HELLO_OK."""
+    """What the server agreed to in HELLO_OK. ``route``: the routing function it announces
+    (0 none, 1 :func:`sark_pdp.route_hash`); ``shard_ports[i]``: shard i's own port, on the
+    address the client connected to (empty when the server runs with ``--shard-ports off``)."""
 
     max_payload: int
     max_batch: int
@@ -206,6 +208,8 @@ class HelloOk:
     shard: int
     bundle_revision: str
     driver: str
+    route: int = 0
+    shard_ports: tuple[int, ...] = ()
 
 
 def _obj(v: Any, name: str) -> Mapping[str, Any]:
