@@ -211,7 +211,8 @@ fn shards_pin_to_the_cpus_the_process_is_allowed() {
     for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         said.push(line.clone());
-        if said.iter().filter(|l| l.contains("driver")).count() == 2 {
+        // The shards and the writer say where they are in any order.
+        if said.iter().filter(|l| l.contains("driver")).count() == 2 && said.iter().any(|l| l.contains("audit writer")) {
             break;
         }
     }
