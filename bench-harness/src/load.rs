@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use wire::message::{Eval, Hello, HelloOk};
+use wire::message::{Eval, Hello};
 use wire::{Check, HEADER_LEN, Reply, Request};
 
 /// How the requests travel.
@@ -123,6 +123,8 @@ pub struct Generator {
     /// The seed mix's draws (seeded by the run nonce and connection: reproducible).
     rng: rand::rngs::SmallRng,
     zipf: [rand_distr::Zipf<f64>; 4],
+    /// Key-affine: (shard, shards): ask only what that shard owns ([`wire::route`]).
+    owned: Option<(u16, u16)>,
 }
 
 impl Generator {
@@ -150,7 +152,29 @@ impl Generator {
             counter: 0,
             rng: rand::SeedableRng::seed_from_u64(nonce ^ (connection as u64).rotate_left(32)),
             zipf: [MIX_USERS, MIX_TOOLS, MIX_CRITICAL_TOOLS, MIX_SERVERS].map(|n| rand_distr::Zipf::new(n, 1.0).unwrap_or_else(|e| unreachable!("{e}"))),
+            owned: None,
         };
+        g.build_frames();
+        g
+    }
+
+    /// Key-affine: this connection goes to `shard`'s own port, so it asks only what that
+    /// shard owns — the scenario's draws that another shard owns are drawn again; with a
+    /// connection per shard the whole mix is asked, each question of the right shard.
+    pub fn only(mut self, shard: u16, shards: u16) -> Generator {
+        self.owned = Some((shard, shards));
+        self.build_frames();
+        self
+    }
+
+    fn owns(&self, e: &Eval) -> bool {
+        self.owned.is_none_or(|(shard, shards)| wire::route::owner(&e.user_id, e.tool.as_ref().map_or("", |t| t.name.as_str()), shards) == shard)
+    }
+
+    /// The pre-encoded frames of the ping and hit scenarios.
+    fn build_frames(&mut self) {
+        let (transport, path, auth, batch) = (self.transport, self.http_path.clone(), self.auth.clone(), self.batch);
+        let path = path.as_str();
         let encode = |req: Request| {
             let b = match (transport, req) {
                 (Transport::Http, Request::Eval(e)) => http_eval((path, &auth), *e),
@@ -164,21 +188,20 @@ impl Generator {
             let at = b.windows(REQUEST_ID.len()).enumerate().filter(|(_, w)| *w == REQUEST_ID).map(|(i, _)| i + 4).collect();
             (b, at)
         };
-        match scenario {
-            Scenario::Ping => g.frames.push(encode(Request::Ping(Vec::new()))),
+        self.frames.clear();
+        match self.scenario {
+            Scenario::Ping => self.frames.push(encode(Request::Ping(Vec::new()))),
             Scenario::Hit => {
+                // The pool's users: hit-0, hit-1, … (those this shard owns, when affine).
+                let users: Vec<String> = (0..).map(|k| format!("hit-{k}")).filter(|u| self.owns(&sample(u.clone()))).take(HIT_POOL).collect();
                 for i in 0..HIT_POOL {
-                    let user = |j: usize| sample(format!("hit-{}", (i + j) % HIT_POOL));
-                    g.frames.push(encode(if batch == 1 {
-                        Request::Eval(Box::new(user(0)))
-                    } else {
-                        Request::EvalBatch((0..batch).map(user).collect())
-                    }));
+                    let user = |j: usize| sample(users.get((i + j) % HIT_POOL).cloned().unwrap_or_default());
+                    let frame = encode(if batch == 1 { Request::Eval(Box::new(user(0))) } else { Request::EvalBatch((0..batch).map(user).collect()) });
+                    self.frames.push(frame);
                 }
             }
             Scenario::Miss | Scenario::SeedMix => {}
         }
-        g
     }
 
     /// What every answer must be: a whole batch, an allow unless the seed mix asks (it
@@ -233,11 +256,17 @@ impl Generator {
 
     /// The next miss or seed-mix question.
     fn next_user(&mut self) -> Eval {
-        if self.scenario == Scenario::SeedMix {
-            return self.seed_mix_eval();
+        loop {
+            let e = if self.scenario == Scenario::SeedMix {
+                self.seed_mix_eval()
+            } else {
+                self.counter += 1;
+                sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
+            };
+            if self.owns(&e) {
+                return e;
+            }
         }
-        self.counter += 1;
-        sample_with(format!("{}{}", self.prefix, self.counter), self.counter)
     }
 
     fn encode(&mut self, out: &mut Vec<u8>, id: u64) {
@@ -426,7 +455,7 @@ pub fn connect(addr: SocketAddr, (transport, token): (Transport, Option<&str>)) 
             bail!("no HELLO_OK within 10 s");
         }
         if let Some((_, answer)) = answers.next(&mut buf)? {
-            let Answer::Binary(Reply::HelloOk(HelloOk { .. })) = answer else { bail!("HELLO answered with {answer:?}") };
+            let Answer::Binary(Reply::HelloOk(_)) = answer else { bail!("HELLO answered with {answer:?}") };
             s.set_read_timeout(None)?;
             return Ok(s);
         }
@@ -528,6 +557,8 @@ pub struct Progress {
     pub answered: AtomicU64,
     /// Answers that were not what the scenario expects.
     pub wrong: AtomicU64,
+    /// Decisions answered from the cache (binary protocol).
+    pub hits: AtomicU64,
 }
 
 pub type Meter = Arc<Progress>;
@@ -574,7 +605,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
             bail!("no answer for 10 s with {in_flight} requests in flight");
         }
         let now = Instant::now();
-        let (mut items, mut closing, wrong) = (0, false, tally.wrong);
+        let (mut items, mut closing, wrong, hits) = (0, false, tally.wrong, tally.hits);
         while let Some((id, answer)) = answers.next(&mut buf)? {
             in_flight -= 1;
             let sent = sent_at.get((id & mask) as usize).copied().unwrap_or(now);
@@ -591,6 +622,7 @@ pub fn closed(addr: SocketAddr, mut g: Generator, depth: usize, (measure_from, e
         }
         meter.answered.fetch_add(items, Ordering::Relaxed);
         meter.wrong.fetch_add(tally.wrong - wrong, Ordering::Relaxed);
+        meter.hits.fetch_add(tally.hits - hits, Ordering::Relaxed);
         if closing {
             // The server answered its last request on this connection (HTTP's requests-per-
             // connection limit); what was pipelined after it goes unanswered and uncounted.
@@ -642,7 +674,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
                     continue;
                 }
                 let now_ns = start.elapsed().as_nanos() as f64;
-                let (mut items, wrong) = (0, tally.wrong);
+                let (mut items, wrong, hits) = (0, tally.wrong, tally.hits);
                 while let Some((id, answer)) = answers.next(&mut buf)? {
                     if answer.closes() {
                         bail!("the server closed the connection after {id} requests (its [http] max_requests_per_connection): the open loop keeps one connection, so raise that limit or shorten the run");
@@ -658,6 +690,7 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
                 }
                 meter.answered.fetch_add(items, Ordering::Relaxed);
                 meter.wrong.fetch_add(tally.wrong - wrong, Ordering::Relaxed);
+                meter.hits.fetch_add(tally.hits - hits, Ordering::Relaxed);
             }
         })
     };
@@ -705,6 +738,22 @@ pub fn open(addr: SocketAddr, mut g: Generator, rate: f64, (warmup, duration): (
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_affine_generator_asks_only_what_its_shard_owns() {
+        let owner = |e: &Eval| wire::route::owner(&e.user_id, e.tool.as_ref().map_or("", |t| t.name.as_str()), 3);
+        for shard in 0..3u16 {
+            let mut g = Generator::new(Scenario::SeedMix, Transport::Binary, 1, 0, 7).only(shard, 3);
+            assert!((0..2000).all(|_| owner(&g.next_user()) == shard));
+            let g = Generator::new(Scenario::Hit, Transport::Binary, 4, 0, 7).only(shard, 3);
+            for (frame, _) in &g.frames {
+                let header = wire::Header::peek(frame).unwrap();
+                let Request::EvalBatch(items) = wire::decode_request(&header, &frame[HEADER_LEN..]).unwrap() else { panic!() };
+                assert!(items.iter().all(|e| owner(e) == shard));
+            }
+            assert_eq!(g.frames.len(), HIT_POOL);
+        }
+    }
 
     #[test]
     fn the_seed_mix_asks_in_its_documented_proportions() {

@@ -33,6 +33,11 @@ pub struct Common {
     /// Connections, one load thread each (two in open loop).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Binary protocol: `shared` connects every connection to --addr (the kernel spreads
+    /// them over the shards); `affine` connects connection i to shard i mod N's own port
+    /// (HELLO_OK's) and has it ask only what that shard owns (wire/PROTOCOL.md).
+    #[arg(long, value_enum, default_value_t = Route::Shared)]
+    pub route: Route,
     /// Seconds measured (with --requests: the most).
     #[arg(long, default_value_t = 3.0)]
     pub duration: f64,
@@ -55,7 +60,34 @@ pub struct Common {
     pub json: Option<PathBuf>,
 }
 
+/// Where each connection goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    Shared,
+    Affine,
+}
+
+/// Connection `i`'s address and, when affine, (its shard, the shards).
+type Placement = Box<dyn Fn(usize) -> (SocketAddr, Option<(u16, u16)>) + Send + Sync>;
+
 impl Common {
+    /// Where each connection goes ([`Route`]).
+    fn placement(&self) -> anyhow::Result<Placement> {
+        let addr = self.addr();
+        if self.route == Route::Shared {
+            return Ok(Box::new(move |_| (addr, None)));
+        }
+        anyhow::ensure!(self.transport == Transport::Binary, "--route affine is for the binary protocol");
+        let c = wire::Client::connect(addr, self.token.as_deref()).map_err(|e| anyhow::anyhow!("HELLO to {addr}: {e}"))?;
+        let (shards, ports) = (c.hello().shards, c.hello().shard_ports.clone());
+        anyhow::ensure!(c.hello().route == wire::route::ROUTE_FNV1A64_FMIX && ports.len() == usize::from(shards), "{addr} announces no shard ports (its --shard-ports is off?)");
+        Ok(Box::new(move |i| {
+            let shard = (i % ports.len().max(1)) as u16;
+            (SocketAddr::new(addr.ip(), ports.get(usize::from(shard)).copied().unwrap_or(addr.port())), Some((shard, shards)))
+        }))
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr.unwrap_or_else(|| match self.transport {
             Transport::Binary => SocketAddr::from(([127, 0, 0, 1], 7474)),
@@ -118,6 +150,11 @@ pub struct Run {
     /// Decisions answered per second in each step of the measured window (a second, or a
     /// twentieth of a shorter window): [seconds from its start, per second].
     pub timeline: Vec<[f64; 2]>,
+    /// `shared` or `affine` (--route).
+    pub route: Route,
+    /// Per step: [seconds, fraction of its decisions that were cache hits].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hit_timeline: Vec<[f64; 2]>,
 }
 
 pub fn nonce() -> u64 {
@@ -200,25 +237,28 @@ pub fn measure(
     let sample = Duration::from_secs_f64((c.duration / 20.0).clamp(0.1, 1.0));
     let mut timeline = Vec::new();
     let (mut server0, mut own0, mut cache0) = (BTreeMap::new(), 0, None);
-    let (mut last_t, mut last_n, mut measuring) = (measure_from, 0, false);
+    let (mut last_t, mut last_n, mut last_hits, mut measuring) = (measure_from, 0, 0, false);
+    let mut hit_timeline = Vec::new();
     loop {
         let now = Instant::now();
         if !measuring && now >= measure_from {
             measuring = true;
             (server0, own0) = (c.server_pid.map(cpu::threads).unwrap_or_default(), cpu::own());
             cache0 = (c.transport == Transport::Http).then(|| scrape_cache(c.addr(), c.token.as_deref())).transpose()?;
-            (last_t, last_n) = (now, meter.answered.load(Ordering::Relaxed));
+            (last_t, last_n, last_hits) = (now, meter.answered.load(Ordering::Relaxed), meter.hits.load(Ordering::Relaxed));
         }
         if measuring && (now - last_t >= sample || now >= end) {
-            let n = meter.answered.load(Ordering::Relaxed);
+            let (n, hits) = (meter.answered.load(Ordering::Relaxed), meter.hits.load(Ordering::Relaxed));
             let dt = (now - last_t).as_secs_f64();
             if dt > 0.05 {
                 let (t, rate) = ((now - measure_from).as_secs_f64(), (n - last_n) as f64 / dt);
+                let hit_ratio = (hits - last_hits) as f64 / (n - last_n).max(1) as f64;
                 timeline.push([t, rate]);
-                bar.set_message(format!("{rate:.0} decisions/s"));
+                hit_timeline.push([t, hit_ratio]);
+                bar.set_message(format!("{rate:.0} decisions/s, {:.0}% hits", hit_ratio * 100.0));
                 on_step(Step { t, rate, wrong: meter.wrong.load(Ordering::Relaxed) })?;
             }
-            (last_t, last_n) = (now, n);
+            (last_t, last_n, last_hits) = (now, n, hits);
         }
         bar.set_position((now - start).as_millis() as u64);
         if now >= end || (measuring && handles.iter().all(|h| h.is_finished())) {
@@ -238,6 +278,9 @@ pub fn measure(
         total.merge(h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??);
     }
     let mut run = summarize(&total, (c, seconds), shape, usage, timeline);
+    if c.transport == Transport::Binary && shape.scenario != Scenario::Ping {
+        run.hit_timeline = hit_timeline;
+    }
     if let (Some((h0, m0)), Some((h1, m1))) = (cache0, cache1)
         && shape.scenario != Scenario::Ping
     {
@@ -285,16 +328,23 @@ fn summarize(t: &Tally, (c, seconds): (&Common, f64), shape: Shape, usage: BTree
         reconnects: t.reconnects,
         cpu: usage,
         timeline,
+        route: c.route,
+        hit_timeline: Vec::new(),
     }
 }
 
 /// Closed loop: `depth` requests in flight on each connection.
 pub fn closed(c: &Common, scenario: Scenario, depth: usize, batch: usize) -> anyhow::Result<Run> {
-    let (n, addr, target) = (nonce(), c.addr(), c.target());
+    let (n, place, target) = (nonce(), c.placement()?, c.target());
     let shape = Shape { scenario, mode: "closed", depth: Some(depth), batch, offered: None };
     let conns = c.connections as u64;
     measure(c, shape, |i, from, end, meter| {
+        let (addr, owned) = place(i);
         let g = Generator::for_target(scenario, &target, batch, i, n);
+        let g = match owned {
+            Some((shard, shards)) => g.only(shard, shards),
+            None => g,
+        };
         // The quota split over connections, the remainder to the first ones.
         let quota = c.requests.map(|r| r / conns + u64::from((i as u64) < r % conns));
         std::thread::spawn(move || load::closed(addr, g, depth, (from, end), quota, meter))
@@ -317,12 +367,17 @@ pub fn open_observed(c: &Common, (scenario, rate, batch): (Scenario, f64, usize)
         }
         None => c,
     };
-    let (n, addr, target) = (nonce(), c.addr(), c.target());
+    let (n, place, target) = (nonce(), c.placement()?, c.target());
     let per_conn = rate / c.connections as f64;
     let window = (Duration::from_secs_f64(c.warmup), Duration::from_secs_f64(c.duration));
     let shape = Shape { scenario, mode: "open", depth: None, batch, offered: Some(rate) };
     measure(c, shape, |i, _, _, meter| {
+        let (addr, owned) = place(i);
         let g = Generator::for_target(scenario, &target, batch, i, n);
+        let g = match owned {
+            Some((shard, shards)) => g.only(shard, shards),
+            None => g,
+        };
         std::thread::spawn(move || load::open(addr, g, per_conn, window, meter))
     }, on_step)
 }
@@ -434,6 +489,8 @@ pub mod tests {
             reconnects: 0,
             cpu: BTreeMap::new(),
             timeline: vec![[1.0, rate], [2.0, rate * 0.9]],
+            route: Route::Shared,
+            hit_timeline: Vec::new(),
         }
     }
 

@@ -149,3 +149,45 @@ fn a_server_with_a_caller_token_is_driven_with_it() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn affine_routing_sends_each_question_to_the_shard_that_owns_it() {
+    let dir = scratch("affine");
+    let mut child = Command::new(sark_pdp())
+        .args(["serve", "--shards", "3", "--listen", "127.0.0.1:0", "--http-listen", "off", "--audit-durability", "none", "--audit-dir"])
+        .arg(dir.join("audit"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let server = Server(child);
+    let addr = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()).unwrap().to_string();
+    let out = dir.join("affine.json");
+    bench(&["closed", "--scenario", "seed-mix", "--route", "affine", "--connections", "3", "--depth", "8", "--duration", "1", "--warmup", "0.2", "--addr", &addr, "--json", out.to_str().unwrap()]);
+    let v = json(&out);
+    let run = if v["runs"].is_array() { v["runs"][0].clone() } else { v.clone() };
+    assert_eq!((run["route"].as_str(), run["wrong"].as_u64()), (Some("affine"), Some(0)), "{run}");
+    assert!(!run["hit_timeline"].as_array().unwrap().is_empty(), "{run}");
+    // SIGTERM: the writer drains the rings before the process exits.
+    let mut server = server;
+    Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    server.0.wait().unwrap();
+    // Every decision was made by the shard its user and tool hash to.
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.join("audit")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        for l in std::fs::read_to_string(path).unwrap().lines() {
+            let Ok(r) = serde_json::from_str::<serde_json::Value>(l) else { continue };
+            let id = u128::from_str_radix(r["decision_id"].as_str().unwrap(), 16).unwrap();
+            let owner = wire::route::owner(r["user_id"].as_str().unwrap(), r["tool_name"].as_str().unwrap_or(""), 3);
+            assert_eq!((id >> 112) as u16, owner, "{l}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 300, "only {checked} records");
+}

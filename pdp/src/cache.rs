@@ -132,6 +132,9 @@ struct Entry {
     ceiling: Instant,
     /// From here on a hit asks for a refresh (`ceiling`: never).
     refresh_at: Instant,
+    /// The earliest time a hit has more to do than answer (ask for a refresh, slide the
+    /// expiry on): before it, the hit path is two comparisons.
+    attention_at: Instant,
     /// Adaptive TTL: how far a hit extends it (zero: off).
     slide: Duration,
     /// Approximate bytes this entry holds, fixed when inserted.
@@ -141,29 +144,16 @@ struct Entry {
     refresh_asked: bool,
 }
 
-/// What a lookup needs of an entry, copied out of the cache.
-struct Seen {
-    decision: Arc<Decision>,
-    expires_at: Instant,
-    ceiling: Instant,
-    refresh_at: Instant,
-    slide: Duration,
-    sensitivity: Sensitivity,
-    refresh_asked: bool,
-}
-
-impl Seen {
-    fn of(e: &Entry) -> Seen {
-        Seen {
-            decision: e.decision.clone(),
-            expires_at: e.expires_at,
-            ceiling: e.ceiling,
-            refresh_at: e.refresh_at,
-            slide: e.slide,
-            sensitivity: e.sensitivity,
-            refresh_asked: e.refresh_asked,
-        }
+/// When a hit on `e` next has more to do than answer ([`DecisionCache::get`]).
+fn attention(e: &Entry) -> Instant {
+    let mut at = e.ceiling;
+    if !e.refresh_asked {
+        at = at.min(e.refresh_at);
     }
+    if !e.slide.is_zero() && e.expires_at < e.ceiling {
+        at = at.min(e.expires_at.checked_sub(e.slide / 2).unwrap_or(e.expires_at));
+    }
+    at
 }
 
 /// Counts S3-FIFO's evictions by sensitivity, per insert.
@@ -320,52 +310,52 @@ impl DecisionCache {
     pub fn get(&mut self, key: CacheKey) -> Option<Hit> {
         let now = self.clock.now();
         let found = match &mut self.backend {
-            Backend::S3Fifo(c) => c.get(&key).map(Seen::of),
-            Backend::Lru { map, .. } => map.get(&key).map(Seen::of),
+            Backend::S3Fifo(c) => c.get(&key),
+            Backend::Lru { map, .. } => map.get(&key),
         };
-        let Some(e) = found else {
-            self.stats.misses += 1;
-            return None;
+        let (mut hit, attend) = match found {
+            None => {
+                self.stats.misses += 1;
+                return None;
+            }
+            Some(e) if now < e.expires_at => (Hit { decision: e.decision.clone(), ttl: e.expires_at - now, refresh: false }, now >= e.attention_at),
+            Some(_) => {
+                self.stats.expired += 1;
+                self.stats.misses += 1;
+                self.remove(key);
+                return None;
+            }
         };
-        if now >= e.expires_at {
-            self.stats.expired += 1;
-            self.stats.misses += 1;
-            self.remove(key);
-            return None;
-        }
         self.stats.hits += 1;
-        let refresh = !e.refresh_asked && now >= e.refresh_at;
-        // Adaptive: a hit in the second half of what is left slides the expiry on.
-        let extend = !e.slide.is_zero() && e.expires_at < e.ceiling && e.expires_at - now < e.slide / 2;
-        let mut hit = Hit { decision: e.decision, ttl: e.expires_at - now, refresh };
-        if refresh || extend {
-            let (s, expires) = (e.sensitivity, (now + e.slide).min(e.ceiling));
-            let update = |e: &mut Entry| {
-                e.refresh_asked |= refresh;
-                if extend {
-                    e.expires_at = expires;
-                }
-            };
-            match &mut self.backend {
-                Backend::S3Fifo(c) => {
-                    if let Some(mut e) = c.get_mut(&key) {
-                        update(&mut e);
-                    }
-                }
-                Backend::Lru { map, .. } => {
-                    if let Some(e) = map.get_mut(&key) {
-                        update(e);
-                    }
-                }
-            }
-            if extend {
-                hit.ttl = expires - now;
-            }
-            if refresh && let Some(n) = self.stats.stale_hits.get_mut(s as usize) {
-                *n += 1;
-            }
+        if attend {
+            self.attend(key, now, &mut hit);
         }
         Some(hit)
+    }
+
+    /// A hit past its entry's `attention_at`: ask for the refresh (once), slide an
+    /// adaptive expiry on (a hit in the second half of what is left).
+    #[cold]
+    fn attend(&mut self, key: CacheKey, now: Instant, hit: &mut Hit) {
+        let update = |e: &mut Entry| {
+            let refresh = !e.refresh_asked && now >= e.refresh_at;
+            e.refresh_asked |= refresh;
+            if !e.slide.is_zero() && e.expires_at < e.ceiling && e.expires_at - now < e.slide / 2 {
+                e.expires_at = (now + e.slide).min(e.ceiling);
+            }
+            e.attention_at = attention(e);
+            (refresh, e.expires_at, e.sensitivity)
+        };
+        let seen = match &mut self.backend {
+            Backend::S3Fifo(c) => c.get_mut(&key).map(|mut e| update(&mut e)),
+            Backend::Lru { map, .. } => map.get_mut(&key).map(update),
+        };
+        let Some((refresh, expires_at, s)) = seen else { return };
+        hit.ttl = expires_at - now;
+        hit.refresh = refresh;
+        if refresh && let Some(n) = self.stats.stale_hits.get_mut(s as usize) {
+            *n += 1;
+        }
     }
 
     /// The TTL a decision would be cached for: the sensitivity's, shortened by the
@@ -393,16 +383,18 @@ impl DecisionCache {
         let ceiling = now + ttl;
         let slide = self.adaptive.map_or(Duration::ZERO, |a| ttl.mul_f64(a.start).max(Duration::from_millis(1)));
         let first = if slide.is_zero() { ttl } else { slide };
-        let entry = Entry {
+        let mut entry = Entry {
             bytes: entry_bytes(&decision),
             decision,
             expires_at: now + first,
             ceiling,
             refresh_at: ceiling - ttl.mul_f64(self.refresh.of(sensitivity)),
+            attention_at: ceiling,
             slide,
             sensitivity,
             refresh_asked: false,
         };
+        entry.attention_at = attention(&entry);
         self.stats.inserts += 1;
         let mut evicted = Evicted { inserting: Some(key), by_sensitivity: [0; 5] };
         match &mut self.backend {

@@ -934,7 +934,7 @@ fn error_reply(out: &mut Vec<u8>, id: u64, e: &WireError) {
 
 fn hello(shard: &Shard, h: &wire::message::Hello, max_payload: &mut u32) -> Reply {
     *max_payload = h.max_payload.min(shard.config.max_payload);
-    Reply::HelloOk(HelloOk {
+    Reply::HelloOk(Box::new(HelloOk {
         version: wire::VERSION,
         max_payload: *max_payload,
         max_batch: MAX_BATCH,
@@ -944,7 +944,7 @@ fn hello(shard: &Shard, h: &wire::message::Hello, max_payload: &mut u32) -> Repl
         driver: shard.driver.to_string(),
         route: wire::route::ROUTE_FNV1A64_FMIX,
         shard_ports: shard.shard_ports.to_vec(),
-    })
+    }))
 }
 
 /// EVAL_JSON: any entrypoint, straight to the evaluator (not cached, not audited).

@@ -76,7 +76,7 @@ impl Client {
         }))?;
         c.flush()?;
         match c.recv_id(id)? {
-            Reply::HelloOk(h) => c.hello = h,
+            Reply::HelloOk(h) => c.hello = *h,
             other => return Err(unexpected(id, &other)),
         }
         Ok(c)

@@ -167,7 +167,8 @@ pub const ERROR_UNAUTHORIZED: u16 = 3006;
 /// Any reply frame's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    HelloOk(HelloOk),
+    /// Boxed: the largest reply, and the rarest (once per connection).
+    HelloOk(Box<HelloOk>),
     Decision(Decision),
     /// EVAL_JSON's answer: the entrypoint's value as JSON text (`None`: undefined).
     Result(Option<String>),
@@ -515,7 +516,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
 pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError> {
     let mut r = Reader::new(payload, "reply");
     let reply = match header.opcode {
-        opcode::HELLO_OK => Reply::HelloOk(HelloOk {
+        opcode::HELLO_OK => Reply::HelloOk(Box::new(HelloOk {
             version: r.u8()?,
             max_payload: r.u32()?,
             max_batch: r.u32()?,
@@ -528,7 +529,7 @@ pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError>
                 let n = r.u16()?;
                 (0..n).map(|_| r.u16()).collect::<Result<_, _>>()?
             },
-        }),
+        })),
         opcode::DECISION => Reply::Decision(get_decision(&mut r)?),
         opcode::RESULT => Reply::Result(r.opt_str()?),
         opcode::DECISION_BATCH => {

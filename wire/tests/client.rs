@@ -24,7 +24,7 @@ fn decide(e: &Eval) -> Decision {
 
 fn answer(request: Request) -> Option<Reply> {
     Some(match request {
-        Request::Hello(h) => Reply::HelloOk(HelloOk {
+        Request::Hello(h) => Reply::HelloOk(Box::new(HelloOk {
             version: h.version,
             max_payload: h.max_payload.min(DEFAULT_MAX_PAYLOAD),
             max_batch: MAX_BATCH,
@@ -34,7 +34,7 @@ fn answer(request: Request) -> Option<Reply> {
             driver: "epoll".into(),
             route: wire::route::ROUTE_FNV1A64_FMIX,
             shard_ports: Vec::new(),
-        }),
+        })),
         Request::Eval(e) if e.user_id == "hang-up" => return None,
         Request::Eval(e) => Reply::Decision(decide(&e)),
         Request::EvalBatch(items) => Reply::DecisionBatch(items.iter().map(decide).collect()),

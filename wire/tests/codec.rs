@@ -82,7 +82,7 @@ fn replies() -> Vec<Reply> {
         filtered_parameters_json: Some("{}".into()),
     };
     vec![
-        Reply::HelloOk(HelloOk {
+        Reply::HelloOk(Box::new(HelloOk {
             version: 1,
             max_payload: 4096,
             max_batch: MAX_BATCH,
@@ -92,7 +92,7 @@ fn replies() -> Vec<Reply> {
             driver: "io_uring".into(),
             route: 1,
             shard_ports: vec![7475, 7476, 7477],
-        }),
+        })),
         Reply::Decision(d.clone()),
         Reply::Decision(Decision::default()),
         Reply::Result(Some("true".into())),

@@ -70,7 +70,7 @@ fn decision() -> impl Strategy<Value = Decision> {
 
 fn reply() -> impl Strategy<Value = Reply> {
     prop_oneof![
-        (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), text(), text(), (any::<u8>(), prop::collection::vec(any::<u16>(), 0..20))).prop_map(|(version, max_payload, max_batch, shards, shard, bundle_revision, driver, (route, shard_ports))| Reply::HelloOk(HelloOk {
+        (any::<u8>(), any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), text(), text(), (any::<u8>(), prop::collection::vec(any::<u16>(), 0..20))).prop_map(|(version, max_payload, max_batch, shards, shard, bundle_revision, driver, (route, shard_ports))| Reply::HelloOk(Box::new(HelloOk {
             version,
             max_payload,
             max_batch,
@@ -80,7 +80,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             driver,
             route,
             shard_ports,
-        })),
+        }))),
         decision().prop_map(Reply::Decision),
         of(text()).prop_map(Reply::Result),
         vec(decision(), 1..4).prop_map(Reply::DecisionBatch),
