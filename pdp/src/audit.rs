@@ -24,6 +24,10 @@ pub struct AuditRecord {
     pub evaluation_duration_us: u64,
     pub cache_hit: bool,
     pub mfa_verified: Option<bool>,
+    /// The question as [`crate::input::SarkInput::replay_json`] wrote it, for pre-warming
+    /// (only when pre-warming is on): the line's last field, `replay`, which the sinks
+    /// leave out ([`crate::audit_log::shipped_body`]).
+    pub replay: Option<String>,
     /// The string fields, in [`Fields`] order, each behind a u32 length (`u32::MAX`:
     /// absent); roles and teams behind a u32 count.
     text: Vec<u8>,
@@ -196,6 +200,7 @@ impl AuditRecord {
             evaluation_duration_us: duration_us,
             cache_hit: answer.cache_hit,
             mfa_verified,
+            replay: None,
             text: t.0,
         }
     }
@@ -353,6 +358,11 @@ impl AuditRecord {
         json_str(out, &d.bundle_revision);
         if let Some(e) = &d.error {
             let _ = write!(out, ",\"error_code\":{}", e.wire_code());
+        }
+        // Always last: the sinks cut it off.
+        if let Some(r) = &self.replay {
+            out.push_str(crate::audit_log::REPLAY_FIELD);
+            json_str(out, r);
         }
     }
 }

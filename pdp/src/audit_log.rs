@@ -156,6 +156,36 @@ pub fn record_body(line: &str) -> Option<&str> {
     line.get(..line.rfind(SUFFIX)?).filter(|r| r.starts_with('{'))
 }
 
+/// What precedes a record's `replay` field, its last ([`crate::audit::AuditRecord::replay`]).
+/// The text cannot occur earlier in a line: inside a JSON string a quote is escaped, and
+/// no other field has a key followed by a string value named so.
+pub const REPLAY_FIELD: &str = ",\"replay\":";
+
+/// [`record_body`] without the `replay` field: what the sinks ship (a replay holds the
+/// whole question, which is for this node's pre-warming only).
+pub fn shipped_body(line: &str) -> Option<&str> {
+    let body = record_body(line)?;
+    Some(match body.rfind(concat!(",\"replay\":", "\"")) {
+        Some(at) => body.get(..at).unwrap_or(body),
+        None => body,
+    })
+}
+
+/// A record line's `replay`, still JSON-escaped (cheap to count; [`unescape`] the few
+/// that are used), and its timestamp, ns; `None` without either.
+pub fn replay_of(line: &str) -> Option<(&str, i64)> {
+    let body = record_body(line)?;
+    let at = body.rfind(concat!(",\"replay\":", "\""))?;
+    let escaped = body.get(at + REPLAY_FIELD.len() + 1..)?.strip_suffix('"')?;
+    let ts = body.split_once("\"timestamp\":\"")?.1.split_once('"')?.0;
+    Some((escaped, crate::audit::parse_rfc3339(ts)?))
+}
+
+/// A JSON string's content as [`replay_of`] gives it, unescaped.
+pub fn unescape(escaped: &str) -> Option<String> {
+    serde_json::from_str(&format!("\"{escaped}\"")).ok()
+}
+
 /// The sequence number of a whole, intact line (without its newline); `None` when the
 /// checksum or the shape is wrong.
 pub fn verify_line(line: &str) -> Option<u64> {

@@ -156,7 +156,8 @@ fn bad(name: &str, e: &dyn std::fmt::Display) -> EvalError {
     EvalError::BadInput(format!("{name}: {}", e.strip_prefix("bad input: ").unwrap_or(&e)))
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct UserFields {
     pub id: String,
     pub roles: Vec<String>,
@@ -168,7 +169,8 @@ pub struct UserFields {
     pub email: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ToolFields {
     pub name: String,
     pub sensitivity_level: Option<String>,
@@ -177,7 +179,8 @@ pub struct ToolFields {
     pub teams: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerFields {
     pub id: String,
     pub name: Option<String>,
@@ -219,6 +222,76 @@ impl Default for SarkInput {
             agent: Blob::Absent,
             context: Blob::Absent,
         }
+    }
+}
+
+/// A question as the audit log keeps it for pre-warming ([`SarkInput::replay_json`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Replay {
+    user: UserFields,
+    action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<ToolFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<ServerFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<String>,
+    /// The JSON parts as their text, so the question hashes to the same cache key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
+}
+
+impl SarkInput {
+    /// This question as JSON text from which [`Self::from_replay`] rebuilds it (its
+    /// `now_ns` left out: a replay is asked at its own time). `None` for a question with
+    /// `parameters` unless `with_parameters` (they may hold secrets), or with a JSON part
+    /// held as a value rather than text.
+    pub fn replay_json(&self, with_parameters: bool) -> Option<String> {
+        let text = |b: &Blob| match b {
+            Blob::Absent => Ok(None),
+            Blob::Json(t) => Ok(Some(t.clone())),
+            Blob::Value(_) => Err(()),
+        };
+        let parameters = text(&self.parameters).ok()?;
+        if parameters.is_some() && !with_parameters {
+            return None;
+        }
+        let r = Replay {
+            user: self.user.clone(),
+            action: self.action.clone(),
+            tool: self.tool.clone(),
+            server: self.server.clone(),
+            client_ip: self.client_ip.clone(),
+            parameters,
+            agent: text(&self.agent).ok()?,
+            context: text(&self.context).ok()?,
+        };
+        serde_json::to_string(&r).ok()
+    }
+
+    /// The question [`Self::replay_json`] wrote.
+    ///
+    /// # Errors
+    /// Text that is not such a question.
+    pub fn from_replay(text: &str) -> Result<SarkInput, String> {
+        let r: Replay = serde_json::from_str(text).map_err(|e| format!("replay: {e}"))?;
+        let blob = |t: Option<String>| t.map_or(Blob::Absent, Blob::Json);
+        Ok(SarkInput {
+            user: r.user,
+            action: r.action,
+            tool: r.tool,
+            server: r.server,
+            client_ip: r.client_ip,
+            now_ns: None,
+            parameters: blob(r.parameters),
+            agent: blob(r.agent),
+            context: blob(r.context),
+        })
     }
 }
 

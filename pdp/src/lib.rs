@@ -40,6 +40,7 @@ pub mod json_guard;
 pub mod key;
 pub mod opa;
 pub mod point;
+pub mod prewarm;
 pub mod sink;
 pub mod sink_postgres;
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::audit::parse_rfc3339;
-use crate::audit_log::{record_body, segments, verify_line};
+use crate::audit_log::{segments, shipped_body, verify_line};
 
 /// Why a batch was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -465,7 +465,7 @@ impl Sink for SplunkHec {
         );
         let mut body = String::with_capacity(batch.iter().map(|(_, l)| l.len() + head.len() + 32).sum());
         for (seq, l) in batch {
-            let record = record_body(l).ok_or_else(|| SendError::Refused(format!("record {seq} is not an audit log line")))?;
+            let record = shipped_body(l).ok_or_else(|| SendError::Refused(format!("record {seq} is not an audit log line")))?;
             let ns = field_str(record, "timestamp").and_then(parse_rfc3339).unwrap_or(0);
             let _ = writeln!(body, "{{\"time\":{}.{:09}{head}{record}}}}}", ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
         }
@@ -516,7 +516,7 @@ impl Sink for Datadog {
         let mut entries = Vec::with_capacity(batch.len());
         for (seq, l) in batch {
             let refused = || SendError::Refused(format!("record {seq} is not an audit log line"));
-            let record = record_body(l).ok_or_else(refused)?;
+            let record = shipped_body(l).ok_or_else(refused)?;
             let summary: Summary<'_> = serde_json::from_str(l).map_err(|_| refused())?;
             let message = json_string(&format!("{} {} {}", summary.result, summary.user_id, summary.action));
             entries.push(format!("{head}{message},{}}}", record.get(1..).unwrap_or("")));

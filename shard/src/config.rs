@@ -98,6 +98,11 @@
 //! default = 0.25
 //! [cache.adaptive]           # off without start: an entry starts with start x its TTL and
 //! start = 0.25               # hits extend it, never past its TTL or the policy's cache_ttl_s
+//! [cache.prewarm]            # off without top: at start and after a bundle swap, warm each
+//! top = 10000                # shard with its share of the most frequent recent questions,
+//! minutes = 10               # read from the audit log's tail (records then carry the question
+//! max_mib = 256              # as a last `replay` field, which the sinks do not ship)
+//! parameters = false         # also keep questions that carry parameters (may hold secrets)
 //! ```
 
 use std::net::SocketAddr;
@@ -540,6 +545,22 @@ pub struct CacheSection {
     pub refresh: RefreshSection,
     /// Adaptive TTL (off without `start`).
     pub adaptive: AdaptiveSection,
+    /// Pre-warming from the audit log (off without `top`).
+    pub prewarm: PrewarmSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrewarmSection {
+    /// Questions warmed in all, the most frequent first (each shard its share).
+    pub top: Option<usize>,
+    /// Minutes of the log read back (default 10).
+    pub minutes: Option<u64>,
+    /// MiB of the newest segments read at most (default 256).
+    pub max_mib: Option<u64>,
+    /// Keep questions with `parameters` in the log, so they can be warmed (default false:
+    /// parameters may hold secrets; the sinks never ship them either way).
+    pub parameters: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -601,6 +622,24 @@ impl FileConfig {
     ///
     /// # Errors
     /// A TTL out of range, a bad variable, or a zero bound.
+    /// `[cache.prewarm]`, when `top` turns it on.
+    ///
+    /// # Errors
+    /// A value out of its range.
+    pub fn prewarm(&self) -> anyhow::Result<Option<crate::prewarm::PrewarmConfig>> {
+        let p = &self.cache.prewarm;
+        let Some(top) = p.top else {
+            anyhow::ensure!(p.minutes.is_none() && p.max_mib.is_none() && p.parameters.is_none(), "cache.prewarm: set top (how many questions) to turn pre-warming on");
+            return Ok(None);
+        };
+        Ok(Some(crate::prewarm::PrewarmConfig {
+            top: in_range("cache.prewarm.top", top, 1, 1_000_000)?,
+            window: Duration::from_secs(60 * in_range("cache.prewarm.minutes", p.minutes.unwrap_or(10), 1, 24 * 60)?),
+            max_bytes: in_range("cache.prewarm.max_mib", p.max_mib.unwrap_or(256), 1, 1 << 20)? << 20,
+            parameters: p.parameters.unwrap_or(false),
+        }))
+    }
+
     pub fn cache(&self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<CacheConfig> {
         let d = CacheConfig::default();
         let t = &self.cache.ttl;

@@ -67,6 +67,8 @@ pub struct Control {
     pub(crate) sink_send_seconds: crate::metrics::SinkHistograms,
     /// Other nodes to tell about invalidations and data writes (`--cluster-redis`).
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Pre-warming's lists for the shards (`[cache.prewarm]`; unset: off).
+    pub prewarm: std::sync::OnceLock<Arc<crate::prewarm::Prewarm>>,
 }
 
 /// A change to the data document.
@@ -83,6 +85,7 @@ impl Control {
         Control {
             current: Mutex::new((bundle, 0)),
             cluster: std::sync::OnceLock::new(),
+            prewarm: std::sync::OnceLock::new(),
             sinks: Mutex::new(Vec::new()),
             sink_send_seconds: crate::metrics::SinkHistograms::new_with_constructor(crate::metrics::send_seconds_histogram),
             log_next_seq: std::sync::OnceLock::new(),

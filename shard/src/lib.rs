@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod convert;
 pub mod ext_authz;
+pub mod prewarm;
 pub mod http;
 mod metrics;
 pub mod server;

@@ -406,6 +406,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 audit,
                 audit_drop_when_full,
                 cache: file.cache(|v| std::env::var(v).ok())?,
+                prewarm: file.prewarm()?,
                 ring_capacity: in_range("audit ring", audit_ring.or(file.audit.ring).unwrap_or(65_536), 1, 1 << 24)?,
                 max_connections_per_shard: in_range("max_connections", max_connections.or(srv.max_connections).unwrap_or(10_000), 1, 1 << 20)?,
                 idle_timeout: std::time::Duration::from_secs(in_range("idle_timeout_s", idle, 1, 86_400)?),

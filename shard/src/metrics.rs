@@ -6,6 +6,7 @@
 //! `sark_policy_cache_hits_total` / `sark_policy_cache_misses_total` /
 //! `sark_policy_cache_stale_hits_total` (hits that asked for a refresh ahead) /
 //! `sark_policy_cache_evictions_total{sensitivity_level,shard}`, `sark_pdp_cache_refreshes_total{shard,result}`,
+//! `sark_pdp_cache_prewarmed_entries{shard}`, `sark_pdp_cache_prewarm_milliseconds{shard}`, `sark_pdp_cache_prewarms_total{shard}`,
 //! `sark_policy_denials_total`; and the PDP's own, per shard: `sark_pdp_shard_info{shard,
 //! driver}`, `sark_pdp_connections`, `sark_pdp_cache_entries`, `sark_pdp_audit_ring_depth`,
 //! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`,
@@ -96,6 +97,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     let stale = Family::<LevelShard, Counter>::default();
     let evictions = Family::<LevelShard, Counter>::default();
     let refreshes = Family::<RefreshResult, Counter>::default();
+    let prewarmed = Family::<ShardLabel, Gauge>::default();
+    let prewarm_ms = Family::<ShardLabel, Gauge>::default();
+    let prewarms = Family::<ShardLabel, Counter>::default();
     let info = Family::<ShardInfo, Gauge>::default();
     let connections = Family::<ShardLabel, Gauge>::default();
     let entries = Family::<ShardLabel, Gauge>::default();
@@ -152,6 +156,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         let driver = if st.io_uring.load(Ordering::Relaxed) { "io_uring" } else { "epoll" };
         info.get_or_create(&ShardInfo { shard: i.to_string(), driver, bundle_revision: revision.to_string() }).set(1);
         connections.get_or_create(&shard).set(u(load(&st.connections)));
+        prewarmed.get_or_create(&shard).set(u(load(&st.prewarmed)));
+        prewarm_ms.get_or_create(&shard).set(u(load(&st.prewarm_ms)));
+        prewarms.get_or_create(&shard).inc_by(load(&st.prewarms));
         entries.get_or_create(&shard).set(u(load(&st.cache_entries)));
         depth.get_or_create(&shard).set(u(load(&st.ring_depth)));
         requests.get_or_create(&shard).inc_by(load(&st.http_requests));
@@ -164,6 +171,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
     r.register("sark_policy_cache_stale_hits", "Hits in the last part of their TTL, served and then evaluated again (refresh ahead)", stale);
     r.register("sark_policy_cache_evictions", "Live cache entries pushed out to make room", evictions);
     r.register("sark_pdp_cache_refreshes", "Refreshes ahead: evaluated, or dropped because too many were waiting", refreshes);
+    r.register("sark_pdp_cache_prewarmed_entries", "Entries the shard's last warm-up cached ([cache.prewarm])", prewarmed);
+    r.register("sark_pdp_cache_prewarm_milliseconds", "How long the shard's last warm-up took", prewarm_ms);
+    r.register("sark_pdp_cache_prewarms", "Warm-ups finished (at start and after each bundle swap)", prewarms);
     r.register("sark_pdp_shard_info", "One per shard: its I/O driver and bundle revision", info);
     r.register("sark_pdp_connections", "Open connections per shard (binary and HTTP)", connections);
     r.register("sark_pdp_cache_entries", "Entries in each shard's decision cache", entries);

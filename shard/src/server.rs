@@ -44,6 +44,8 @@ pub struct ServeConfig {
     /// counting it (true).
     pub audit_drop_when_full: bool,
     pub cache: CacheConfig,
+    /// Pre-warm each shard's cache from the audit log's tail (`None`: off).
+    pub prewarm: Option<crate::prewarm::PrewarmConfig>,
     /// Records per shard ring.
     pub ring_capacity: usize,
     pub max_connections_per_shard: usize,
@@ -351,6 +353,11 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
         if rec.truncated_bytes > 0 { format!("; cut a torn tail of {} bytes", rec.truncated_bytes) } else { String::new() }
     );
     let audit_io = log.io_name();
+    if let Some(p) = config.prewarm {
+        let shared = Arc::new(crate::prewarm::Prewarm::new(config.shards));
+        let _ = control.prewarm.set(shared.clone());
+        crate::prewarm::spawn(p, config.audit.dir.clone(), shared, shutdown.clone())?;
+    }
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     drain.next_seq.store(log.next_seq(), Ordering::Release);
     let _ = control.log_next_seq.set(drain.next_seq.clone());
@@ -462,12 +469,14 @@ impl Shard {
     /// Apply control changes past `applied` (between two requests: this runs on the shard's
     /// own thread), then wait until every batch begun before them has been written; the
     /// epoch now applied.
-    async fn apply_changes(&self, applied: u64) -> u64 {
+    async fn apply_changes(&self, applied: u64) -> (u64, bool) {
         let changes = self.control.since(applied);
-        let Some(last) = changes.last().map(|(e, _)| *e) else { return applied };
+        let Some(last) = changes.last().map(|(e, _)| *e) else { return (applied, false) };
+        let mut swapped = false;
         for (_, change) in changes {
             match change {
                 crate::control::Change::Swap(bundle) => {
+                    swapped = true;
                     self.point.borrow_mut().swap(bundle.clone(), EnginePreference::Fastest);
                     *self.evaluator.borrow_mut() = Evaluator::new(bundle.clone(), EnginePreference::Fastest);
                     *self.revision.borrow_mut() = bundle.revision.to_string();
@@ -486,7 +495,7 @@ impl Shard {
         while self.busy.get((old % 2) as usize).map_or(0, Cell::get) > 0 {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
-        last
+        (last, swapped)
     }
 }
 
@@ -506,6 +515,11 @@ pub(crate) struct ShardStats {
     /// Refreshes evaluated, and not queued (too many waiting).
     pub(crate) refreshed: AtomicU64,
     pub(crate) refresh_dropped: AtomicU64,
+    /// The last warm-up: entries it cached, and how long it took (ms).
+    pub(crate) prewarmed: AtomicU64,
+    pub(crate) prewarm_ms: AtomicU64,
+    /// Warm-ups finished.
+    pub(crate) prewarms: AtomicU64,
     pub(crate) http_requests: AtomicU64,
     /// Records not written because the ring was full and the shard was told to drop.
     pub(crate) audit_drops: AtomicU64,
@@ -647,7 +661,41 @@ where
 }
 
 /// Refreshes evaluated per millisecond tick at most (the rest wait for the next).
-const REFRESHES_PER_TICK: usize = 256;
+const REFRESHES_PER_TICK: usize = 64;
+
+/// A shard's warm-up in progress.
+#[derive(Default)]
+struct Warming {
+    queue: std::collections::VecDeque<pdp::input::SarkInput>,
+    started: Option<std::time::Instant>,
+    cached: u64,
+}
+
+impl Warming {
+    /// Take the shard's list when it is ready, then evaluate a few of it per tick; say how
+    /// it went once done.
+    fn step(&mut self, shard: &Shard, p: &crate::prewarm::Prewarm) {
+        if self.started.is_none() {
+            let Some(list) = p.take(usize::from(shard.index)) else { return };
+            (self.queue, self.started, self.cached) = (list.into(), Some(std::time::Instant::now()), 0);
+        }
+        let Some(started) = self.started else { return };
+        let now = now_ns();
+        let mut point = shard.point.borrow_mut();
+        for q in self.queue.drain(..self.queue.len().min(crate::prewarm::PER_TICK)) {
+            let a = point.decide_typed(&q, now);
+            self.cached += u64::from(!a.cache_hit && !a.ttl.is_zero());
+        }
+        if self.queue.is_empty() {
+            let ms = started.elapsed().as_millis() as u64;
+            shard.stats.prewarmed.store(self.cached, Ordering::Relaxed);
+            shard.stats.prewarm_ms.store(ms, Ordering::Relaxed);
+            bump(&shard.stats.prewarms);
+            pdp::say!("sark-pdp: shard {} pre-warmed {} entries in {ms} ms", shard.index, self.cached);
+            self.started = None;
+        }
+    }
+}
 
 /// Apply control changes as they come (checked every millisecond), evaluate the refreshes
 /// ahead that hits asked for (off the reply path: between the connections' turns), and
@@ -655,11 +703,22 @@ const REFRESHES_PER_TICK: usize = 256;
 async fn watch(shard: Rc<Shard>) {
     let mut applied = 0u64;
     let mut tick = 0u64;
+    let mut warming = Warming::default();
+    let prewarm = shard.control.prewarm.get().cloned();
     while !shard.shutdown.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(1)).await;
         if shard.control.epoch() > applied {
-            applied = shard.apply_changes(applied).await;
+            let swapped;
+            (applied, swapped) = shard.apply_changes(applied).await;
             shard.control.set_applied(usize::from(shard.index), applied);
+            if swapped && let Some(p) = &prewarm {
+                // An empty cache under the new bundle: warm it again, from a new scan.
+                warming = Warming::default();
+                p.request();
+            }
+        }
+        if let Some(p) = &prewarm {
+            warming.step(&shard, p);
         }
         if shard.point.borrow().pending() > 0 {
             shard.point.borrow_mut().refresh_pending(now_ns(), REFRESHES_PER_TICK);
@@ -975,7 +1034,10 @@ async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u
     let id = shard.ids.borrow_mut().next_id();
     let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
-    let record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
+    let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
+    if let Some(p) = &shard.config.prewarm {
+        record.replay = input.replay_json(p.parameters);
+    }
     let sensitivity = input
         .tool
         .as_ref()

@@ -141,3 +141,96 @@ fn a_hit_late_in_its_ttl_is_refreshed_on_the_shard_and_the_cache_counts_are_expo
     assert_eq!(records.len(), 6, "the refresh is not a decision anyone was given: no record");
     let _ = std::fs::remove_file(conf);
 }
+
+/// Each shard's finished warm-ups.
+fn prewarm_runs(server: &Server, shards: usize) -> Vec<f64> {
+    let text = String::from_utf8(common::web::call(server.http, "GET", "/metrics", "").body).unwrap();
+    (0..shards).map(|s| sample(&text, &format!(r#"sark_pdp_cache_prewarms_total{{shard="{s}"}}"#))).collect()
+}
+
+/// Poll `/metrics` until every shard reports its warm-up (up to 20 s); each shard's entries.
+fn prewarmed(server: &Server, shards: usize) -> Vec<f64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8(common::web::call(server.http, "GET", "/metrics", "").body).unwrap();
+        let runs = (0..shards).map(|s| sample(&text, &format!(r#"sark_pdp_cache_prewarms_total{{shard="{s}"}}"#)));
+        if runs.into_iter().all(|n| n >= 1.0) {
+            return (0..shards).map(|s| sample(&text, &format!(r#"sark_pdp_cache_prewarmed_entries{{shard="{s}"}}"#))).collect();
+        }
+        assert!(std::time::Instant::now() < deadline, "no warm-up reported: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_restarted_server_warms_its_shards_with_the_most_frequent_recent_questions() {
+    let conf = std::env::temp_dir().join(format!("sark-pdp-prewarm-{}.toml", std::process::id()));
+    std::fs::write(&conf, "[cache.prewarm]\ntop = 20\nminutes = 5\n").unwrap();
+    let args = ["--shards", "2", "--config", conf.to_str().unwrap()];
+    let mut server = Server::start_with("prewarm", &args);
+    let mut router = Router::connect(server.addr, None).unwrap();
+    let plain = |u: usize| Eval { parameters_json: None, ..ask(&format!("frequent-{u}"), "update_ticket") };
+    // 30 questions, question u asked 30 - u times: the 20 most frequent are 0..20.
+    for u in 0..30 {
+        for _ in 0..30 - u {
+            router.eval(plain(u)).unwrap();
+        }
+    }
+    // Asked most of all, but with parameters: kept out of the log, so not warmed.
+    for _ in 0..50 {
+        router.eval(ask("with-parameters", "update_ticket")).unwrap();
+    }
+    drop(router);
+    server.keep_audit = true;
+    let lines = server.stop();
+    assert!(lines.iter().filter(|l| l["user_id"] == "frequent-0").all(|l| l.get("replay").is_some()));
+    assert!(lines.iter().filter(|l| l["user_id"] == "with-parameters").all(|l| l.get("replay").is_none()));
+
+    let server = Server::resume("prewarm", &args);
+    let entries = prewarmed(&server, 2);
+    assert_eq!(entries.iter().sum::<f64>(), 20.0, "{entries:?}");
+    let mut router = Router::connect(server.addr, None).unwrap();
+    for u in 0..20 {
+        assert!(router.eval(plain(u)).unwrap().cache_hit, "question {u} was warmed");
+    }
+    for u in 20..30 {
+        assert!(!router.eval(plain(u)).unwrap().cache_hit, "question {u} is not in the top 20");
+    }
+    assert!(!router.eval(ask("with-parameters", "update_ticket")).unwrap().cache_hit);
+
+    // A bundle swap empties the caches; the shards warm again, from a new scan.
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while prewarm_runs(&server, 2).iter().any(|n| *n < 2.0) {
+        assert!(std::time::Instant::now() < deadline, "no second warm-up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for u in 0..20 {
+        assert!(router.eval(plain(u)).unwrap().cache_hit, "question {u} was warmed again after the swap");
+    }
+    // The warm-ups' evaluations answered no one: only the questions above are new records.
+    drop(router);
+    let after = server.stop();
+    assert_eq!(after.len(), lines.len() + 51);
+    let _ = std::fs::remove_file(conf);
+}
+
+#[test]
+fn cache_warmth_settings_out_of_range_stop_the_server_with_the_key_named() {
+    for (toml, key) in [
+        ("[cache.refresh]\nhigh = 1.5\n", "cache.refresh.high"),
+        ("[cache.refresh]\ncritical = -0.1\n", "cache.refresh.critical"),
+        ("[cache.adaptive]\nstart = 1.0\n", "cache.adaptive.start"),
+        ("[cache.prewarm]\nminutes = 5\n", "set top"),
+        ("[cache.prewarm]\ntop = 0\n", "cache.prewarm.top"),
+        ("[cache.prewarm]\ntop = 10\nmax_mib = 0\n", "cache.prewarm.max_mib"),
+        ("[cache.prewarm]\ntop = 10\nwindow = 3\n", "unknown field"),
+    ] {
+        let conf = std::env::temp_dir().join(format!("sark-pdp-warmth-bad-{}.toml", std::process::id()));
+        std::fs::write(&conf, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sark-pdp")).args(["serve", "--listen", "127.0.0.1:0", "--config", conf.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(key), "{toml:?}: {err}");
+        let _ = std::fs::remove_file(conf);
+    }
+}

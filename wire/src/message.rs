@@ -179,6 +179,24 @@ pub enum Reply {
     Error(ErrorReply),
 }
 
+/// Once per connection: kept out of line, off the replies that are sent per request.
+#[cold]
+#[inline(never)]
+fn put_hello_ok(o: &mut Vec<u8>, h: &HelloOk) {
+    o.u8(h.version);
+    o.u32(h.max_payload);
+    o.u32(h.max_batch);
+    o.u16(h.shards);
+    o.u16(h.shard);
+    o.str(&h.bundle_revision);
+    o.str(&h.driver);
+    o.u8(h.route);
+    o.u16(u16::try_from(h.shard_ports.len()).unwrap_or(u16::MAX));
+    for p in h.shard_ports.iter().take(usize::from(u16::MAX)) {
+        o.u16(*p);
+    }
+}
+
 fn put_eval(o: &mut Vec<u8>, e: &Eval) {
     o.str(&e.user_id);
     o.strs(&e.roles);
@@ -478,20 +496,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
         Reply::Error(_) => opcode::ERROR,
     };
     write_frame(out, op, 0, request_id, |o| match reply {
-        Reply::HelloOk(h) => {
-            o.u8(h.version);
-            o.u32(h.max_payload);
-            o.u32(h.max_batch);
-            o.u16(h.shards);
-            o.u16(h.shard);
-            o.str(&h.bundle_revision);
-            o.str(&h.driver);
-            o.u8(h.route);
-            o.u16(u16::try_from(h.shard_ports.len()).unwrap_or(u16::MAX));
-            for p in h.shard_ports.iter().take(usize::from(u16::MAX)) {
-                o.u16(*p);
-            }
-        }
+        Reply::HelloOk(h) => put_hello_ok(o, h),
         Reply::Decision(d) => put_decision(o, d),
         Reply::Result(v) => o.opt_str(v.as_deref()),
         Reply::DecisionBatch(items) => {
