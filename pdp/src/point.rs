@@ -159,7 +159,7 @@ impl DecisionPoint {
 
     /// [`Self::decide_typed_ids`]; `lookup` false skips the cache lookup (a refresh).
     fn typed<'a>(&mut self, input: &'a SarkInput, now_ns: i64, lookup: bool) -> (Answer, ContextIds<'a>) {
-        let (key, ids) = match input.cache_key(&mut self.hasher) {
+        let (key, mut ids) = match input.cache_key(&mut self.hasher) {
             Ok(k) => k,
             Err(e) => {
                 let refused = Answer {
@@ -170,6 +170,7 @@ impl DecisionPoint {
                 return (refused, ContextIds::default());
             }
         };
+        ids.key = Some(key);
         let sensitivity = input
             .tool
             .as_ref()

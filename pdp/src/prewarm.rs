@@ -3,10 +3,13 @@
 //! them before its callers ask.
 //!
 //! With pre-warming on, each typed decision's record carries its question (`replay`, the
-//! line's last field; [`crate::input::SarkInput::replay_json`]). [`scan`] reads the newest
-//! segments back to a time or a byte budget, counts the replays by their text (a hash of
-//! it: the count costs 16 bytes per distinct question), keeps the `top` most frequent, and
-//! reads those questions back in a second pass over the same lines.
+//! line's last field: [`replay`], its cache key in hex, a space, then
+//! [`crate::input::SarkInput::replay_json`]). [`scan`] reads the newest segments back to a
+//! time or a byte budget, counts the questions by cache key (which leaves out what
+//! changes per request: request and session ids, the time; 32 bytes per distinct
+//! question), keeps the `top` most frequent, and reads those questions back in a second
+//! pass over the same lines. A scan across a bundle swap counts a question under each
+//! revision's key: its counts split, and it may be evaluated twice.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,6 +18,18 @@ use std::time::Instant;
 
 use crate::audit_log::{replay_of, segments, unescape};
 use crate::input::SarkInput;
+use crate::key::CacheKey;
+
+/// A record's `replay` for question `input` with cache key `key` (`None`: not replayable).
+pub fn replay(key: CacheKey, input: &SarkInput, with_parameters: bool) -> Option<String> {
+    input.replay_json(with_parameters).map(|j| format!("{:032x} {j}", key.0))
+}
+
+/// A `replay` (still escaped) split into its key and its question's escaped JSON.
+fn split(escaped: &str) -> Option<(u128, &str)> {
+    let (hex, json) = escaped.split_at_checked(32)?;
+    Some((u128::from_str_radix(hex, 16).ok()?, json.strip_prefix(' ')?))
+}
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -48,8 +63,7 @@ pub fn scan(dir: &Path, since_ns: i64, max_bytes: u64, top: usize) -> io::Result
         bytes += len;
         chosen.push(path);
     }
-    let hash = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes());
-    let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut counts: HashMap<u128, u64> = HashMap::new();
     let mut found = Scan { bytes, ..Scan::default() };
     let each = |f: &mut dyn FnMut(&str)| -> io::Result<()> {
         for path in &chosen {
@@ -66,28 +80,28 @@ pub fn scan(dir: &Path, since_ns: i64, max_bytes: u64, top: usize) -> io::Result
         found.records += 1;
         if let Some((replay, ts)) = replay_of(line)
             && ts >= since_ns
+            && let Some((key, _)) = split(replay)
         {
             found.replayable += 1;
-            *counts.entry(hash(replay)).or_default() += 1;
+            *counts.entry(key).or_default() += 1;
         }
     })?;
     found.distinct = counts.len() as u64;
-    let mut ranked: Vec<(u64, u64)> = counts.into_iter().map(|(h, n)| (n, h)).collect();
+    let mut ranked: Vec<(u64, u128)> = counts.into_iter().map(|(k, n)| (n, k)).collect();
     ranked.sort_unstable_by(|a, b| b.cmp(a));
     ranked.truncate(top);
-    let wanted: HashMap<u64, u64> = ranked.iter().map(|(n, h)| (*h, *n)).collect();
-    let mut questions: HashMap<u64, SarkInput> = HashMap::new();
+    let wanted: std::collections::HashSet<u128> = ranked.iter().map(|(_, k)| *k).collect();
+    let mut questions: HashMap<u128, SarkInput> = HashMap::new();
     each(&mut |line| {
         if questions.len() < wanted.len()
             && let Some((replay, ts)) = replay_of(line)
             && ts >= since_ns
+            && let Some((key, json)) = split(replay)
+            && wanted.contains(&key)
+            && !questions.contains_key(&key)
+            && let Some(input) = unescape(json).and_then(|t| SarkInput::from_replay(&t).ok())
         {
-            let h = hash(replay);
-            if wanted.contains_key(&h) && !questions.contains_key(&h)
-                && let Some(input) = unescape(replay).and_then(|t| SarkInput::from_replay(&t).ok())
-            {
-                questions.insert(h, input);
-            }
+            questions.insert(key, input);
         }
     })?;
     found.top = ranked.into_iter().filter_map(|(n, h)| questions.remove(&h).map(|q| (n, q))).collect();
@@ -120,7 +134,8 @@ mod tests {
     fn record(input: &SarkInput, ts: i64, id: u128) -> AuditRecord {
         let answer = Answer { decision: Arc::new(crate::Decision::deny(crate::EvalError::Policy("x".into()), crate::EngineKind::Rvm, "r".into())), cache_hit: false, ttl: Duration::ZERO };
         let mut r = AuditRecord::for_typed(input, &crate::input::ContextIds::default(), &answer, id, ts, 1);
-        r.replay = input.replay_json(false);
+        let mut h = crate::key::KeyHasher::new("rev", "data.sark.decision");
+        r.replay = replay(input.cache_key(&mut h).unwrap().0, input, false);
         r
     }
 
@@ -134,7 +149,10 @@ mod tests {
         let mut push = |log: &mut AuditLog, input: &SarkInput, ts: i64, n: usize| {
             for _ in 0..n {
                 id += 1;
-                log.append(&record(input, ts, id)).unwrap();
+                // Each asking has its own request id: the same question all the same.
+                let mut asked = input.clone();
+                asked.context = Blob::Json(format!(r#"{{"vpn": true, "request_id": "r-{id}"}}"#));
+                log.append(&record(&asked, ts, id)).unwrap();
             }
         };
         // Old traffic (outside the window) is the most frequent of all; it does not count.
@@ -160,7 +178,7 @@ mod tests {
         assert!(!text.contains("s3cret"), "parameters stay out of the log unless asked for");
         // The sinks ship each line without its replay, as valid JSON; the checksum holds.
         let line = text.lines().nth(60).unwrap();
-        assert!(crate::audit_log::verify_line(line).is_some() && line.contains(",\"replay\":\"{"));
+        assert!(crate::audit_log::verify_line(line).is_some() && line.contains(",\"replay\":\""));
         let shipped = crate::audit_log::shipped_body(line).unwrap();
         let v: serde_json::Value = serde_json::from_str(&format!("{shipped}}}")).unwrap();
         assert!(v.get("replay").is_none() && v["user_id"] == "b" && v["bundle_revision"] == "r", "{v}");

@@ -103,6 +103,7 @@
 //! minutes = 10               # read from the audit log's tail (records then carry the question
 //! max_mib = 256              # as a last `replay` field, which the sinks do not ship)
 //! parameters = false         # also keep questions that carry parameters (may hold secrets)
+//! before_serving = false     # true: each shard warms fully before it accepts connections
 //! ```
 
 use std::net::SocketAddr;
@@ -561,6 +562,9 @@ pub struct PrewarmSection {
     /// Keep questions with `parameters` in the log, so they can be warmed (default false:
     /// parameters may hold secrets; the sinks never ship them either way).
     pub parameters: Option<bool>,
+    /// Warm each shard fully before it accepts connections (default false: warm while
+    /// serving, in the time callers leave idle).
+    pub before_serving: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -629,7 +633,10 @@ impl FileConfig {
     pub fn prewarm(&self) -> anyhow::Result<Option<crate::prewarm::PrewarmConfig>> {
         let p = &self.cache.prewarm;
         let Some(top) = p.top else {
-            anyhow::ensure!(p.minutes.is_none() && p.max_mib.is_none() && p.parameters.is_none(), "cache.prewarm: set top (how many questions) to turn pre-warming on");
+            anyhow::ensure!(
+                p.minutes.is_none() && p.max_mib.is_none() && p.parameters.is_none() && p.before_serving.is_none(),
+                "cache.prewarm: set top (how many questions) to turn pre-warming on"
+            );
             return Ok(None);
         };
         Ok(Some(crate::prewarm::PrewarmConfig {
@@ -637,6 +644,7 @@ impl FileConfig {
             window: Duration::from_secs(60 * in_range("cache.prewarm.minutes", p.minutes.unwrap_or(10), 1, 24 * 60)?),
             max_bytes: in_range("cache.prewarm.max_mib", p.max_mib.unwrap_or(256), 1, 1 << 20)? << 20,
             parameters: p.parameters.unwrap_or(false),
+            before_serving: p.before_serving.unwrap_or(false),
         }))
     }
 

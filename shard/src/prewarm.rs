@@ -2,8 +2,9 @@
 //! thread of its own reads the tail of the audit log ([`pdp::prewarm::scan`]: the `top`
 //! questions asked most often in the last `minutes`), splits them by the shard that owns
 //! each ([`wire::route`]) and hands each shard its share; the shard evaluates them while it
-//! serves, a few per millisecond between its connections' turns, and says how long its
-//! warm-up took. Pre-warming evaluations answer no one, so they leave no audit record; the
+//! serves, for up to [`BUDGET`] in each millisecond tick and at most [`SHARE`] of its core
+//! (so its callers keep the rest), or, with `before_serving`,
+//! all at once before it accepts a connection; and says how long its warm-up took. Pre-warming evaluations answer no one, so they leave no audit record; the
 //! hits they make possible do.
 
 use std::path::PathBuf;
@@ -25,10 +26,17 @@ pub struct PrewarmConfig {
     /// Whether records keep questions that carry `parameters` (they may hold secrets; off:
     /// such questions are not warmed).
     pub parameters: bool,
+    /// Warm before accepting connections (callers wait in the listen backlog, /health
+    /// included) instead of while serving.
+    pub before_serving: bool,
 }
 
-/// Questions a shard evaluates per millisecond tick while it warms.
-pub const PER_TICK: usize = 64;
+/// How long a shard warms per millisecond tick at most: a request arriving meanwhile
+/// waits at most this long (plus the one evaluation that runs past it).
+pub const BUDGET: Duration = Duration::from_micros(500);
+
+/// The most of its core a shard spends warming while it serves.
+pub const SHARE: f64 = 0.25;
 
 /// The warm-up lists waiting for each shard, and the requests for new ones.
 #[derive(Debug)]
@@ -54,12 +62,14 @@ impl Prewarm {
     }
 }
 
-/// Scan on the prewarm thread whenever asked, until `stop`.
+/// Scan on the prewarm thread (pinned to `cpu`: the audit writer's) whenever asked, until
+/// `stop`.
 ///
 /// # Errors
 /// The thread cannot start.
-pub fn spawn(config: PrewarmConfig, dir: PathBuf, shared: Arc<Prewarm>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(config: PrewarmConfig, (dir, cpu): (PathBuf, Option<usize>), shared: Arc<Prewarm>, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("prewarm".into()).spawn(move || {
+        pdp::say!("sark-pdp: {}", crate::server::pin("pre-warm thread", cpu));
         let mut done = 0;
         while !stop.load(Ordering::Relaxed) {
             let wanted = shared.wanted.load(Ordering::Acquire);

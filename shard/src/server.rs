@@ -356,7 +356,8 @@ pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBu
     if let Some(p) = config.prewarm {
         let shared = Arc::new(crate::prewarm::Prewarm::new(config.shards));
         let _ = control.prewarm.set(shared.clone());
-        crate::prewarm::spawn(p, config.audit.dir.clone(), shared, shutdown.clone())?;
+        // On the audit writer's CPU, off the shards'.
+        crate::prewarm::spawn(p, (config.audit.dir.clone(), cpus.last().copied()), shared, shutdown.clone())?;
     }
     let (producers, drain) = rings(config.shards, config.ring_capacity);
     drain.next_seq.store(log.next_seq(), Ordering::Release);
@@ -606,6 +607,12 @@ fn run_shard(
     });
     shard.stats.io_uring.store(driver == "io_uring", Ordering::Relaxed);
     runtime.block_on(async move {
+        if let (Some(p), Some(c)) = (shard.control.prewarm.get(), shard.config.prewarm)
+            && c.before_serving
+        {
+            // The listeners are bound: callers wait in their backlogs meanwhile.
+            Warming::before_serving(&shard, p).await;
+        }
         let listener = monoio::net::TcpListener::from_std(listener)?;
         spawn_acceptor(shard.clone(), listener, |s, stream| async move { connection(&s, stream).await });
         if let Some(own) = own {
@@ -660,8 +667,9 @@ where
     });
 }
 
-/// Refreshes evaluated per millisecond tick at most (the rest wait for the next).
-const REFRESHES_PER_TICK: usize = 64;
+/// How long a shard evaluates refreshes per millisecond tick at most (the rest wait for
+/// the next tick).
+const REFRESH_BUDGET: Duration = Duration::from_millis(1);
 
 /// A shard's warm-up in progress.
 #[derive(Default)]
@@ -669,21 +677,26 @@ struct Warming {
     queue: std::collections::VecDeque<pdp::input::SarkInput>,
     started: Option<std::time::Instant>,
     cached: u64,
+    /// Time spent evaluating, against [`crate::prewarm::SHARE`] of the time since it began.
+    spent: Duration,
 }
 
 impl Warming {
-    /// Take the shard's list when it is ready, then evaluate a few of it per tick; say how
-    /// it went once done.
-    fn step(&mut self, shard: &Shard, p: &crate::prewarm::Prewarm) {
+    /// Take the shard's list when it is ready, then evaluate of it for up to `budget`; say
+    /// how it went once done (and return true).
+    fn step(&mut self, shard: &Shard, p: &crate::prewarm::Prewarm, (budget, share): (Duration, f64)) -> bool {
         if self.started.is_none() {
-            let Some(list) = p.take(usize::from(shard.index)) else { return };
-            (self.queue, self.started, self.cached) = (list.into(), Some(std::time::Instant::now()), 0);
+            let Some(list) = p.take(usize::from(shard.index)) else { return false };
+            *self = Warming { queue: list.into(), started: Some(std::time::Instant::now()), ..Warming::default() };
         }
-        let Some(started) = self.started else { return };
-        let now = now_ns();
+        let Some(started) = self.started else { return false };
+        let (now, tick) = (now_ns(), std::time::Instant::now());
         let mut point = shard.point.borrow_mut();
-        for q in self.queue.drain(..self.queue.len().min(crate::prewarm::PER_TICK)) {
+        while tick.elapsed() < budget && self.spent.as_secs_f64() <= started.elapsed().as_secs_f64() * share {
+            let Some(q) = self.queue.pop_front() else { break };
+            let t = std::time::Instant::now();
             let a = point.decide_typed(&q, now);
+            self.spent += t.elapsed();
             self.cached += u64::from(!a.cache_hit && !a.ttl.is_zero());
         }
         if self.queue.is_empty() {
@@ -693,6 +706,21 @@ impl Warming {
             bump(&shard.stats.prewarms);
             pdp::say!("sark-pdp: shard {} pre-warmed {} entries in {ms} ms", shard.index, self.cached);
             self.started = None;
+            return true;
+        }
+        false
+    }
+
+    /// `[cache.prewarm] before_serving`: wait for the shard's list (up to a minute) and
+    /// warm all of it before the shard accepts connections.
+    async fn before_serving(shard: &Shard, p: &crate::prewarm::Prewarm) {
+        let (mut w, deadline) = (Warming::default(), std::time::Instant::now() + Duration::from_secs(60));
+        while !w.step(shard, p, (Duration::MAX, 1.0)) {
+            if std::time::Instant::now() > deadline {
+                pdp::say!("sark-pdp: shard {}: no pre-warm list within 60 s; serving cold", shard.index);
+                return;
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -717,11 +745,14 @@ async fn watch(shard: Rc<Shard>) {
                 p.request();
             }
         }
+        // While serving: a slice per tick, a quarter of the core at most.
         if let Some(p) = &prewarm {
-            warming.step(&shard, p);
+            warming.step(&shard, p, (crate::prewarm::BUDGET, crate::prewarm::SHARE));
         }
         if shard.point.borrow().pending() > 0 {
-            shard.point.borrow_mut().refresh_pending(now_ns(), REFRESHES_PER_TICK);
+            let (now, tick) = (now_ns(), std::time::Instant::now());
+            let mut point = shard.point.borrow_mut();
+            while tick.elapsed() < REFRESH_BUDGET && point.refresh_pending(now, 1) > 0 {}
         }
         tick += 1;
         if !tick.is_multiple_of(20) {
@@ -1035,8 +1066,8 @@ async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u
     let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
     let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
-    if let Some(p) = &shard.config.prewarm {
-        record.replay = input.replay_json(p.parameters);
+    if let (Some(p), Some(key)) = (&shard.config.prewarm, ids.key) {
+        record.replay = pdp::prewarm::replay(key, &input, p.parameters);
     }
     let sensitivity = input
         .tool

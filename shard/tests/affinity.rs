@@ -210,8 +210,20 @@ fn a_restarted_server_warms_its_shards_with_the_most_frequent_recent_questions()
     }
     // The warm-ups' evaluations answered no one: only the questions above are new records.
     drop(router);
+    let mut server = server;
+    server.keep_audit = true;
     let after = server.stop();
     assert_eq!(after.len(), lines.len() + 51);
+
+    // before_serving: a shard accepts only once warm, so the very first answers are hits.
+    std::fs::write(&conf, "[cache.prewarm]\ntop = 20\nminutes = 5\nbefore_serving = true\n").unwrap();
+    let server = Server::resume("prewarm", &args);
+    let mut router = Router::connect(server.addr, None).unwrap();
+    for u in 0..20 {
+        assert!(router.eval(plain(u)).unwrap().cache_hit, "question {u}: warm before the first answer");
+    }
+    drop(router);
+    server.stop();
     let _ = std::fs::remove_file(conf);
 }
 
