@@ -46,8 +46,12 @@ impl Drop for Server {
 
 /// One shard with its HTTP front door on port 0; the binary and HTTP addresses.
 fn serve(dir: &Path, extra: &[&str]) -> (Server, String, String) {
+    serve_shards(dir, 1, extra)
+}
+
+fn serve_shards(dir: &Path, shards: usize, extra: &[&str]) -> (Server, String, String) {
     let mut child = Command::new(sark_pdp())
-        .args(["serve", "--shards", "1", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--audit-dir"])
+        .args(["serve", "--shards", &shards.to_string(), "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--audit-dir"])
         .arg(dir.join("audit"))
         .args(extra)
         .stdout(Stdio::piped())
@@ -153,17 +157,7 @@ fn a_server_with_a_caller_token_is_driven_with_it() {
 #[test]
 fn affine_routing_sends_each_question_to_the_shard_that_owns_it() {
     let dir = scratch("affine");
-    let mut child = Command::new(sark_pdp())
-        .args(["serve", "--shards", "3", "--listen", "127.0.0.1:0", "--http-listen", "off", "--audit-durability", "none", "--audit-dir"])
-        .arg(dir.join("audit"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let server = Server(child);
-    let addr = line.split_whitespace().find(|w| w.parse::<std::net::SocketAddr>().is_ok()).unwrap().to_string();
+    let (server, addr, _) = serve_shards(&dir, 3, &["--audit-durability", "none"]);
     let out = dir.join("affine.json");
     bench(&["closed", "--scenario", "seed-mix", "--route", "affine", "--connections", "3", "--depth", "8", "--duration", "1", "--warmup", "0.2", "--addr", &addr, "--json", out.to_str().unwrap()]);
     let v = json(&out);

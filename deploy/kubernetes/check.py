@@ -2,7 +2,7 @@
 """What the schema cannot say about deploy/kubernetes/sark-pdp.yaml, checked: the pod is
 Guaranteed QoS with whole CPUs (so that the static CPU manager pins it), `--shards` is
 those CPUs - 1, the probes are on /health, the securityContext is the restricted one with
-the Localhost profile deploy/seccomp/sark-pdp.json, the Service has 7474/8181/9191, the
+the Localhost profile deploy/seccomp/sark-pdp.json, the Service has 7474/8181/9191 and a port per shard, the
 PDB and anti-affinity select the pods, the audit log is on a claim per pod.
 
     check.py MANIFEST [--config-out FILE]
@@ -102,6 +102,12 @@ def main():
             tp = p.get("targetPort")
             need(tp in ports or tp in ports.values(), f"Service {s['metadata']['name']}: targetPort {tp} is no container port")
     need({7474, 8181, 9191} <= svc_ports, f"the Services' ports {sorted(svc_ports)} lack one of 7474, 8181, 9191")
+    # Key-affine clients need every shard's own port (--shard-ports auto: 7475 + shard).
+    shards = next((int(a.split("=", 1)[1]) for a in main_c.get("args", []) if a.startswith("--shards=")), None)
+    need(shards is not None, "the container's args do not say --shards=N")
+    if shards is not None:
+        own = set(range(7475, 7475 + shards))
+        need(own <= set(ports.values()) and own <= svc_ports, f"--shards={shards}: the container and the Services lack shard ports {sorted(own)}")
     need(any(s["metadata"]["name"] == sts["spec"]["serviceName"] and s["spec"].get("clusterIP") == "None" for s in by.get("Service", [])),
          "the StatefulSet's serviceName is not a headless Service here")
     pdbs = by.get("PodDisruptionBudget", [])

@@ -228,7 +228,7 @@ impl AuditRecord {
     pub fn for_typed(input: &SarkInput, ids: &ContextIds<'_>, answer: &Answer, decision_id: u128, timestamp_ns: i64, duration_us: u64) -> AuditRecord {
         // The context's client_ip only counts when the typed field is absent.
         let [ctx_ip] = if input.client_ip.is_none() { input.context.top_strs(["client_ip"]) } else { [None] };
-        let ContextIds { request_id, session_id, .. } = ids;
+        let ContextIds { request_id, session_id } = ids;
         let f = Fields {
             user_id: &input.user.id,
             action: &input.action,

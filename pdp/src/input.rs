@@ -61,7 +61,7 @@ impl Blob {
                 self.top_strs(["request_id", "session_id"])
             }
         };
-        Ok(ContextIds { request_id, session_id, key: None })
+        Ok(ContextIds { request_id, session_id })
     }
 
     /// The strings at `keys` of a top-level object, where there are strings, borrowed.
@@ -81,13 +81,11 @@ impl Blob {
 }
 
 /// The context's request and session ids (left out of the cache key; kept for the audit
-/// record), borrowed from the input; and, once decided, the question's cache key (what
-/// pre-warming counts questions by).
+/// record), borrowed from the input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContextIds<'a> {
     pub request_id: Option<Cow<'a, str>>,
     pub session_id: Option<Cow<'a, str>>,
-    pub key: Option<CacheKey>,
 }
 
 /// The longest identifier the PDP decides on (user, tool and server ids and names, the
@@ -608,10 +606,10 @@ mod tests {
         let mut i = sample();
         i.context = Blob::Json(r#"{"request_id": "q-\u0031", "vpn": true, "session_id": "s-1", "nested": {"request_id": "no"}}"#.into());
         let (_, ids) = i.cache_key(&mut h).unwrap();
-        assert_eq!(ids, ContextIds { request_id: Some("q-1".into()), session_id: Some("s-1".into()), key: None });
+        assert_eq!(ids, ContextIds { request_id: Some("q-1".into()), session_id: Some("s-1".into()) });
         i.context = Blob::Value(Value::from_json_str(r#"{"request_id": "v-1"}"#).unwrap());
         let (_, ids) = i.cache_key(&mut h).unwrap();
-        assert_eq!(ids, ContextIds { request_id: Some("v-1".into()), session_id: None, key: None });
+        assert_eq!(ids, ContextIds { request_id: Some("v-1".into()), session_id: None });
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct DecisionPoint {
     /// path ([`Self::refresh_pending`]).
     pending: std::collections::VecDeque<Pending>,
     pub refresh_stats: RefreshStats,
+    /// The cache key of the last typed question decided (what pre-warming counts by).
+    last_key: Option<CacheKey>,
 }
 
 /// A question to evaluate again.
@@ -77,6 +79,7 @@ impl DecisionPoint {
             cache: DecisionCache::new(cache, clock),
             pending: std::collections::VecDeque::new(),
             refresh_stats: RefreshStats::default(),
+            last_key: None,
         }
     }
 
@@ -88,6 +91,12 @@ impl DecisionPoint {
         self.evaluator = Evaluator::new(bundle, engines);
         self.cache.clear();
         self.pending.clear();
+    }
+
+    /// The cache key of the last typed question [`Self::decide_typed_ids`] decided (`None`
+    /// when it could not be keyed).
+    pub fn last_key(&self) -> Option<CacheKey> {
+        self.last_key
     }
 
     /// Refreshes waiting.
@@ -159,7 +168,7 @@ impl DecisionPoint {
 
     /// [`Self::decide_typed_ids`]; `lookup` false skips the cache lookup (a refresh).
     fn typed<'a>(&mut self, input: &'a SarkInput, now_ns: i64, lookup: bool) -> (Answer, ContextIds<'a>) {
-        let (key, mut ids) = match input.cache_key(&mut self.hasher) {
+        let (key, ids) = match input.cache_key(&mut self.hasher) {
             Ok(k) => k,
             Err(e) => {
                 let refused = Answer {
@@ -167,10 +176,11 @@ impl DecisionPoint {
                     cache_hit: false,
                     ttl: Duration::ZERO,
                 };
+                self.last_key = None;
                 return (refused, ContextIds::default());
             }
         };
-        ids.key = Some(key);
+        self.last_key = Some(key);
         let sensitivity = input
             .tool
             .as_ref()

@@ -1063,10 +1063,14 @@ async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
-    let (answer, ids) = shard.point.borrow_mut().decide_typed_ids(&input, now);
+    let (answer, ids, key) = {
+        let mut point = shard.point.borrow_mut();
+        let (answer, ids) = point.decide_typed_ids(&input, now);
+        (answer, ids, point.last_key())
+    };
     let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
     let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
-    if let (Some(p), Some(key)) = (&shard.config.prewarm, ids.key) {
+    if let (Some(p), Some(key)) = (&shard.config.prewarm, key) {
         record.replay = pdp::prewarm::replay(key, &input, p.parameters);
     }
     let sensitivity = input
