@@ -225,8 +225,28 @@ impl Default for SarkInput {
     }
 }
 
-/// A question as the audit log keeps it for pre-warming ([`SarkInput::replay_json`]).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// A question as the audit log keeps it for pre-warming, written borrowed (no copies on
+/// the shard; [`SarkInput::replay_json`]).
+#[derive(serde::Serialize)]
+struct ReplayOut<'a> {
+    user: &'a UserFields,
+    action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a ToolFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a ServerFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
+}
+
+/// [`ReplayOut`] read back ([`SarkInput::from_replay`]).
+#[derive(Debug, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Replay {
     user: UserFields,
@@ -252,26 +272,36 @@ impl SarkInput {
     /// `parameters` unless `with_parameters` (they may hold secrets), or with a JSON part
     /// held as a value rather than text.
     pub fn replay_json(&self, with_parameters: bool) -> Option<String> {
-        let text = |b: &Blob| match b {
-            Blob::Absent => Ok(None),
-            Blob::Json(t) => Ok(Some(t.clone())),
-            Blob::Value(_) => Err(()),
-        };
+        let mut out = Vec::with_capacity(512);
+        self.write_replay(&mut out, with_parameters)?;
+        String::from_utf8(out).ok()
+    }
+
+    /// [`Self::replay_json`], appended to `out`; `None` (and `out` as it was, or longer)
+    /// when the question is not replayable.
+    pub fn write_replay(&self, out: &mut Vec<u8>, with_parameters: bool) -> Option<()> {
+        fn text(b: &Blob) -> Result<Option<&str>, ()> {
+            match b {
+                Blob::Absent => Ok(None),
+                Blob::Json(t) => Ok(Some(t.as_str())),
+                Blob::Value(_) => Err(()),
+            }
+        }
         let parameters = text(&self.parameters).ok()?;
         if parameters.is_some() && !with_parameters {
             return None;
         }
-        let r = Replay {
-            user: self.user.clone(),
-            action: self.action.clone(),
-            tool: self.tool.clone(),
-            server: self.server.clone(),
-            client_ip: self.client_ip.clone(),
+        let r = ReplayOut {
+            user: &self.user,
+            action: &self.action,
+            tool: self.tool.as_ref(),
+            server: self.server.as_ref(),
+            client_ip: self.client_ip.as_deref(),
             parameters,
             agent: text(&self.agent).ok()?,
             context: text(&self.context).ok()?,
         };
-        serde_json::to_string(&r).ok()
+        serde_json::to_writer(out, &r).ok()
     }
 
     /// The question [`Self::replay_json`] wrote.

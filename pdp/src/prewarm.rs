@@ -22,7 +22,11 @@ use crate::key::CacheKey;
 
 /// A record's `replay` for question `input` with cache key `key` (`None`: not replayable).
 pub fn replay(key: CacheKey, input: &SarkInput, with_parameters: bool) -> Option<String> {
-    input.replay_json(with_parameters).map(|j| format!("{:032x} {j}", key.0))
+    use std::io::Write as _;
+    let mut out = Vec::with_capacity(640);
+    write!(out, "{:032x} ", key.0).ok()?;
+    input.write_replay(&mut out, with_parameters)?;
+    String::from_utf8(out).ok()
 }
 
 /// A `replay` (still escaped) split into its key and its question's escaped JSON.
