@@ -225,45 +225,27 @@ impl Default for SarkInput {
     }
 }
 
-/// A question as the audit log keeps it for pre-warming, written borrowed (no copies on
-/// the shard; [`SarkInput::replay_json`]).
-#[derive(serde::Serialize)]
-struct ReplayOut<'a> {
-    user: &'a UserFields,
-    action: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool: Option<&'a ToolFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server: Option<&'a ServerFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_ip: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    agent: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<&'a str>,
-}
-
-/// [`ReplayOut`] read back ([`SarkInput::from_replay`]).
-#[derive(Debug, Default, serde::Deserialize)]
+/// A question as the audit log keeps it for pre-warming: written borrowed from the
+/// question (no copies on the shard; [`SarkInput::replay_json`]), read back owned
+/// ([`SarkInput::from_replay`]). The JSON parts are their text, so the question hashes to
+/// the same cache key.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct Replay {
-    user: UserFields,
-    action: String,
+struct Replay<'a> {
+    user: Cow<'a, UserFields>,
+    action: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    tool: Option<ToolFields>,
+    tool: Option<Cow<'a, ToolFields>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    server: Option<ServerFields>,
+    server: Option<Cow<'a, ServerFields>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_ip: Option<String>,
-    /// The JSON parts as their text, so the question hashes to the same cache key.
+    client_ip: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<String>,
+    parameters: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    agent: Option<String>,
+    agent: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<String>,
+    context: Option<Cow<'a, str>>,
 }
 
 impl SarkInput {
@@ -280,10 +262,10 @@ impl SarkInput {
     /// [`Self::replay_json`], appended to `out`; `None` (and `out` as it was, or longer)
     /// when the question is not replayable.
     pub fn write_replay(&self, out: &mut Vec<u8>, with_parameters: bool) -> Option<()> {
-        fn text(b: &Blob) -> Result<Option<&str>, ()> {
+        fn text(b: &Blob) -> Result<Option<Cow<'_, str>>, ()> {
             match b {
                 Blob::Absent => Ok(None),
-                Blob::Json(t) => Ok(Some(t.as_str())),
+                Blob::Json(t) => Ok(Some(Cow::Borrowed(t.as_str()))),
                 Blob::Value(_) => Err(()),
             }
         }
@@ -291,12 +273,12 @@ impl SarkInput {
         if parameters.is_some() && !with_parameters {
             return None;
         }
-        let r = ReplayOut {
-            user: &self.user,
-            action: &self.action,
-            tool: self.tool.as_ref(),
-            server: self.server.as_ref(),
-            client_ip: self.client_ip.as_deref(),
+        let r = Replay {
+            user: Cow::Borrowed(&self.user),
+            action: Cow::Borrowed(&self.action),
+            tool: self.tool.as_ref().map(Cow::Borrowed),
+            server: self.server.as_ref().map(Cow::Borrowed),
+            client_ip: self.client_ip.as_deref().map(Cow::Borrowed),
             parameters,
             agent: text(&self.agent).ok()?,
             context: text(&self.context).ok()?,
@@ -309,14 +291,14 @@ impl SarkInput {
     /// # Errors
     /// Text that is not such a question.
     pub fn from_replay(text: &str) -> Result<SarkInput, String> {
-        let r: Replay = serde_json::from_str(text).map_err(|e| format!("replay: {e}"))?;
-        let blob = |t: Option<String>| t.map_or(Blob::Absent, Blob::Json);
+        let r: Replay<'_> = serde_json::from_str(text).map_err(|e| format!("replay: {e}"))?;
+        let blob = |t: Option<Cow<'_, str>>| t.map_or(Blob::Absent, |t| Blob::Json(t.into_owned()));
         Ok(SarkInput {
-            user: r.user,
-            action: r.action,
-            tool: r.tool,
-            server: r.server,
-            client_ip: r.client_ip,
+            user: r.user.into_owned(),
+            action: r.action.into_owned(),
+            tool: r.tool.map(Cow::into_owned),
+            server: r.server.map(Cow::into_owned),
+            client_ip: r.client_ip.map(Cow::into_owned),
             now_ns: None,
             parameters: blob(r.parameters),
             agent: blob(r.agent),
