@@ -168,7 +168,7 @@ impl Generator {
     }
 
     fn owns(&self, e: &Eval) -> bool {
-        self.owned.is_none_or(|(shard, shards)| wire::route::owner(&e.user_id, e.tool.as_ref().map_or("", |t| t.name.as_str()), shards) == shard)
+        self.owned.is_none_or(|(shard, shards)| wire::route::owner_of(e, shards) == shard)
     }
 
     /// The pre-encoded frames of the ping and hit scenarios.
@@ -741,7 +741,7 @@ mod tests {
 
     #[test]
     fn an_affine_generator_asks_only_what_its_shard_owns() {
-        let owner = |e: &Eval| wire::route::owner(&e.user_id, e.tool.as_ref().map_or("", |t| t.name.as_str()), 3);
+        let owner = |e: &Eval| wire::route::owner_of(e, 3);
         for shard in 0..3u16 {
             let mut g = Generator::new(Scenario::SeedMix, Transport::Binary, 1, 0, 7).only(shard, 3);
             assert!((0..2000).all(|_| owner(&g.next_user()) == shard));

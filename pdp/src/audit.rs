@@ -24,7 +24,7 @@ pub struct AuditRecord {
     pub evaluation_duration_us: u64,
     pub cache_hit: bool,
     pub mfa_verified: Option<bool>,
-    /// The question as [`crate::input::SarkInput::replay_json`] wrote it, for pre-warming
+    /// The question as [`crate::prewarm::replay`] wrote it, for pre-warming
     /// (only when pre-warming is on): the line's last field, `replay`, which the sinks
     /// leave out ([`crate::audit_log::shipped_body`]).
     pub replay: Option<String>,

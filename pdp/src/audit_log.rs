@@ -164,19 +164,24 @@ pub const REPLAY_FIELD: &str = ",\"replay\":";
 /// [`record_body`] without the `replay` field: what the sinks ship (a replay holds the
 /// whole question, which is for this node's pre-warming only).
 pub fn shipped_body(line: &str) -> Option<&str> {
-    let body = record_body(line)?;
-    Some(match body.rfind(concat!(",\"replay\":", "\"")) {
-        Some(at) => body.get(..at).unwrap_or(body),
-        None => body,
-    })
+    record_body(line).map(|body| split_replay(body).0)
+}
+
+/// A record body split at its `replay` field: what comes before it, and the replay's
+/// string, still JSON-escaped (`None` without one).
+fn split_replay(body: &str) -> (&str, Option<&str>) {
+    let at = body.rfind(concat!(",\"replay\":", "\""));
+    match at.and_then(|at| Some((body.get(..at)?, body.get(at + REPLAY_FIELD.len() + 1..)?))) {
+        Some((before, replay)) => (before, replay.strip_suffix('"')),
+        None => (body, None),
+    }
 }
 
 /// A record line's `replay`, still JSON-escaped (cheap to count; [`unescape`] the few
 /// that are used), and its timestamp, ns; `None` without either.
 pub fn replay_of(line: &str) -> Option<(&str, i64)> {
     let body = record_body(line)?;
-    let at = body.rfind(concat!(",\"replay\":", "\""))?;
-    let escaped = body.get(at + REPLAY_FIELD.len() + 1..)?.strip_suffix('"')?;
+    let escaped = split_replay(body).1?;
     let ts = body.split_once("\"timestamp\":\"")?.1.split_once('"')?.0;
     Some((escaped, crate::audit::parse_rfc3339(ts)?))
 }

@@ -94,7 +94,7 @@ impl RefreshConfig {
 /// evaluated (never beyond the sensitivity's TTL or the policy's `cache_ttl_s`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveTtl {
-    /// 0 < start ≤ 1.
+    /// 0 < start < 1 (other values turn it off).
     pub start: f64,
 }
 
@@ -168,15 +168,22 @@ struct Evicted {
     by_sensitivity: [u64; 5],
 }
 
+impl Evicted {
+    /// Count `e`, put out under `key`, unless it is the value the insert replaces.
+    fn count(&mut self, key: CacheKey, e: &Entry) {
+        if self.inserting != Some(key)
+            && let Some(n) = self.by_sensitivity.get_mut(e.sensitivity as usize)
+        {
+            *n += 1;
+        }
+    }
+}
+
 impl quick_cache::Lifecycle<CacheKey, Entry> for CountEvictions {
     type RequestState = Evicted;
 
     fn on_evict(&self, state: &mut Evicted, key: CacheKey, e: Entry) {
-        if state.inserting != Some(key)
-            && let Some(n) = state.by_sensitivity.get_mut(e.sensitivity as usize)
-        {
-            *n += 1;
-        }
+        state.count(key, &e);
     }
 }
 
@@ -371,12 +378,14 @@ impl DecisionCache {
         }
     }
 
-    /// Remember a decision. Returns the TTL it got (zero: not cached; with an adaptive
-    /// TTL, what it starts with).
+    /// Remember a decision. Returns the TTL it got (zero: not cached, and whatever was
+    /// cached under `key` is forgotten — a refresh whose answer may no longer be cached
+    /// leaves no older one behind; with an adaptive TTL, what it starts with).
     pub fn insert(&mut self, key: CacheKey, decision: Arc<Decision>, sensitivity: Sensitivity) -> Duration {
         let ttl = self.ttl_for(&decision, sensitivity);
         if ttl.is_zero() {
             self.stats.uncacheable += 1;
+            self.remove(key);
             return ttl;
         }
         let now = self.clock.now();
@@ -401,25 +410,17 @@ impl DecisionCache {
             Backend::S3Fifo(c) => c.insert_with_lifecycle(key, entry, &mut evicted),
             Backend::Lru { map, bytes, max_bytes } => {
                 *bytes += entry.bytes;
-                let mut out = Vec::new();
                 if let Some((k, old)) = map.push(key, entry) {
                     *bytes -= old.bytes;
-                    if k != key {
-                        out.push(old);
-                    }
+                    evicted.count(k, &old);
                 }
                 while *bytes > *max_bytes {
                     match map.pop_lru() {
-                        Some((_, old)) => {
+                        Some((k, old)) => {
                             *bytes -= old.bytes;
-                            out.push(old);
+                            evicted.count(k, &old);
                         }
                         None => break,
-                    }
-                }
-                for e in out {
-                    if let Some(n) = evicted.by_sensitivity.get_mut(e.sensitivity as usize) {
-                        *n += 1;
                     }
                 }
             }
@@ -604,6 +605,18 @@ mod tests {
             assert!(c.get(CacheKey(2)).is_none());
             assert_eq!(c.stats().uncacheable, 2);
             assert!(c.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_uncacheable_answer_replaces_an_older_cached_one() {
+        for (mut c, _) in both(CacheConfig::default()) {
+            c.insert(CacheKey(1), decision(true, None), Sensitivity::Low);
+            assert!(c.get(CacheKey(1)).is_some());
+            // A refresh of the same question now fails (or may no longer be cached).
+            let err = Arc::new(Decision::deny(EvalError::Policy("x".into()), EngineKind::Rvm, "r".into()));
+            assert_eq!(c.insert(CacheKey(1), err, Sensitivity::Low), Duration::ZERO);
+            assert!(c.get(CacheKey(1)).is_none(), "the older allow is gone");
         }
     }
 

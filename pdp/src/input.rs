@@ -226,7 +226,7 @@ impl Default for SarkInput {
 }
 
 /// A question as the audit log keeps it for pre-warming: written borrowed from the
-/// question (no copies on the shard; [`SarkInput::replay_json`]), read back owned
+/// question (no copies on the shard; [`SarkInput::write_replay`]), read back owned
 /// ([`SarkInput::from_replay`]). The JSON parts are their text, so the question hashes to
 /// the same cache key.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -249,18 +249,11 @@ struct Replay<'a> {
 }
 
 impl SarkInput {
-    /// This question as JSON text from which [`Self::from_replay`] rebuilds it (its
-    /// `now_ns` left out: a replay is asked at its own time). `None` for a question with
-    /// `parameters` unless `with_parameters` (they may hold secrets), or with a JSON part
-    /// held as a value rather than text.
-    pub fn replay_json(&self, with_parameters: bool) -> Option<String> {
-        let mut out = Vec::with_capacity(512);
-        self.write_replay(&mut out, with_parameters)?;
-        String::from_utf8(out).ok()
-    }
-
-    /// [`Self::replay_json`], appended to `out`; `None` (and `out` as it was, or longer)
-    /// when the question is not replayable.
+    /// This question, appended to `out` as JSON text from which [`Self::from_replay`]
+    /// rebuilds it (its `now_ns` left out: a replay is asked at its own time). `None` (and
+    /// `out` as it was, or longer) for a question with `parameters` unless
+    /// `with_parameters` (they may hold secrets), or with a JSON part held as a value
+    /// rather than text.
     pub fn write_replay(&self, out: &mut Vec<u8>, with_parameters: bool) -> Option<()> {
         fn text(b: &Blob) -> Result<Option<Cow<'_, str>>, ()> {
             match b {
@@ -286,7 +279,7 @@ impl SarkInput {
         serde_json::to_writer(out, &r).ok()
     }
 
-    /// The question [`Self::replay_json`] wrote.
+    /// The question [`Self::write_replay`] wrote.
     ///
     /// # Errors
     /// Text that is not such a question.

@@ -114,19 +114,19 @@ impl DecisionPoint {
 
     /// Evaluate up to `max` of the questions whose hits asked for a refresh, at `now_ns`
     /// (the PDP's clock, whatever time the question carried), and replace their entries;
-    /// an answer that may no longer be cached (an error, a zero TTL) removes the entry.
-    /// Returns how many were evaluated. A bundle swap builds a new point, so nothing
-    /// queued under one bundle is evaluated under another.
+    /// an answer that may no longer be cached (an error, a zero TTL) removes the entry
+    /// ([`DecisionCache::insert`]). Returns how many were evaluated. A bundle swap empties
+    /// the queue ([`Self::swap`]), so nothing queued under one bundle is evaluated under
+    /// another.
     pub fn refresh_pending(&mut self, now_ns: i64, max: usize) -> usize {
         let mut done = 0;
         while done < max {
             let Some(p) = self.pending.pop_front() else { break };
             done += 1;
-            let (answer, key) = match p {
+            match p {
                 Pending::Typed(mut input) => {
                     input.now_ns = None;
-                    let Ok((key, _)) = input.cache_key(&mut self.hasher) else { continue };
-                    (self.typed(&input, now_ns, false).0, key)
+                    self.typed(&input, now_ns, false);
                 }
                 Pending::Document(mut input) => {
                     if let Ok(top) = input.as_object_mut()
@@ -135,12 +135,8 @@ impl DecisionPoint {
                     {
                         ctx.remove(&Value::from("now_ns"));
                     }
-                    let key = self.hasher.document_key(&input);
-                    (self.document(input, now_ns, false), key)
+                    self.document(input, now_ns, false);
                 }
-            };
-            if answer.ttl.is_zero() {
-                self.cache.remove(key);
             }
             self.refresh_stats.refreshed += 1;
         }

@@ -4,7 +4,7 @@
 //!
 //! With pre-warming on, each typed decision's record carries its question (`replay`, the
 //! line's last field: [`replay`], its cache key in hex, a space, then
-//! [`crate::input::SarkInput::replay_json`]). [`scan`] reads the newest segments back to a
+//! [`crate::input::SarkInput::write_replay`]). [`scan`] reads the newest segments back to a
 //! time or a byte budget, counts the questions by cache key (which leaves out what
 //! changes per request: request and session ids, the time; 32 bytes per distinct
 //! question), keeps the `top` most frequent, and reads those questions back in a second

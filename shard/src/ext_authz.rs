@@ -76,13 +76,6 @@ pub fn channels(shards: usize, depth: usize) -> (Vec<mpsc::Sender<Job>>, Vec<mps
     (0..shards).map(|_| mpsc::channel(depth.max(1))).unzip()
 }
 
-/// The shard that owns `input`'s user and tool: the one a key-affine client would send it
-/// to ([`wire::route`]), whose cache has seen them.
-pub fn owner(input: &SarkInput, shards: usize) -> usize {
-    let tool = input.tool.as_ref().map_or("", |t| t.name.as_str());
-    usize::from(wire::route::owner(&input.user.id, tool, u16::try_from(shards).unwrap_or(u16::MAX)))
-}
-
 // ---------------------------------------------------------------------------------------
 // The mapping
 

@@ -89,11 +89,9 @@ pub fn spawn(config: PrewarmConfig, (dir, cpu): (PathBuf, Option<usize>), shared
                 }
             };
             let mut lists = shared.lists.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let shards = u16::try_from(lists.len()).unwrap_or(u16::MAX);
             let mut split: Vec<Vec<SarkInput>> = (0..lists.len()).map(|_| Vec::new()).collect();
             for (_, q) in scan.top {
-                let owner = wire::route::owner(&q.user.id, q.tool.as_ref().map_or("", |t| t.name.as_str()), shards);
-                if let Some(l) = split.get_mut(usize::from(owner)) {
+                if let Some(l) = split.get_mut(crate::server::owner(&q, lists.len())) {
                     l.push(q);
                 }
             }

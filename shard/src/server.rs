@@ -157,6 +157,14 @@ fn raise_nofile() -> u64 {
     rlimit::increase_nofile_limit(hard).unwrap_or(soft)
 }
 
+/// The shard that owns `input`'s user and tool: the one a key-affine client sends it to
+/// ([`wire::route`]), whose cache has seen them. Envoy's Checks and pre-warming's
+/// questions go there.
+pub fn owner(input: &pdp::input::SarkInput, shards: usize) -> usize {
+    let tool = input.tool.as_ref().map_or("", |t| t.name.as_str());
+    usize::from(wire::route::owner(&input.user.id, tool, u16::try_from(shards).unwrap_or(u16::MAX)))
+}
+
 /// Shards by default: every core but one (the audit writer's), at least one.
 pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))

@@ -276,8 +276,7 @@ impl Router {
 
     /// The shard that owns `e`.
     pub fn owner(&self, e: &Eval) -> usize {
-        let tool = e.tool.as_ref().map_or("", |t| t.name.as_str());
-        usize::from(crate::route::owner(&e.user_id, tool, u16::try_from(self.shards.len()).unwrap_or(u16::MAX)))
+        usize::from(crate::route::owner_of(e, u16::try_from(self.shards.len()).unwrap_or(u16::MAX)))
     }
 
     /// The connection `e` goes over.

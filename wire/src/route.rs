@@ -33,6 +33,11 @@ pub fn owner(user_id: &str, tool_name: &str, shards: u16) -> u16 {
     (route_hash(user_id, tool_name) % u64::from(shards.max(1))) as u16
 }
 
+/// The shard that owns an EVAL: its user and its tool's name (none: empty).
+pub fn owner_of(e: &crate::message::Eval, shards: u16) -> u16 {
+    owner(&e.user_id, e.tool.as_ref().map_or("", |t| t.name.as_str()), shards)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,8 @@ use pdp::input::{Blob, SarkInput, ServerFields, ToolFields};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DECISION_ID_HEADER, ExtAuthzConfig, Job, Mapping, REASONS_HEADER, Shape, Source, Verdict, owner, shape};
+use super::{DECISION_ID_HEADER, ExtAuthzConfig, Job, Mapping, REASONS_HEADER, Shape, Source, Verdict, shape};
+use crate::server::owner;
 
 /// The longest `x-sark-reasons` value; longer lists are cut (the body has them all).
 const MAX_REASONS_HEADER: usize = 2048;
