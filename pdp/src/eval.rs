@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
-use regorus::rvm::vm::{RegoVM, VmError};
+use regorus::rvm::Instruction;
+use regorus::rvm::vm::{ExecutionMode, RegoVM, VmError};
 use regorus::{Engine, Value};
 
 use crate::bundle::{Bundle, DECISION_ENTRYPOINT};
@@ -52,6 +53,9 @@ struct Entrypoint {
     program: Option<Arc<Program>>,
     /// Why the RVM compiler refused it (reported by `sark-pdp check`).
     rvm_refusal: Option<String>,
+    /// Whether the program calls an extension ([`crate::builtins`]): its VM then runs
+    /// suspendable, and each call suspends it until the host answers.
+    suspends: bool,
 }
 
 /// A bundle parsed, validated and compiled: built once, shared by every shard.
@@ -75,6 +79,11 @@ impl CompiledBundle {
     /// module defines or that fails to compile, data the policies read that nothing defines.
     pub fn compile(bundle: &Bundle, limits: EvalLimits) -> Result<CompiledBundle, BundleError> {
         let mut engine = Engine::new();
+        crate::builtins::register(&mut engine).map_err(|e| BundleError::Validation {
+            path: bundle.origin.clone(),
+            message: e,
+        })?;
+        let host_await = crate::builtins::host_await_table();
         for m in &bundle.modules {
             engine
                 .add_policy(m.path.clone(), m.source.clone())
@@ -108,7 +117,7 @@ impl CompiledBundle {
             let policy = engine
                 .compile_with_entrypoint(&name.as_str().into())
                 .map_err(|e| refuse(e.to_string()))?;
-            let (program, rvm_refusal) = match Compiler::compile_from_policy(&policy, &[name.as_str()]) {
+            let (program, rvm_refusal) = match Compiler::compile_from_policy_with_host_await(&policy, &[name.as_str()], &host_await) {
                 Ok(p) => {
                     // Data that collides with a rule is refused here, once, not per shard.
                     p.check_rule_data_conflicts(&data).map_err(|e| refuse(e.to_string()))?;
@@ -116,10 +125,14 @@ impl CompiledBundle {
                 }
                 Err(e) => (None, Some(e.to_string())),
             };
+            let suspends = program
+                .as_ref()
+                .is_some_and(|p| p.instructions.iter().any(|i| matches!(i, Instruction::HostAwait { .. })));
             entrypoints.push(Entrypoint {
                 name: name.clone(),
                 program,
                 rvm_refusal,
+                suspends,
             });
         }
         Ok(CompiledBundle {
@@ -172,6 +185,9 @@ impl Evaluator {
                 let mut vm = RegoVM::new();
                 vm.load_program(program.clone());
                 vm.set_max_instructions(bundle.limits.max_instructions);
+                if ep.suspends {
+                    vm.set_execution_mode(ExecutionMode::Suspendable);
+                }
                 // Checked for conflicts when compiled; cannot fail here.
                 vm.set_data(bundle.data.clone()).ok()?;
                 Some(vm)
@@ -206,15 +222,26 @@ impl Evaluator {
 
     fn evaluate_index(&mut self, index: usize, input: Value) -> Result<(Value, EngineKind), EvalError> {
         let name = self.bundle.entrypoints.get(index).map(|e| e.name.as_str()).unwrap_or("");
+        crate::builtins::begin();
         let (value, kind) = match self.vms.get_mut(index).and_then(Option::as_mut) {
             Some(vm) => {
                 vm.set_input(input);
-                let v = vm.execute().map_err(|e| match e {
+                let vm_error = |e: VmError| match e {
                     VmError::InstructionLimitExceeded { .. } | VmError::TimeLimitExceeded { .. } => {
                         EvalError::Limit(e.to_string())
                     }
                     other => EvalError::Policy(other.to_string()),
-                })?;
+                };
+                let mut v = vm.execute().map_err(vm_error)?;
+                // Each extension call suspends the VM; answer it and resume.
+                while let Some(Value::String(builtin)) = vm.get_host_await_identifier() {
+                    let builtin = builtin.clone();
+                    let answer = match vm.get_host_await_argument() {
+                        Some(Value::Array(args)) => crate::builtins::call(&builtin, &args.to_vec()).map_err(EvalError::Policy)?,
+                        _ => return Err(EvalError::Policy(format!("{builtin}: no arguments"))),
+                    };
+                    v = vm.resume(Some(answer)).map_err(vm_error)?;
+                }
                 (v, EngineKind::Rvm)
             }
             None => {
@@ -255,7 +282,18 @@ impl Evaluator {
             Err(e) => return Decision::deny(e, engine, revision),
         };
         match self.evaluate_index(index, input) {
-            Ok((doc, kind)) => Decision::from_document(&doc, kind, revision),
+            Ok((doc, kind)) => {
+                let mut d = Decision::from_document(&doc, kind, revision);
+                // A verified token's answer holds until it expires: cache it no longer.
+                if let Some(until) = crate::builtins::valid_until() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let left = until.saturating_sub(now);
+                    d.cache_ttl_s = Some(d.cache_ttl_s.map_or(left, |t| t.min(left)));
+                }
+                d
+            }
             Err(e) => Decision::deny(e, engine, revision),
         }
     }

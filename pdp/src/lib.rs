@@ -28,6 +28,7 @@ pub mod audit;
 pub mod audit_io;
 pub mod audit_log;
 pub mod audit_ring;
+pub mod builtins;
 pub mod bundle;
 pub mod cache;
 pub mod cases;
