@@ -230,5 +230,49 @@ def main(out):
     print(f"{out}: {len(cases)} token cases")
 
 
+def example_bundle(root):
+    """examples/jwt-a2a: its data (the IdP's JWKS) and its cases (signed agent tokens)."""
+    idp = rsa.generate_private_key(65537, 2048)
+    old = ec.generate_private_key(ec.SECP256R1())
+    other = rsa.generate_private_key(65537, 2048)
+    jwks = {"keys": [jwk(idp, "idp-2026", "RS256"), jwk(old, "idp-2025", "ES256")]}
+    with open(os.path.join(root, "data.json"), "w") as f:
+        json.dump({"sark_jwt": {"jwks": json.dumps(jwks)}}, f, indent=1)
+        f.write("\n")
+    base = {"iss": "sark-idp", "aud": "sark-pdp", "sub": "agent-1", "caps": ["execute", "query"], "exp": FAR, "nbf": 1600000000}
+
+    def tok(claims, key=idp, alg="RS256", kid="idp-2026"):
+        return token(alg, key, claims, {"kid": kid})
+
+    allow = lambda cap: {"allow": True, "cache_ttl_s": 300, "reasons": [f"a2a: the token of agent-1 grants {cap}"]}
+    refuse = lambda cap: {"allow": False, "cache_ttl_s": 300, "reasons": [f"a2a: the token does not grant {cap} to agent-1"]}
+    none = {"allow": False, "cache_ttl_s": 60, "reasons": ["a2a: no verified agent token"]}
+    cases = [
+        ("token grants execute", "a2a:execute", tok(base), allow("execute")),
+        ("token grants query", "a2a:query", tok(base), allow("query")),
+        ("older ES256 key still verifies", "a2a:query", tok(base, old, "ES256", "idp-2025"), allow("query")),
+        ("token does not grant delegate", "a2a:delegate", tok(base), refuse("delegate")),
+        ("token of another agent", "a2a:execute", tok(dict(base, sub="agent-2")), {"allow": False}),
+        ("expired token", "a2a:execute", tok(dict(base, exp=PAST)), none),
+        ("token not yet valid", "a2a:execute", tok(dict(base, nbf=FAR - 10)), none),
+        ("token from another issuer", "a2a:execute", tok(dict(base, iss="elsewhere")), none),
+        ("token for another audience", "a2a:execute", tok(dict(base, aud="other-pdp")), none),
+        ("token signed by an unknown key", "a2a:execute", tok(base, other), none),
+        ("tampered claims", "a2a:delegate", tok(base).split(".")[0] + "." + b64u_json(dict(base, caps=["delegate"])) + "." + tok(base).split(".")[2], none),
+        ("alg none", "a2a:execute", b64u_json({"alg": "none"}) + "." + b64u_json(base) + ".", none),
+    ]
+    lines = ["# Signed agent tokens against the IdP's JWKS (data.json); made by scripts/gen-builtins-corpus.py.", "cases:"]
+    for name, action, t, want in cases:
+        lines.append(f"- name: {json.dumps('jwt: ' + name)}")
+        lines.append("  input:")
+        lines.append(f"    action: {json.dumps(action)}")
+        lines.append(f"    agent: {{id: agent-1, token: {json.dumps(t)}}}")
+        lines.append(f"  want: {json.dumps(want)}")
+    with open(os.path.join(root, "cases", "a2a_jwt.yaml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"{root}: {len(cases)} cases")
+
+
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "pdp/tests/builtins/corpus.json")
+    example_bundle("examples/jwt-a2a")

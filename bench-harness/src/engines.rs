@@ -5,7 +5,7 @@
 //! (equal terms); the RVM is also measured on pre-parsed input (what the binary protocol's
 //! typed fields give it).
 //!
-//! `pdp-bench engines [--rounds 5] [--passes 20]` prints, per engine: evaluations/s
+//! `pdp-bench engines [--rounds 5] [--passes 20] [--bundle DIR]` prints, per engine: evaluations/s
 //! (median over rounds), p50 and p99 per evaluation (over all timed evaluations), and the
 //! ratio to OPA per round (median, min, max); every engine must allow the same inputs.
 
@@ -41,6 +41,10 @@ pub struct Args {
     /// Also write the rows here as JSON.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Another bundle (a directory) whose `data.sark.decision` cases are the inputs, e.g.
+    /// examples/jwt-a2a (io.jwt.decode_verify against a JWKS); default: the shipped one.
+    #[arg(long)]
+    bundle: Option<std::path::PathBuf>,
 }
 
 /// One engine's row.
@@ -59,7 +63,10 @@ struct Row {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let (rounds, passes) = (args.rounds.clamp(1, 1000), args.passes.clamp(1, 100_000));
 
-    let bundle = shipped_bundle()?;
+    let bundle = match &args.bundle {
+        Some(dir) => pdp::Bundle::load(dir, pdp::bundle::BundleLimits::default())?,
+        None => shipped_bundle()?,
+    };
     let inputs = decision_inputs(&bundle)?;
     let parsed: Vec<pdp::Value> = inputs.iter().map(|i| input_from_json(i)).collect::<Result<_, _>>()?;
     let compiled = Arc::new(CompiledBundle::compile(&bundle, EvalLimits::default())?);

@@ -430,7 +430,7 @@ struct Constraints {
     alg: String,
     iss: String,
     aud: String,
-    /// Nanoseconds since the epoch, and whether the caller gave it.
+    /// Nanoseconds since the epoch, and whether it is the wall clock (not the caller's).
     time_ns: f64,
     wall_clock: bool,
 }
@@ -486,10 +486,14 @@ fn constraints(v: &Value) -> Result<Constraints, String> {
         _ => {}
     }
     if c.time_ns < 0.0 {
-        c.time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_nanos() as f64);
+        c.time_ns = unix_now_s() * 1e9;
         c.wall_clock = true;
     }
     Ok(c)
+}
+
+fn unix_now_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn unverified() -> Value {
@@ -549,14 +553,16 @@ pub(super) fn decode_verify(token: &Value, constraints_v: &Value) -> Result<Valu
     if exp.is_some_and(|exp| now_s >= exp) {
         return Ok(unverified());
     }
+    // The answer changes when the checked time reaches nbf (refused until then) or exp.
+    // The time is the wall clock or the caller's (say `input.context.now_ns`, which cache
+    // keys leave out): either way the answer holds for (boundary - time) from now.
+    let wall_s = if c.wall_clock { now_s } else { unix_now_s() };
     if let Some(nbf) = nbf.filter(|&nbf| now_s < nbf) {
-        if c.wall_clock {
-            changes_at(nbf);
-        }
+        changes_at(wall_s + (nbf - now_s));
         return Ok(unverified());
     }
-    if let (Some(exp), true) = (exp, c.wall_clock) {
-        changes_at(exp);
+    if let Some(exp) = exp {
+        changes_at(wall_s + (exp - now_s));
     }
     Ok(to_value(Json::Array(vec![Json::Bool(true), Json::Object(header), Json::Object(payload)])))
 }

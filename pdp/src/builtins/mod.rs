@@ -11,10 +11,11 @@
 //! - a token that decodes but does not verify is `[false, {}, {}]` (decode_verify) or
 //!   `false` (verify_*).
 //!
-//! Time: `io.jwt.decode_verify` without a `time` constraint checks `exp`/`nbf` against the
+//! Time: `io.jwt.decode_verify` checks `exp`/`nbf` against its `time` constraint or the
 //! wall clock, so its answer changes when the token expires (or becomes valid). The
-//! evaluation notes that instant ([`valid_until`]) and the evaluator caps the decision's
-//! `cache_ttl_s` with it: a verified token's decision is cached only until its expiry.
+//! evaluation notes that instant ([`valid_until`]: the boundary's distance from the time
+//! checked, from now) and the evaluator caps the decision's `cache_ttl_s` with it: a
+//! verified token's decision is cached only until its expiry.
 //!
 //! State is thread-local: an evaluation runs start to end on one thread (a shard, the
 //! CLI), and the extension closures, shared by every shard through the compiled bundle,
@@ -151,3 +152,4 @@ fn hex(bytes: &[u8]) -> String {
         s
     })
 }
+
