@@ -67,6 +67,9 @@
 //! poll_interval_s = 30       # polled with If-None-Match; a new bundle is validated, then swapped
 //! watch = false              # reload when a file in the `path` directory changes
 //!
+//! [bundle.jwks]              # JWKS files, read at every (re)load: each is the string
+//! idp = "/etc/sark-pdp/idp.jwks.json"  # data.sark_pdp.jwks.idp, for io.jwt.decode_verify's cert
+//!
 //! [audit]
 //! dir = "sark-pdp-audit"     # segments audit-<first seq>.jsonl (pdp/src/audit_log.rs)
 //! durability = "batch"       # none | batch | sync
@@ -466,6 +469,9 @@ pub struct BundleSection {
     pub poll_interval_s: Option<u64>,
     /// Reload when a file in the bundle directory changes.
     pub watch: Option<bool>,
+    /// `[bundle.jwks]` name = JWKS file: each at `data.sark_pdp.jwks.<name>` (a string) in
+    /// every bundle, for `io.jwt.decode_verify(token, {"cert": data.sark_pdp.jwks.<name>})`.
+    pub jwks: crate::control::ConfigJwks,
 }
 
 impl BundleSection {

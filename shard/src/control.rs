@@ -69,6 +69,49 @@ pub struct Control {
     pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Pre-warming's lists for the shards (`[cache.prewarm]`; unset: off).
     pub prewarm: std::sync::OnceLock<Arc<crate::prewarm::Prewarm>>,
+    /// `[bundle.jwks]`: JWKS files added to every bundle's data ([`with_config_data`]).
+    jwks: ConfigJwks,
+}
+
+/// `[bundle.jwks]`: name → JWKS file.
+pub type ConfigJwks = std::collections::BTreeMap<String, PathBuf>;
+
+/// Where [`with_config_data`] puts the configured JWKS: `data.sark_pdp.jwks.<name>`.
+pub const CONFIG_JWKS_PATH: [&str; 2] = ["sark_pdp", "jwks"];
+
+/// Add the configured JWKS to a bundle's data, each at `data.sark_pdp.jwks.<name>` as the
+/// file's text (a string, which is what `io.jwt.decode_verify`'s `cert` takes). The files
+/// are read at every load, so a reload (SIGHUP, the admin API, a polled bundle) picks up
+/// rotated keys.
+///
+/// # Errors
+/// A file that cannot be read or is not a JWKS, or a bundle whose own data has
+/// `sark_pdp.jwks`.
+pub fn with_config_data(mut bundle: Bundle, jwks: &ConfigJwks) -> Result<Bundle, String> {
+    if jwks.is_empty() {
+        return Ok(bundle);
+    }
+    let mut keys = serde_json::Map::new();
+    for (name, path) in jwks {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("[bundle.jwks] {name}: {}: {e}", path.display()))?;
+        let n = pdp::builtins::check_keys(&text).map_err(|e| format!("[bundle.jwks] {name}: {}: {e}", path.display()))?;
+        if n == 0 {
+            return Err(format!("[bundle.jwks] {name}: {}: no key OPA can use", path.display()));
+        }
+        keys.insert(name.clone(), serde_json::Value::String(text));
+    }
+    let [root, leaf] = CONFIG_JWKS_PATH;
+    let Some(data) = bundle.data.as_object_mut() else {
+        return Err("the bundle's data is not an object".into());
+    };
+    let ours = data.entry(root).or_insert_with(|| serde_json::json!({}));
+    match ours.as_object_mut() {
+        Some(o) if !o.contains_key(leaf) => {
+            o.insert(leaf.into(), serde_json::Value::Object(keys));
+        }
+        _ => return Err(format!("the bundle's own data has data.{root}.{leaf}, which [bundle.jwks] fills")),
+    }
+    Ok(bundle)
 }
 
 /// A change to the data document.
@@ -81,7 +124,7 @@ pub enum DataWrite {
 }
 
 impl Control {
-    pub fn new(shards: usize, bundle: Bundle, bundle_path: Option<PathBuf>, limits: EvalLimits) -> Control {
+    pub fn new(shards: usize, bundle: Bundle, bundle_path: Option<PathBuf>, limits: EvalLimits, jwks: ConfigJwks) -> Control {
         Control {
             current: Mutex::new((bundle, 0)),
             cluster: std::sync::OnceLock::new(),
@@ -97,6 +140,7 @@ impl Control {
             changes_refused: AtomicU64::new(0),
             bundle_path,
             limits,
+            jwks,
         }
     }
 
@@ -166,7 +210,7 @@ impl Control {
     /// Load, validate and publish the bundle from `bundle_path` (blocking: call it off the
     /// shards). The new revision and epoch, or why it was refused (nothing changed then).
     pub fn reload(&self) -> Result<(String, u64), String> {
-        self.install(validate(self.bundle_path.as_deref(), self.limits))
+        self.install(validate(self.bundle_path.as_deref(), self.limits, &self.jwks))
     }
 
     /// Publish a validated bundle, or record why it was refused.
@@ -252,20 +296,21 @@ fn json_depth(v: &serde_json::Value) -> usize {
 ///
 /// # Errors
 /// Loading, compiling, or a failing case, as one line.
-pub fn validate(path: Option<&Path>, limits: EvalLimits) -> Result<(Bundle, Arc<CompiledBundle>), String> {
+pub fn validate(path: Option<&Path>, limits: EvalLimits, jwks: &ConfigJwks) -> Result<(Bundle, Arc<CompiledBundle>), String> {
     let bundle = match path {
         Some(p) => Bundle::load(p, BundleLimits::default()),
         None => Bundle::embedded(),
     }
     .map_err(|e| e.to_string())?;
-    validate_loaded(bundle, limits)
+    validate_loaded(bundle, limits, jwks)
 }
 
 /// [`validate`] for a bundle already loaded.
 ///
 /// # Errors
 /// As [`validate`].
-pub fn validate_loaded(bundle: Bundle, limits: EvalLimits) -> Result<(Bundle, Arc<CompiledBundle>), String> {
+pub fn validate_loaded(bundle: Bundle, limits: EvalLimits, jwks: &ConfigJwks) -> Result<(Bundle, Arc<CompiledBundle>), String> {
+    let bundle = with_config_data(bundle, jwks)?;
     let compiled = Arc::new(CompiledBundle::compile(&bundle, limits).map_err(|e| e.to_string())?);
     let cases = pdp::cases::load(&bundle)?;
     let mut ev = Evaluator::new(compiled.clone(), EnginePreference::Fastest);
@@ -319,7 +364,7 @@ impl Control {
             }
         };
         let loaded = Bundle::from_tar_gz(&poll.url, &body, BundleLimits::default()).map_err(|e| e.to_string());
-        let (revision, epoch) = self.install(loaded.and_then(|b| validate_loaded(b, self.limits)))?;
+        let (revision, epoch) = self.install(loaded.and_then(|b| validate_loaded(b, self.limits, &self.jwks)))?;
         *etag = new_etag;
         self.wait_blocking(epoch, Duration::from_secs(30));
         Ok(Polled::Installed(revision))

@@ -277,6 +277,7 @@ fn load(arg: &BundleArg, file: &BundleSection) -> anyhow::Result<(Bundle, Arc<Co
         Some(path) => Bundle::load(path, BundleLimits::default())?,
         None => Bundle::embedded()?,
     };
+    let bundle = shard::control::with_config_data(bundle, &file.jwks).map_err(anyhow::Error::msg)?;
     let max_instructions = arg
         .max_instructions
         .or(file.max_instructions)
@@ -425,6 +426,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }),
                 bundle_path,
                 limits: compiled.limits(),
+                bundle_jwks: file.bundle.jwks.clone(),
             };
             let revision = bundle.revision.clone();
             shard::server::serve(config, (bundle, compiled), |b| {

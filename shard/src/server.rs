@@ -78,6 +78,8 @@ pub struct ServeConfig {
     /// Where reloads read the bundle (`None`: the embedded one) and its limits.
     pub bundle_path: Option<std::path::PathBuf>,
     pub limits: pdp::eval::EvalLimits,
+    /// `[bundle.jwks]`: JWKS files every bundle's data gets ([`crate::control::with_config_data`]).
+    pub bundle_jwks: crate::control::ConfigJwks,
 }
 
 /// Where each shard's own binary-protocol listener is (besides the shared `listen`).
@@ -286,7 +288,7 @@ pub struct Bound {
 /// Binding, the audit log, or a shard's runtime failing to start.
 pub fn serve(config: ServeConfig, (source, bundle): (pdp::Bundle, Arc<CompiledBundle>), ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
-    let control = Arc::new(crate::control::Control::new(config.shards, source, config.bundle_path.clone(), config.limits));
+    let control = Arc::new(crate::control::Control::new(config.shards, source, config.bundle_path.clone(), config.limits, config.bundle_jwks.clone()));
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;

@@ -229,6 +229,10 @@ fn key_of_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Key, String> {
     }
 }
 
+pub(super) fn key_count(text: &str) -> Result<usize, String> {
+    keys(text).map(|k| k.len())
+}
+
 /// Keys from a PEM certificate, a PEM public key, a JWK or a JWKS.
 fn keys(text: &str) -> Result<Vec<VerificationKey>, String> {
     let trimmed = text.trim_start();

@@ -118,6 +118,15 @@ pub fn register(engine: &mut regorus::Engine) -> Result<(), String> {
     Ok(())
 }
 
+/// How many usable keys a PEM key or certificate, JWK or JWKS holds (keys of algorithms
+/// OPA does not know are skipped, as OPA skips them).
+///
+/// # Errors
+/// The text is none of those.
+pub fn check_keys(text: &str) -> Result<usize, String> {
+    jwt::key_count(text)
+}
+
 /// The table as the RVM compiler takes it.
 pub fn host_await_table() -> Vec<(&'static str, usize)> {
     EXTENSIONS.iter().map(|&(n, a)| (n, usize::from(a))).collect()
