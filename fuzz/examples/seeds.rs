@@ -47,6 +47,7 @@ fn main() {
     let requests = [
         ("hello", Request::Hello(Hello { version: 1, max_payload: 1 << 20, token: Some("caller-token-0123456789".into()) })),
         ("eval", Request::Eval(Box::new(eval()))),
+        ("eval_explain", Request::EvalExplain(Box::new(eval()), wire::Explain::Full)),
         ("eval_batch", Request::EvalBatch(vec![eval(), Eval { user_id: "bob".into(), action: "tool:list".into(), ..Eval::default() }])),
         ("eval_json", Request::EvalJson(EvalJson { entrypoint: "data.sark.decision".into(), input_json: r#"{"user":{"id":"a"},"action":"tool:list"}"#.into() })),
         ("ping", Request::Ping(b"ping".to_vec())),
@@ -58,7 +59,7 @@ fn main() {
         encode_request(&mut f, 1, r);
         stream.extend_from_slice(&f);
         // opcode's layout: opcode, two flag bytes, payload.
-        let mut o = vec![*f.get(5).unwrap(), 0, 0];
+        let mut o = vec![*f.get(5).unwrap(), *f.get(6).unwrap(), *f.get(7).unwrap()];
         o.extend_from_slice(f.get(wire::HEADER_LEN..).unwrap());
         put("opcode", name, &o);
     }
@@ -67,6 +68,8 @@ fn main() {
     encode_reply(&mut replies, 2, &Reply::Pong(b"x".to_vec()));
     encode_reply(&mut replies, 3, &Reply::Invalidated(true));
     encode_reply(&mut replies, 4, &Reply::Result(Some("true".into())));
+    let explained = wire::message::Decision { allow: false, reasons: vec![wire::message::Reason { code: 0, text: "rbac: no".into() }], ..Default::default() };
+    encode_reply(&mut replies, 5, &Reply::Explanation(explained, r#"{"level":"notes","policies":[]}"#.into()));
     put("frame", "replies", &replies);
     let mut one = Vec::new();
     encode_request(&mut one, 9, &Request::Eval(Box::new(eval())));

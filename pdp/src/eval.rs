@@ -19,6 +19,8 @@ use crate::bundle::{Bundle, DECISION_ENTRYPOINT};
 use crate::decision::{Decision, EngineKind};
 use crate::error::{BundleError, EvalError};
 
+pub mod explain;
+
 /// Limits on one evaluation, so a pathological policy or input cannot stall a core.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalLimits {

@@ -21,6 +21,9 @@
 //! 8. [`audit_log`] makes the records durable; [`sink`] ships the log to Splunk HEC and
 //!    Datadog, [`sink_postgres`] to PostgreSQL, each from a persisted cursor.
 //!
+//! [`eval::explain`] says why a decision is what it is (its policy results and reasons,
+//! and a rule trace from a second, interpreted evaluation).
+//!
 //! [`cases`] runs a bundle's decision cases; [`opa`] loads the real OPA engine, our
 //! reference for decisions and peer for speed.
 

@@ -42,6 +42,13 @@ pub struct DecisionPoint {
     pub refresh_stats: RefreshStats,
     /// The cache key of the last typed question decided (what pre-warming counts by).
     last_key: Option<CacheKey>,
+    /// Sampled stage timing ([`Self::mark_next`]): whether the next decision should note
+    /// when its cache lookup ended, and that reading once it has. A bool, so an unsampled
+    /// decision pays a byte test (the reading is taken in a cold function).
+    mark_wanted: bool,
+    mark_at: Option<u64>,
+    /// The cache's clock, read only for a marked decision.
+    clock: quanta::Clock,
 }
 
 /// A question to evaluate again.
@@ -76,10 +83,13 @@ impl DecisionPoint {
         DecisionPoint {
             hasher: KeyHasher::new(&bundle.revision, DECISION_ENTRYPOINT),
             evaluator: Evaluator::new(bundle, engines),
-            cache: DecisionCache::new(cache, clock),
+            cache: DecisionCache::new(cache, clock.clone()),
             pending: std::collections::VecDeque::new(),
             refresh_stats: RefreshStats::default(),
             last_key: None,
+            mark_wanted: false,
+            mark_at: None,
+            clock,
         }
     }
 
@@ -97,6 +107,23 @@ impl DecisionPoint {
     /// when it could not be keyed).
     pub fn last_key(&self) -> Option<CacheKey> {
         self.last_key
+    }
+
+    /// Ask the next decision to note when its cache lookup (key and lookup, hit or miss)
+    /// ends, for a caller timing its stages ([`Self::take_mark`]); unasked, a decision pays
+    /// one byte test for this.
+    pub fn mark_next(&mut self) {
+        self.mark_wanted = true;
+        self.mark_at = None;
+    }
+
+    /// The clock's raw reading ([`quanta::Clock::raw`]) as the decision after
+    /// [`Self::mark_next`] ended its cache lookup: before it, key and lookup; after it, on a
+    /// miss, the evaluation and cache insert. `None` when it never looked (an input that
+    /// could not be keyed).
+    pub fn take_mark(&mut self) -> Option<u64> {
+        self.mark_wanted = false;
+        self.mark_at.take()
     }
 
     /// Refreshes waiting.
@@ -246,11 +273,20 @@ impl DecisionPoint {
 
     /// The hit path: the cached answer, and whether it asks for a refresh ahead.
     fn lookup(&mut self, key: CacheKey, cacheable: bool) -> Option<(Answer, bool)> {
-        if !cacheable {
-            return None;
+        let found = if cacheable { self.cache.get(key) } else { None };
+        if self.mark_wanted {
+            self.note_mark();
         }
-        let hit = self.cache.get(key)?;
+        let hit = found?;
         Some((Answer { decision: hit.decision, cache_hit: true, ttl: hit.ttl }, hit.refresh))
+    }
+
+    /// [`Self::mark_next`]'s reading, kept out of the hit path's code.
+    #[cold]
+    #[inline(never)]
+    fn note_mark(&mut self) {
+        self.mark_wanted = false;
+        self.mark_at = Some(self.clock.raw());
     }
 
     /// The miss path: build the document, tag it (user, tool, server: for targeted
@@ -372,6 +408,33 @@ decision := {"allow": true, "reasons": ["admin"], "cache_ttl_s": object.get(inpu
         other_time.now_ns = Some(NOW - 1_000_000_000);
         p.decide_typed(&other_time, NOW);
         assert!(p.decide_typed(&other_time, NOW).cache_hit);
+    }
+
+    #[test]
+    fn a_marked_decision_notes_when_its_lookup_ended() {
+        let (mut p, mock) = point();
+        let admin = input(&["admin"], "low");
+        p.decide_typed(&admin, NOW);
+        assert_eq!(p.take_mark(), None, "unasked, nothing is noted");
+        mock.increment(Duration::from_nanos(700));
+        let at = p.clock.raw();
+        // A hit and a miss both note the lookup's end; taking it clears it.
+        for roles in [["admin"], ["viewer"]] {
+            p.mark_next();
+            p.decide_typed(&input(&roles, "low"), NOW);
+            assert_eq!(p.take_mark(), Some(at));
+            assert_eq!(p.take_mark(), None);
+        }
+        // Documents too; and a question about another time (no lookup) still ends one.
+        p.mark_next();
+        p.decide_document(Value::from_json_str(r#"{"user": {"id": "u"}, "context": {"now_ns": 1}}"#).unwrap(), NOW);
+        assert_eq!(p.take_mark(), Some(at));
+        // An input that cannot be keyed never looks.
+        let mut bad = input(&["admin"], "low");
+        bad.context = crate::input::Blob::Json("{not json".into());
+        p.mark_next();
+        p.decide_typed(&bad, NOW);
+        assert_eq!(p.take_mark(), None);
     }
 
     #[test]

@@ -107,6 +107,9 @@
 //! max_mib = 256              # as a last `replay` field, which the sinks do not ship)
 //! parameters = false         # also keep questions that carry parameters (may hold secrets)
 //! before_serving = false     # true: each shard warms fully before it accepts connections
+//!
+//! [metrics]
+//! stage_sample = 64          # time 1 decision in 64 stage by stage (sark_pdp_stage_duration_seconds); 0: off
 //! ```
 
 use std::net::SocketAddr;
@@ -133,6 +136,25 @@ pub struct FileConfig {
     pub cache: CacheSection,
     pub tls: TlsSection,
     pub ext_authz: ExtAuthzSection,
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: what `/metrics` measures beyond counting.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// One decision in this many is timed stage by stage ([`crate::stages`]); 0: none.
+    pub stage_sample: Option<u32>,
+}
+
+impl MetricsSection {
+    /// `stage_sample`, default [`crate::stages::DEFAULT_SAMPLE`].
+    ///
+    /// # Errors
+    /// Past 2^20 (a rate that rare measures nothing).
+    pub fn stage_sample(&self) -> anyhow::Result<u32> {
+        in_range("metrics.stage_sample", self.stage_sample.unwrap_or(crate::stages::DEFAULT_SAMPLE), 0, 1 << 20)
+    }
 }
 
 /// `[ext_authz]`: Envoy's external authorization gRPC service.
@@ -725,6 +747,14 @@ mod tests {
         let c = FileConfig::load(&path);
         std::fs::remove_dir_all(&dir).unwrap();
         c
+    }
+
+    #[test]
+    fn the_stage_sample_defaults_to_64_and_zero_turns_it_off() {
+        assert_eq!(FileConfig::default().metrics.stage_sample().unwrap(), 64);
+        assert_eq!(parse("[metrics]\nstage_sample = 0\n").unwrap().metrics.stage_sample().unwrap(), 0);
+        assert!(parse("[metrics]\nstage_sample = 2000000\n").unwrap().metrics.stage_sample().is_err());
+        assert!(parse("[metrics]\nstage_samples = 1\n").is_err());
     }
 
     #[test]

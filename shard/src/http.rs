@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use pdp::Value;
 use pdp::audit::AuditRecord;
+use pdp::eval::explain::ExplainLevel;
 use pdp::point::Answer;
 use serde::Deserialize;
 
 use crate::server::{Shard, audited, bump, now_ns};
+use crate::stages::Stage;
 
 /// The HTTP front door's limits.
 #[derive(Debug, Clone)]
@@ -428,40 +430,58 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
         },
         "/access/v1/evaluation" | "/access/v1/evaluations" | "/api/v1/policy/evaluate" | "/api/v1/policy/batch-evaluate"
         | "/api/v1/gateway/authorize" => match m {
-            "POST" => match parse_body::<serde_json::Value>(body) {
-                Ok(req) => shaped(shard, p, req).await,
-                Err(r) => r,
-            },
+            "POST" => {
+                let mut timing = Timing::begin(shard, false);
+                match parse_body::<serde_json::Value>(body) {
+                    Ok(req) => {
+                        timing.parsed(shard);
+                        shaped(shard, p, req, timing).await
+                    }
+                    Err(r) => r,
+                }
+            }
             _ => method_not_allowed("POST"),
         },
         _ => {
             if let Some(rest) = p.strip_prefix("/v1/data") {
                 match m {
                     "POST" | "GET" => {
+                        let explain = match explain_param(&head.query) {
+                            Ok(e) => e,
+                            Err(r) => return r,
+                        };
+                        let mut timing = Timing::begin(shard, query_flag("metrics"));
                         let input = if m == "POST" && !body.is_empty() {
                             match parse_body::<DataRequest>(body) {
-                                Ok(r) => r.input.unwrap_or(Value::Undefined),
+                                Ok(r) => {
+                                    timing.parsed(shard);
+                                    r.input.unwrap_or(Value::Undefined)
+                                }
                                 Err(r) => return r,
                             }
                         } else {
                             Value::Undefined
                         };
-                        data(shard, rest, input, query_flag("metrics"), false).await
+                        data(shard, rest, input, timing, explain, false).await
                     }
                     _ => method_not_allowed("GET, POST"),
                 }
             } else if let Some(rest) = p.strip_prefix("/v0/data") {
                 match m {
                     "POST" => {
+                        let mut timing = Timing::begin(shard, false);
                         let input = if body.is_empty() {
                             Value::Undefined
                         } else {
                             match parse_body::<Value>(body) {
-                                Ok(v) => v,
+                                Ok(v) => {
+                                    timing.parsed(shard);
+                                    v
+                                }
                                 Err(r) => return r,
                             }
                         };
-                        data(shard, rest, input, false, true).await
+                        data(shard, rest, input, timing, None, true).await
                     }
                     _ => method_not_allowed("POST"),
                 }
@@ -469,6 +489,20 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
                 Response::error(404, "not_found", format!("no endpoint {p}"))
             }
         }
+    }
+}
+
+/// The data API's `explain=` parameter: `notes` or `full` (`off`, or none, explains
+/// nothing); OPA's `fails` and `debug`, and anything else, are refused with a 400.
+fn explain_param(query: &str) -> Result<Option<ExplainLevel>, Response> {
+    let Some(value) = query.split('&').find_map(|kv| if kv == "explain" { Some("") } else { kv.strip_prefix("explain=") }) else {
+        return Ok(None);
+    };
+    match (value, ExplainLevel::parse(value)) {
+        ("off", _) => Ok(None),
+        (_, Some(level)) => Ok(Some(level)),
+        ("fails" | "debug", None) => Err(Response::error(400, "invalid_parameter", format!("explain={value} is not supported: use explain=notes or explain=full"))),
+        (_, None) => Err(Response::error(400, "invalid_parameter", format!("unknown explain value {value:?}: use explain=notes or explain=full"))),
     }
 }
 
@@ -488,31 +522,103 @@ fn parse_body<'a, T: Deserialize<'a>>(body: &'a mut [u8]) -> Result<T, Response>
     simd_json::serde::from_slice(body).map_err(|e| Response::error(400, "invalid_parameter", format!("error(s) occurred while decoding request body: {e}")))
 }
 
-/// Decide a SARK input document on the shard's decision path (cache, evaluator, audit).
-async fn decide_document(shard: &Shard, input: Value) -> (Answer, u128) {
+/// One decision request's clock readings (the shard's quanta clock): OPA's
+/// `?metrics=true` timers, and the stage histograms when the shard samples the request
+/// ([`crate::stages`]; every decision of a sampled request is timed). A request that is
+/// neither reads no clock for them.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// `?metrics=true` was asked.
+    metrics: bool,
+    /// The shard sampled this request.
+    sampled: bool,
+    /// When the handler began (read only when `metrics` or `sampled`).
+    began: Option<u64>,
+    /// `timer_rego_input_parse_ns`: the body's parse (`None`: no body was parsed).
+    input_parse_ns: Option<u64>,
+    /// `timer_rego_query_eval_ns`: the decision point's work (key, cache, evaluator), or
+    /// the evaluator's for another entrypoint.
+    eval_ns: u64,
+}
+
+impl Timing {
+    /// A request on the data API (`metrics`: `?metrics=true`) or a decision endpoint begins.
+    fn begin(shard: &Shard, metrics: bool) -> Timing {
+        let sampled = shard.sampler.tick();
+        Timing { metrics, sampled, began: shard.lap_start(metrics || sampled), input_parse_ns: None, eval_ns: 0 }
+    }
+
+    /// The body is parsed: the decode stage, and `timer_rego_input_parse_ns`.
+    fn parsed(&mut self, shard: &Shard) {
+        if let Some(began) = self.began {
+            let ns = shard.clock.delta_as_nanos(began, shard.clock.raw());
+            if self.sampled {
+                shard.stats.stages.observe(Stage::Decode, ns);
+            }
+            if self.metrics {
+                self.input_parse_ns = Some(ns);
+            }
+        }
+    }
+
+    /// The clock, when either wants it.
+    fn now(&self, shard: &Shard) -> Option<u64> {
+        shard.lap_start(self.metrics || self.sampled)
+    }
+}
+
+/// Decide a SARK input document on the shard's decision path (cache, evaluator, audit),
+/// timing it as `timing` asks.
+async fn decide_document(shard: &Shard, input: Value, timing: &mut Timing) -> (Answer, u128) {
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
     let sensitivity = pdp::Sensitivity::of_input(&input);
-    let answer = shard.point.borrow_mut().decide_document(input.clone(), now);
-    let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
+    let (answer, from, looked_up) = {
+        let mut point = shard.point.borrow_mut();
+        let from = timing.now(shard);
+        if timing.sampled {
+            point.mark_next();
+        }
+        let answer = point.decide_document(input.clone(), now);
+        let looked_up = if timing.sampled { from.zip(point.take_mark()) } else { None };
+        (answer, from, looked_up)
+    };
+    let t1 = shard.clock.raw();
+    shard.point_stages(looked_up, t1, answer.cache_hit);
+    if let Some(from) = from {
+        timing.eval_ns += shard.clock.delta_as_nanos(from, t1);
+    }
+    let us = shard.clock.delta_as_nanos(t0, t1) / 1000;
     let record = AuditRecord::for_document(&input, &answer, id, now, us);
-    audited(shard, record, answer, sensitivity).await
+    let out = audited(shard, record, answer, sensitivity).await;
+    shard.lap(Stage::AuditPush, timing.sampled.then_some(t1));
+    out
 }
 
 /// The data API: `path` is what follows `/v1/data` (or `/v0/data`).
-async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool) -> Response {
-    let t0 = Instant::now();
+async fn data(shard: &Shard, path: &str, input: Value, mut timing: Timing, explain: Option<ExplainLevel>, bare: bool) -> Response {
     let entrypoint = format!("data{}", path.trim_end_matches('/').replace('/', "."));
-    let eval_ns;
+    // An explanation is built after the answer, from it (outside timer_rego_query_eval_ns;
+    // see shard/HTTP.md, Explain).
+    let mut explanation = None;
     // SARK's decision and its legacy projections share the decision path; any other
     // entrypoint of the bundle goes to the evaluator (not cached, not audited).
     let (result, decision_id) = match entrypoint.as_str() {
         pdp::bundle::DECISION_ENTRYPOINT | "data.mcp.allow" | "data.mcp.result" => {
-            let t = Instant::now();
-            let (answer, id) = decide_document(shard, input).await;
-            eval_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // The document as evaluated, for a full trace (the PDP's clock a moment later).
+            let evaluated = (explain == Some(ExplainLevel::Full)).then(|| {
+                let mut doc = input.clone();
+                pdp::input::stamp_now(&mut doc, now_ns());
+                doc
+            });
+            let (answer, id) = decide_document(shard, input, &mut timing).await;
             let d = &answer.decision;
+            if let Some(level) = explain {
+                // An input the PDP refused (over its limits) was never evaluated: nor is it for the trace.
+                let traced = evaluated.as_ref().filter(|_| !matches!(d.error, Some(pdp::EvalError::BadInput(_))));
+                explanation = Some(shard.evaluator.borrow().explain_decision(level, d, answer.cache_hit, traced).to_json());
+            }
             let v = match entrypoint.as_str() {
                 "data.mcp.allow" => Some(serde_json::Value::Bool(d.allow)),
                 "data.mcp.result" => crate::authzen::mcp_result(d),
@@ -527,12 +633,29 @@ async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool
             if !known {
                 return Response::error(404, "undefined_document", format!("{entrypoint} is not an entrypoint of bundle {}", shard.revision.borrow()));
             }
-            let t = Instant::now();
+            let explained = explain.map(|level| (level, input.clone()));
+            let t = shard.lap_start(timing.metrics);
             let evaluated = shard.evaluator.borrow_mut().evaluate(&entrypoint, input);
-            eval_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if let Some(t) = t {
+                timing.eval_ns = shard.clock.delta_as_nanos(t, shard.clock.raw());
+            }
+            let explain_value = |v: Option<&serde_json::Value>| {
+                explained.as_ref().map(|(level, doc)| {
+                    let ev = shard.evaluator.borrow();
+                    let engine = ev.engine_for(&entrypoint).unwrap_or(pdp::EngineKind::Interpreter);
+                    ev.explain_entrypoint(*level, &entrypoint, engine, doc, v).to_json()
+                })
+            };
             match evaluated {
-                Ok((v, _)) => (pdp::decision::value_to_json(&v), None),
-                Err(pdp::EvalError::Undefined(_)) => (None, None),
+                Ok((v, _)) => {
+                    let v = pdp::decision::value_to_json(&v);
+                    explanation = explain_value(v.as_ref());
+                    (v, None)
+                }
+                Err(pdp::EvalError::Undefined(_)) => {
+                    explanation = explain_value(None);
+                    (None, None)
+                }
                 Err(e) => {
                     return Response::json(
                         500,
@@ -542,11 +665,15 @@ async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool
             }
         }
     };
+    // The encode stage: a decision's answer to the response body.
+    let encoding = shard.lap_start(timing.sampled && decision_id.is_some());
     if bare {
-        return match result {
+        let response = match result {
             Some(v) => Response::json(200, &v),
             None => Response::error(404, "undefined_document", format!("{entrypoint} is undefined")),
         };
+        shard.lap(Stage::Encode, encoding);
+        return response;
     }
     let mut out = serde_json::Map::new();
     if let Some(v) = result {
@@ -555,17 +682,30 @@ async fn data(shard: &Shard, path: &str, input: Value, metrics: bool, bare: bool
     if let Some(id) = decision_id {
         out.insert("decision_id".into(), format!("{id:032x}").into());
     }
-    if metrics {
-        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // The query timer covers the decision point (key, cache, evaluator) or the evaluator.
-        out.insert("metrics".into(), serde_json::json!({"timer_server_handler_ns": ns, "timer_rego_query_eval_ns": eval_ns}));
+    if let Some(x) = explanation {
+        out.insert("explanation".into(), x);
     }
-    Response::json(200, &serde_json::Value::Object(out))
+    if let (true, Some(began)) = (timing.metrics, timing.began) {
+        // OPA's timer names, for the stages we have: the body's parse (when there was a
+        // body), the decision point (key, cache, evaluator) or the evaluator, and the whole
+        // handler from the request's routing on. No query or module is parsed or compiled
+        // per request (the bundle is compiled when loaded), so those timers are left out.
+        let mut m = serde_json::Map::new();
+        if let Some(ns) = timing.input_parse_ns {
+            m.insert("timer_rego_input_parse_ns".into(), ns.into());
+        }
+        m.insert("timer_rego_query_eval_ns".into(), timing.eval_ns.into());
+        m.insert("timer_server_handler_ns".into(), shard.clock.delta_as_nanos(began, shard.clock.raw()).into());
+        out.insert("metrics".into(), serde_json::Value::Object(m));
+    }
+    let response = Response::json(200, &serde_json::Value::Object(out));
+    shard.lap(Stage::Encode, encoding);
+    response
 }
 
 /// AuthZEN and SARK's own endpoints: map the request to SARK inputs, decide each on the
 /// decision path, shape the answers.
-async fn shaped(shard: &Shard, path: &str, req: serde_json::Value) -> Response {
+async fn shaped(shard: &Shard, path: &str, req: serde_json::Value, mut timing: Timing) -> Response {
     use crate::authzen as az;
     let plan = match path {
         "/access/v1/evaluation" => az::evaluation(&req).map(|i| (vec![i], az::Semantic::ExecuteAll)),
@@ -581,13 +721,14 @@ async fn shaped(shard: &Shard, path: &str, req: serde_json::Value) -> Response {
     let mut answers = Vec::with_capacity(inputs.len());
     for input in inputs {
         let value = Value::from(input);
-        let (answer, id) = decide_document(shard, value).await;
+        let (answer, id) = decide_document(shard, value, &mut timing).await;
         let stop = semantic.stops_after(answer.decision.allow);
         answers.push((answer, id));
         if stop {
             break;
         }
     }
+    let encoding = shard.lap_start(timing.sampled);
     let body = match path {
         "/access/v1/evaluation" => answers.first().map(|(a, id)| az::evaluation_response(a, *id)),
         "/access/v1/evaluations" => Some(serde_json::json!({
@@ -597,5 +738,7 @@ async fn shaped(shard: &Shard, path: &str, req: serde_json::Value) -> Response {
         "/api/v1/policy/batch-evaluate" => Some(serde_json::Value::Array(answers.iter().map(|(a, id)| az::sark_response(a, *id)).collect())),
         _ => answers.first().map(|(a, id)| az::gateway_response(a, *id)),
     };
-    Response::json(200, &body.unwrap_or_else(|| serde_json::json!({})))
+    let response = Response::json(200, &body.unwrap_or_else(|| serde_json::json!({})));
+    shard.lap(Stage::Encode, encoding);
+    response
 }

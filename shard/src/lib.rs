@@ -14,4 +14,5 @@ pub mod prewarm;
 pub mod http;
 mod metrics;
 pub mod server;
+pub mod stages;
 pub mod tls;

@@ -67,6 +67,8 @@ EXIT STATUS
 EXAMPLES
   sark-pdp serve                              the embedded bundle on 127.0.0.1:7474/8181
   sark-pdp eval --input shard/samples/invoke-medium.json
+  sark-pdp eval --explain=full --input shard/samples/invoke-critical-viewer.json
+                                              why it is denied: policies, reasons, rule trace
   SARK_PDP_ADMIN_TOKEN=... sark-pdp reload    reload a running server's bundle
   sark-pdp test --bundle policies             run a bundle's decision cases
 
@@ -117,6 +119,12 @@ enum Command {
         /// Which regorus engine answers.
         #[arg(long, value_enum, default_value_t = Engine::Fastest)]
         engine: Engine,
+        /// Print why, as indented text instead of JSON: the decision, each applied policy
+        /// with allow/deny and its reasons, every reason, the engine, the bundle revision;
+        /// `full` adds the rule trace (every rule evaluated, its lines and value, from a
+        /// second evaluation on the interpreter). `--explain` alone is `notes`.
+        #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "notes")]
+        explain: Option<Explain>,
     },
     /// Serve the binary protocol: one pinned shard per core, until SIGTERM/SIGINT.
     ///
@@ -250,12 +258,51 @@ struct BundleArg {
     max_instructions: Option<usize>,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Explain {
+    /// The decision's own account (policy results, reasons, engine, revision).
+    Notes,
+    /// Notes and the rule trace.
+    Full,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Engine {
     /// regorus RVM where the entrypoint compiles to it, the interpreter otherwise.
     Fastest,
     /// regorus's interpreter only.
     Interpreter,
+}
+
+/// `eval --explain`: decide as `eval` does (the decision path for SARK's decision, the
+/// evaluator for any other entrypoint), then explain the answer as indented text.
+fn explained(compiled: Arc<CompiledBundle>, pref: EnginePreference, entrypoint: &str, doc: pdp::Value, explain: Explain) -> anyhow::Result<String> {
+    use pdp::eval::explain::ExplainLevel;
+    let level = match explain {
+        Explain::Notes => ExplainLevel::Notes,
+        Explain::Full => ExplainLevel::Full,
+    };
+    let now = shard::server::now_ns();
+    let mut evaluated = doc.clone();
+    pdp::input::stamp_now(&mut evaluated, now);
+    let explanation = if entrypoint == DECISION_ENTRYPOINT {
+        let cache = FileConfig::default().cache(|v| std::env::var(v).ok())?;
+        let mut point = DecisionPoint::new(compiled.clone(), pref, cache, quanta::Clock::new());
+        let answer = point.decide_document(doc, now);
+        let traced = (!matches!(answer.decision.error, Some(pdp::EvalError::BadInput(_)))).then_some(&evaluated);
+        Evaluator::new(compiled, pref).explain_decision(level, &answer.decision, answer.cache_hit, traced)
+    } else {
+        let mut ev = Evaluator::new(compiled, pref);
+        let (value, engine) = match ev.evaluate(entrypoint, evaluated.clone()) {
+            Ok((v, kind)) => (pdp::decision::value_to_json(&v), kind),
+            Err(pdp::EvalError::Undefined(_)) => (None, ev.engine_for(entrypoint).unwrap_or(pdp::EngineKind::Interpreter)),
+            Err(e) => anyhow::bail!("{entrypoint}: {e}"),
+        };
+        let x = ev.explain_entrypoint(level, entrypoint, engine, &evaluated, value.as_ref());
+        let value = value.map_or_else(|| "undefined".to_string(), |v| v.to_string());
+        return Ok(format!("result: {value}\n{}", x.to_text()));
+    };
+    Ok(explanation.to_text())
 }
 
 fn main() -> ExitCode {
@@ -307,6 +354,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             input,
             entrypoint,
             engine,
+            explain,
         } => {
             let (_, compiled) = load(&bundle, &BundleSection::default())?;
             if compiled.entrypoints().all(|(ep, _, _)| ep != entrypoint) {
@@ -319,6 +367,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Engine::Fastest => EnginePreference::Fastest,
                 Engine::Interpreter => EnginePreference::Interpreter,
             };
+            if let Some(explain) = explain {
+                print!("{}", explained(compiled, pref, &entrypoint, doc, explain)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let out = if entrypoint == DECISION_ENTRYPOINT {
                 // The decision path a shard runs, so the output shows the TTL the decision
                 // would be cached for under this environment's POLICY_CACHE_TTL_*.
@@ -427,6 +479,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bundle_path,
                 limits: compiled.limits(),
                 bundle_jwks: file.bundle.jwks.clone(),
+                stage_sample: file.metrics.stage_sample()?,
             };
             let revision = bundle.revision.clone();
             shard::server::serve(config, (bundle, compiled), |b| {

@@ -12,11 +12,14 @@
 //! `sark_pdp_http_requests_total`, `sark_pdp_audit_info{durability,io}`,
 //! `sark_pdp_bundle_changes_total{result}` (reloads and data writes, ok or refused), and `sark_pdp_audit_drops_total` (0 unless
 //! `audit.on_full = "drop"`: by default a full ring pauses the shard, it never drops).
+//! `sark_pdp_stage_duration_seconds{stage,shard}` is a histogram of the sampled decisions'
+//! stages ([`crate::stages`]), built here from each shard's bucket counts.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -82,6 +85,32 @@ struct ShardInfo {
     bundle_revision: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageShard {
+    stage: &'static str,
+    shard: String,
+}
+
+/// `sark_pdp_stage_duration_seconds`: each shard's stage cells as histograms (sum, count,
+/// per-bucket counts), read at scrape time. prometheus-client's own `Histogram` can only be
+/// observed into, not filled from counts; its encoder writes these the same way
+/// (cumulative `_bucket{le}`, `_sum`, `_count`).
+#[derive(Debug, Default)]
+struct StageHistograms(Vec<(StageShard, crate::stages::Snapshot)>);
+
+impl EncodeMetric for StageHistograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, (sum, count, buckets)) in &self.0 {
+            encoder.encode_family(labels)?.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 fn u(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -133,6 +162,7 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         lag_bytes.get_or_create(&l).set(u(st.lag_bytes.load(Ordering::Relaxed)));
         lag_alarm.get_or_create(&l).set(i64::from(st.lag_alarm.load(Ordering::Relaxed)));
     }
+    let mut stages = StageHistograms::default();
     let audit = Family::<AuditInfo, Gauge>::default();
     audit.get_or_create(&AuditInfo { durability, io }).set(1);
     for (i, st) in all.iter().enumerate() {
@@ -163,6 +193,9 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         depth.get_or_create(&shard).set(u(load(&st.ring_depth)));
         requests.get_or_create(&shard).inc_by(load(&st.http_requests));
         drops.inc_by(load(&st.audit_drops));
+        for (s, stage) in crate::stages::STAGES.iter().enumerate() {
+            stages.0.push((StageShard { stage, shard: i.to_string() }, st.stages.snapshot(s)));
+        }
     }
     r.register("sark_policy_evaluations", "Decisions answered, by tool sensitivity and result", evaluations);
     r.register("sark_policy_denials", "Decisions that were not an allow (deny or error)", denials);
@@ -194,6 +227,12 @@ pub(crate) fn render(all: &Arc<Vec<Arc<ShardStats>>>, revision: &str, durability
         "How long each batch send took, per sink (failed ones included)",
         prometheus_client::registry::Unit::Seconds,
         control.sink_send_seconds.clone(),
+    );
+    r.register_with_unit(
+        "sark_pdp_stage_duration",
+        "Sampled decisions' time per stage of the decision path ([metrics] stage_sample: 1 in 64 by default)",
+        prometheus_client::registry::Unit::Seconds,
+        stages,
     );
     r.register("sark_pdp_audit_info", "The audit log's durability mode and how it writes", audit);
     r.register("sark_pdp_audit_drops", "Audit records dropped because a ring was full (only with audit.on_full = drop)", drops);

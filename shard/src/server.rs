@@ -27,6 +27,7 @@ use wire::message::{ErrorReply, HelloOk, MAX_BATCH};
 use wire::{Check, HEADER_LEN, Reply, Request, WireError};
 
 use crate::convert::{input_from_eval, view};
+use crate::stages::{Sampler, Stage};
 
 /// How long a stopping shard waits for connections still answering what they read.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -80,6 +81,9 @@ pub struct ServeConfig {
     pub limits: pdp::eval::EvalLimits,
     /// `[bundle.jwks]`: JWKS files every bundle's data gets ([`crate::control::with_config_data`]).
     pub bundle_jwks: crate::control::ConfigJwks,
+    /// One decision in this many is timed stage by stage (`[metrics] stage_sample`, see
+    /// [`crate::stages`]; 0: none).
+    pub stage_sample: u32,
 }
 
 /// Where each shard's own binary-protocol listener is (besides the shared `listen`).
@@ -435,6 +439,8 @@ pub(crate) struct Shard {
     audit: RefCell<Option<AuditProducer>>,
     pub(crate) ids: RefCell<DecisionIds>,
     pub(crate) clock: quanta::Clock,
+    /// Picks the decisions whose stages are timed ([`crate::stages`]).
+    pub(crate) sampler: Sampler,
     connections: Cell<usize>,
     /// Connections answering what they have read (not waiting to read), by the parity of
     /// the control generation they started in (see [`Shard::begin_batch`]).
@@ -470,6 +476,37 @@ impl Shard {
     pub(crate) fn end_batch(&self, g: u64) {
         if let Some(c) = self.busy.get((g % 2) as usize) {
             c.set(c.get().saturating_sub(1));
+        }
+    }
+
+    /// The clock's reading when `timed` (a sampled decision), to time a stage from.
+    #[inline]
+    pub(crate) fn lap_start(&self, timed: bool) -> Option<u64> {
+        if timed { Some(self.clock.raw()) } else { None }
+    }
+
+    /// Count `stage` as lasting from `since` (when timed) until now.
+    #[inline]
+    pub(crate) fn lap(&self, stage: Stage, since: Option<u64>) {
+        if let Some(since) = since {
+            self.stage(stage, since, self.clock.raw());
+        }
+    }
+
+    /// Count `stage` as lasting from one raw reading to another.
+    pub(crate) fn stage(&self, stage: Stage, from: u64, to: u64) {
+        self.stats.stages.observe(stage, self.clock.delta_as_nanos(from, to));
+    }
+
+    /// A timed decision's stages on the decision point: the cache lookup from `from` to
+    /// the point's mark ([`DecisionPoint::take_mark`]), and on a miss the evaluation from
+    /// the mark to `to`.
+    pub(crate) fn point_stages(&self, looked_up: Option<(u64, u64)>, to: u64, hit: bool) {
+        if let Some((from, mark)) = looked_up {
+            self.stage(Stage::CacheLookup, from, mark);
+            if !hit {
+                self.stage(Stage::Evaluate, mark, to);
+            }
         }
     }
 
@@ -539,6 +576,8 @@ pub(crate) struct ShardStats {
     pub(crate) cache_entries: AtomicU64,
     pub(crate) ring_depth: AtomicU64,
     pub(crate) io_uring: AtomicBool,
+    /// The sampled decisions' stage histograms.
+    pub(crate) stages: crate::stages::StageCells,
 }
 
 /// Add one to a cell this thread alone writes.
@@ -600,6 +639,7 @@ fn run_shard(
         evaluator: RefCell::new(Evaluator::new(bundle.clone(), EnginePreference::Fastest)),
         audit: RefCell::new(Some(audit)),
         ids: RefCell::new(DecisionIds::new(u16::try_from(index).unwrap_or(u16::MAX), nonce)),
+        sampler: Sampler::new(config.stage_sample),
         clock,
         connections: Cell::new(0),
         busy: [Cell::new(0), Cell::new(0)],
@@ -810,7 +850,7 @@ async fn ext_authz_inbox(shard: Rc<Shard>, mut inbox: tokio::sync::mpsc::Receive
             if job.reply.is_closed() {
                 continue;
             }
-            let (answer, decision_id) = decide_input(&shard, job.input).await;
+            let (answer, decision_id) = decide_input(&shard, job.input, shard.sampler.tick()).await;
             let v = view(&answer, decision_id);
             answered.push((job.reply, Verdict { allow: v.allow, decision_id, error_code: v.error_code, reasons: v.reasons.to_vec() }));
         }
@@ -936,6 +976,9 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
         };
         let payload = rest.get(HEADER_LEN..total).unwrap_or(&[]);
         let id = header.request_id;
+        // Frames are sampled; a sampled EVAL_BATCH times each of its decisions.
+        let timed = shard.sampler.tick();
+        let decoding = shard.lap_start(timed);
         let request = wire::decode_request(&header, payload);
         consumed += total;
         if !conn.authenticated && !matches!(request, Ok(Request::Hello(_))) {
@@ -946,18 +989,37 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
         match request {
             Ok(Request::Eval(e)) => {
                 answered += 1;
-                let (answer, decision_id) = decide(shard, *e).await;
+                shard.lap(Stage::Decode, decoding);
+                let (answer, decision_id) = decide(shard, *e, timed).await;
+                let encoding = shard.lap_start(timed);
                 wire::encode_decision(out, id, &view(&answer, decision_id));
+                shard.lap(Stage::Encode, encoding);
+            }
+            Ok(Request::EvalExplain(e, level)) => {
+                // Not timed: an explanation's work is no measure of the decision path.
+                answered += 1;
+                let (answer, decision_id, explanation) = explained(shard, *e, level).await;
+                let start = out.len();
+                wire::encode_explanation(out, id, &view(&answer, decision_id), &explanation);
+                let payload = out.len() - start - HEADER_LEN;
+                if payload > conn.max_payload as usize {
+                    out.truncate(start);
+                    let why = format!("the explanation makes a {payload}-byte reply, over the negotiated maximum payload of {}: ask for notes, or negotiate more", conn.max_payload);
+                    error_reply(out, id, &WireError::Limit(why));
+                }
             }
             Ok(Request::EvalBatch(items)) => {
                 answered += items.len().max(1);
+                shard.lap(Stage::Decode, decoding);
                 let mut answers = Vec::with_capacity(items.len());
                 for e in items {
-                    answers.push(decide(shard, e).await);
+                    answers.push(decide(shard, e, timed).await);
                 }
+                let encoding = shard.lap_start(timed);
                 let views: Vec<_> = answers.iter().map(|(a, decision_id)| view(a, *decision_id)).collect();
                 let start = out.len();
                 wire::encode_decision_batch(out, id, &views);
+                shard.lap(Stage::Encode, encoding);
                 // Replies keep to the negotiated maximum too: a caller may refuse a larger
                 // frame from its header alone. The decisions stand (and are audited); the
                 // caller is told to send smaller batches.
@@ -1063,22 +1125,54 @@ fn eval_json(shard: &Shard, j: &wire::message::EvalJson) -> Reply {
 }
 
 /// One EVAL: [`decide_input`] on its typed fields.
-async fn decide(shard: &Shard, e: wire::message::Eval) -> (Answer, u128) {
-    decide_input(shard, input_from_eval(e)).await
+async fn decide(shard: &Shard, e: wire::message::Eval, timed: bool) -> (Answer, u128) {
+    decide_input(shard, input_from_eval(e), timed).await
+}
+
+/// An explained EVAL: decided exactly as a plain one (cache, audit), then explained from
+/// its answer on the shard's evaluator; the explanation as JSON text. For `full`, the
+/// trace evaluates the document the typed fields make (stamped with the PDP's clock a
+/// moment after the decision's, where the EVAL has no now_ns), unless the PDP refused them.
+async fn explained(shard: &Shard, e: wire::message::Eval, level: wire::Explain) -> (Answer, u128, String) {
+    use pdp::eval::explain::ExplainLevel;
+    let input = input_from_eval(e);
+    let level = match level {
+        wire::Explain::Notes => ExplainLevel::Notes,
+        wire::Explain::Full => ExplainLevel::Full,
+    };
+    let doc = if level == ExplainLevel::Full {
+        input.check_limits().and_then(|()| input.to_value()).ok().map(|mut d| {
+            pdp::input::stamp_now(&mut d, now_ns());
+            d
+        })
+    } else {
+        None
+    };
+    let (answer, id) = decide_input(shard, input, false).await;
+    let explanation = shard.evaluator.borrow().explain_decision(level, &answer.decision, answer.cache_hit, doc.as_ref());
+    (answer, id, explanation.to_json().to_string())
 }
 
 /// Decide a typed input (cache or evaluator), audit it (waiting for ring room), and return
-/// the answer to reply with and its decision id.
-async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u128) {
+/// the answer to reply with and its decision id; `timed`: a sampled decision, whose stages
+/// are counted ([`crate::stages`]).
+async fn decide_input(shard: &Shard, input: pdp::input::SarkInput, timed: bool) -> (Answer, u128) {
     let t0 = shard.clock.raw();
     let now = now_ns();
     let id = shard.ids.borrow_mut().next_id();
-    let (answer, ids, key) = {
+    let (answer, ids, key, looked_up) = {
         let mut point = shard.point.borrow_mut();
+        let from = shard.lap_start(timed);
+        if timed {
+            point.mark_next();
+        }
         let (answer, ids) = point.decide_typed_ids(&input, now);
-        (answer, ids, point.last_key())
+        let looked_up = if timed { from.zip(point.take_mark()) } else { None };
+        (answer, ids, point.last_key(), looked_up)
     };
-    let us = shard.clock.delta_as_nanos(t0, shard.clock.raw()) / 1000;
+    let t1 = shard.clock.raw();
+    shard.point_stages(looked_up, t1, answer.cache_hit);
+    let us = shard.clock.delta_as_nanos(t0, t1) / 1000;
     let mut record = AuditRecord::for_typed(&input, &ids, &answer, id, now, us);
     if let (Some(p), Some(key)) = (&shard.config.prewarm, key) {
         record.replay = pdp::prewarm::replay(key, &input, p.parameters);
@@ -1090,7 +1184,9 @@ async fn decide_input(shard: &Shard, input: pdp::input::SarkInput) -> (Answer, u
         .map_or(pdp::Sensitivity::Unknown, pdp::Sensitivity::parse);
     drop(ids);
     drop(input); // freed here, on the thread that allocated it
-    audited(shard, record, answer, sensitivity).await
+    let out = audited(shard, record, answer, sensitivity).await;
+    shard.lap(Stage::AuditPush, timed.then_some(t1));
+    out
 }
 
 /// Hand a decision's record to the audit ring (waiting for room: a full ring holds the

@@ -223,3 +223,31 @@ fn shards_pin_to_the_cpus_the_process_is_allowed() {
         assert!(said.iter().any(|l| l.contains(&format!("{who} on CPU {last}"))), "{who} not on CPU {last}: {said:?}");
     }
 }
+
+#[test]
+fn eval_explain_prints_why_as_indented_text() {
+    let out = sark_pdp(&["eval", "--explain", "--input", "samples/invoke-critical-viewer.json"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("decision: deny (data.sark.decision)\n  engine rvm, freshly evaluated, bundle sark-default-1\npolicies:\n"), "{text}");
+    // Each applied policy with its verdict, its reasons indented under it.
+    assert!(text.contains("\n  mfa           deny\n                  mfa: multi-factor authentication required (user.mfa_verified)\n"), "{text}");
+    assert!(text.contains("\n  rbac          allow\n"), "{text}");
+    assert!(text.contains("\nreasons:\n  - ip_filtering: VPN required for critical tool:invoke\n"), "{text}");
+    assert!(!text.contains("trace:"), "notes only: {text}");
+
+    let full = sark_pdp(&["eval", "--explain=full", "--input", "samples/invoke-critical-viewer.json", "--engine", "interpreter"], "");
+    let full = String::from_utf8(full.stdout).unwrap();
+    assert!(full.starts_with("decision: deny (data.sark.decision)\n  engine interpreter,"), "{full}");
+    assert!(full.contains("\ntrace: data.sark.decision re-evaluated on the interpreter; agrees with the answer above\n"), "{full}");
+    assert!(full.contains("\n  data.sark.mfa.deny = [\"mfa: multi-factor authentication required (user.mfa_verified)\"]\n    mfa.rego:"), "{full}");
+    // Another entrypoint: its value, then its explanation.
+    let other = sark_pdp(&["eval", "-e", "data.sark.rbac.allow", "--explain=full"], r#"{"user": {"id": "u", "roles": ["admin"]}, "action": "tool:invoke"}"#);
+    let other = String::from_utf8(other.stdout).unwrap();
+    assert!(other.starts_with("result: true\nentrypoint: data.sark.rbac.allow\n"), "{other}");
+    assert!(other.contains("\n  data.sark.rbac.deny = []\n"), "{other}");
+    // A value it does not know: exit 2, the values it does.
+    let bad = sark_pdp(&["eval", "--explain=fails", "--input", "samples/invoke-medium.json"], "");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("[possible values: notes, full]"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

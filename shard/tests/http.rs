@@ -30,7 +30,17 @@ fn opa_data_api_answers_as_opa_and_sark_expect() {
     assert_eq!(r["result"]["filtered_parameters"], json!({"ticket_id": "T-42", "status": "closed"}));
     let r = call(a, "POST", "/v1/data/sark/decision?metrics=true", &input).json();
     assert_eq!(r["result"]["allow"], true);
-    assert!(r["metrics"]["timer_server_handler_ns"].as_u64().unwrap() >= r["metrics"]["timer_rego_query_eval_ns"].as_u64().unwrap());
+    let m = &r["metrics"];
+    let ns = |k: &str| m[k].as_u64().unwrap_or_else(|| panic!("no {k} in {m}"));
+    // OPA's timers for what we do per request: the body's parse and the decision point,
+    // two disjoint parts of the handler; nothing else (no query is parsed or compiled).
+    assert!(ns("timer_rego_input_parse_ns") > 0 && ns("timer_rego_query_eval_ns") > 0, "{m}");
+    assert!(ns("timer_server_handler_ns") >= ns("timer_rego_input_parse_ns") + ns("timer_rego_query_eval_ns"), "{m}");
+    assert_eq!(m.as_object().unwrap().len(), 3, "{m}");
+    // No body, no input parse; another entrypoint is timed by its evaluator.
+    let g = call(a, "GET", "/v1/data/sark/classification/level?metrics=true", "").json();
+    assert!(g["metrics"].get("timer_rego_input_parse_ns").is_none() && g["metrics"]["timer_rego_query_eval_ns"].as_u64().unwrap() > 0, "{g}");
+    assert!(g["metrics"]["timer_server_handler_ns"].as_u64().unwrap() >= g["metrics"]["timer_rego_query_eval_ns"].as_u64().unwrap(), "{g}");
     assert_eq!(call(a, "POST", "/v1/data/sark/gateway/allow", &input).json(), json!({"result": false}));
     assert_eq!(call(a, "POST", "/v1/data/mcp/gateway/a2a/result", &input).json()["result"]["allow"], false);
     // Undefined is {}; GET has no input; v0 answers the bare value, 404 when undefined.
@@ -272,4 +282,78 @@ fn the_monitoring_table_names_only_exported_metrics() {
         let family = name.strip_suffix("_total").unwrap_or(name);
         assert!(metrics.contains(&format!("# TYPE {family} ")), "README names {name}, /metrics has no such family");
     }
+}
+
+#[test]
+fn explain_notes_and_full_on_the_data_api_and_bad_values_are_refused() {
+    let server = Server::start("http-explain");
+    let a = server.http;
+    // The sample about now (no now_ns of its own), so its answer is cached.
+    let mut doc = sample_input();
+    doc["context"].as_object_mut().unwrap().remove("now_ns");
+    let input = json!({"input": doc}).to_string();
+    let plain = call(a, "POST", "/v1/data/sark/decision", &input).json();
+    assert!(plain.get("explanation").is_none(), "{plain}");
+
+    // notes: the decision's own account; the answer is the one a plain request gets (here
+    // from the cache the plain request filled).
+    let notes = call(a, "POST", "/v1/data/sark/decision?explain=notes", &input).json();
+    assert_eq!(notes["result"], plain["result"]);
+    let x = &notes["explanation"];
+    assert_eq!((&x["level"], &x["entrypoint"], &x["engine"], &x["cache_hit"]), (&json!("notes"), &json!("data.sark.decision"), &json!("rvm"), &json!(true)), "{x}");
+    assert_eq!(x["bundle_revision"], "sark-default-1");
+    assert_eq!((&x["allow"], &x["result"]), (&json!(true), &json!("allow")));
+    assert_eq!(x["reasons"], json!(["allowed: all policies passed"]));
+    let policies = x["policies"].as_array().unwrap();
+    assert!(!policies.is_empty() && policies.iter().all(|p| p["allow"] == true && p["reasons"] == json!([])), "{x}");
+    assert!(x.get("trace").is_none());
+
+    // A deny names the denying policies and their reasons.
+    let viewer: Value = serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/invoke-critical-viewer.json")).unwrap()).unwrap();
+    let deny_body = json!({"input": viewer}).to_string();
+    let deny = call(a, "POST", "/v1/data/sark/decision?explain=full&metrics=true", &deny_body).json();
+    assert_eq!(deny["result"]["allow"], false);
+    assert!(deny["metrics"]["timer_rego_query_eval_ns"].as_u64().is_some(), "explain and metrics together: {deny}");
+    let x = &deny["explanation"];
+    assert_eq!((&x["level"], &x["cache_hit"], &x["result"]), (&json!("full"), &json!(false), &json!("deny")));
+    let policy = |name: &str| x["policies"].as_array().unwrap().iter().find(|p| p["policy"] == name).cloned().unwrap_or_else(|| panic!("no {name} in {x}"));
+    let mfa = policy("mfa");
+    assert_eq!(mfa["allow"], false);
+    assert_eq!(mfa["reasons"], json!(["mfa: multi-factor authentication required (user.mfa_verified)"]));
+    assert_eq!(policy("rbac"), json!({"policy": "rbac", "allow": true, "reasons": []}));
+    // full: the rule trace, and it agrees with the answer.
+    let t = &x["trace"];
+    assert_eq!((&t["engine"], &t["agrees"]), (&json!("interpreter"), &json!(true)), "{t}");
+    let rules = t["rules"].as_array().unwrap();
+    let rule = |name: &str| rules.iter().find(|r| r["rule"] == name).cloned();
+    let mfa_deny = rule("data.sark.mfa.deny").unwrap();
+    assert_eq!(mfa_deny["value"], json!(["mfa: multi-factor authentication required (user.mfa_verified)"]));
+    let def = &mfa_deny["definitions"][0];
+    assert_eq!(def["file"], "mfa.rego");
+    assert!(def["line"].as_u64().unwrap() > 0 && !def["evaluated_lines"].as_array().unwrap().is_empty(), "{def}");
+    assert!(rule("data.sark.a2a.deny").is_none(), "a2a does not apply to tool:invoke: never evaluated");
+
+    // The projections explain the decision they come from; another entrypoint its own.
+    let r = call(a, "POST", "/v1/data/mcp/allow?explain=notes", &deny_body).json();
+    assert_eq!((&r["result"], &r["explanation"]["entrypoint"]), (&json!(false), &json!("data.sark.decision")));
+    let r = call(a, "POST", "/v1/data/sark/rbac/allow?explain=full", &deny_body).json();
+    let x = &r["explanation"];
+    assert_eq!((&x["entrypoint"], &x["cache_hit"], &x["trace"]["agrees"]), (&json!("data.sark.rbac.allow"), &json!(false), &json!(true)), "{r}");
+    assert!(x.get("policies").is_none() && x["trace"]["rules"].as_array().unwrap().iter().any(|r| r["rule"] == "data.sark.rbac.deny"), "{x}");
+    // Undefined is still {} but for the explanation.
+    let r = call(a, "GET", "/v1/data/sark/rbac/applies?explain=notes", "").json();
+    assert!(r.get("result").is_none() && r["explanation"]["entrypoint"] == "data.sark.rbac.applies", "{r}");
+    // Off is no explanation.
+    assert!(call(a, "POST", "/v1/data/sark/decision?explain=off", &input).json().get("explanation").is_none());
+
+    // Anything else: a 400 that says what to use, and nothing is decided.
+    for bad in ["explain=fails", "explain=debug", "explain=yes", "explain=", "explain"] {
+        let r = call(a, "POST", &format!("/v1/data/sark/decision?{bad}"), &input);
+        assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("invalid_parameter")), "{bad}");
+        assert!(r.json()["message"].as_str().unwrap().contains("explain=notes or explain=full"), "{bad}: {}", r.json());
+    }
+    // Every answer on the decision path was audited once: plain, notes, full, mcp/allow,
+    // off; the refused ones never reached it.
+    let records = server.stop();
+    assert_eq!(records.len(), 5, "{records:?}");
 }

@@ -184,6 +184,19 @@ impl Client {
         }
     }
 
+    /// Decide one typed input and explain it: the decision and the explanation's JSON text
+    /// (`None` from a server that predates explain, which answers a plain DECISION).
+    ///
+    /// # Errors
+    /// As [`Self::eval`].
+    pub fn eval_explain(&mut self, input: Eval, level: crate::message::Explain) -> Result<(Decision, Option<String>), ClientError> {
+        match self.call(&Request::EvalExplain(Box::new(input), level))? {
+            (_, Reply::Explanation(d, json)) => Ok((d, Some(json))),
+            (_, Reply::Decision(d)) => Ok((d, None)),
+            (id, other) => Err(unexpected(id, &other)),
+        }
+    }
+
     /// Decide many typed inputs in one frame; the decisions come back in order.
     ///
     /// # Errors

@@ -29,5 +29,6 @@ pub use client::{Client, ClientError, Router};
 pub use error::WireError;
 pub use frame::{Check, DEFAULT_MAX_PAYLOAD, HEADER_LEN, Header, VERSION, check};
 pub use message::{
-    DecisionView, Reply, Request, decode_reply, decode_request, encode_decision, encode_decision_batch, encode_reply, encode_request,
+    DecisionView, Explain, Reply, Request, decode_reply, decode_request, encode_decision, encode_decision_batch, encode_explanation, encode_reply,
+    encode_request,
 };

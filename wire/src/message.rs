@@ -139,11 +139,41 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// How much explanation an EVAL asks for: bits 0–1 of its header's flags (0 none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explain {
+    /// The decision's own account: policy results, reasons, engine, cache, bundle revision.
+    Notes = 1,
+    /// Notes and a rule trace.
+    Full = 2,
+}
+
+impl Explain {
+    /// The EVAL header flag bits that carry the level.
+    pub const MASK: u16 = 0b11;
+
+    /// The header flags that ask for this level.
+    pub fn flags(self) -> u16 {
+        self as u16
+    }
+
+    /// `notes` or `full`, as the HTTP `explain=` parameter spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Explain::Notes => "notes",
+            Explain::Full => "full",
+        }
+    }
+}
+
 /// Any request frame's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Hello(Hello),
     Eval(Box<Eval>),
+    /// An EVAL whose header flags ask for an explanation; answered with EXPLANATION (a
+    /// server that predates it ignores the flags and answers DECISION).
+    EvalExplain(Box<Eval>, Explain),
     EvalJson(EvalJson),
     EvalBatch(Vec<Eval>),
     /// Opaque bytes echoed in the PONG.
@@ -170,6 +200,8 @@ pub enum Reply {
     /// Boxed: the largest reply, and the rarest (once per connection).
     HelloOk(Box<HelloOk>),
     Decision(Decision),
+    /// An explained EVAL's answer: the DECISION and the explanation as JSON text.
+    Explanation(Decision, String),
     /// EVAL_JSON's answer: the entrypoint's value as JSON text (`None`: undefined).
     Result(Option<String>),
     DecisionBatch(Vec<Decision>),
@@ -342,6 +374,15 @@ pub fn encode_decision(out: &mut Vec<u8>, request_id: u64, d: &DecisionView<'_>)
     write_frame(out, opcode::DECISION, 0, request_id, |o| put_view(o, d));
 }
 
+/// Append an EXPLANATION frame from a view and the explanation's JSON text (the same bytes
+/// as [`Reply::Explanation`]).
+pub fn encode_explanation(out: &mut Vec<u8>, request_id: u64, d: &DecisionView<'_>, explanation_json: &str) {
+    write_frame(out, opcode::EXPLANATION, 0, request_id, |o| {
+        put_view(o, d);
+        o.str(explanation_json);
+    });
+}
+
 /// Append a DECISION_BATCH frame from views (the same bytes as [`Reply::DecisionBatch`]).
 pub fn encode_decision_batch(out: &mut Vec<u8>, request_id: u64, items: &[DecisionView<'_>]) {
     write_frame(out, opcode::DECISION_BATCH, 0, request_id, |o| {
@@ -384,19 +425,23 @@ fn get_decision(r: &mut Reader<'_>) -> Result<Decision, WireError> {
 pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request) {
     let op = match req {
         Request::Hello(_) => opcode::HELLO,
-        Request::Eval(_) => opcode::EVAL,
+        Request::Eval(_) | Request::EvalExplain(..) => opcode::EVAL,
         Request::EvalJson(_) => opcode::EVAL_JSON,
         Request::EvalBatch(_) => opcode::EVAL_BATCH,
         Request::Ping(_) => opcode::PING,
         Request::Invalidate(_) => opcode::INVALIDATE,
     };
-    write_frame(out, op, 0, request_id, |o| match req {
+    let flags = match req {
+        Request::EvalExplain(_, level) => level.flags(),
+        _ => 0,
+    };
+    write_frame(out, op, flags, request_id, |o| match req {
         Request::Hello(h) => {
             o.u8(h.version);
             o.u32(h.max_payload);
             o.opt_str(h.token.as_deref());
         }
-        Request::Eval(e) => put_eval(o, e),
+        Request::Eval(e) | Request::EvalExplain(e, _) => put_eval(o, e),
         Request::EvalJson(e) => {
             o.str(&e.entrypoint);
             o.str(&e.input_json);
@@ -440,9 +485,19 @@ pub fn decode_request(header: &Header, payload: &[u8]) -> Result<Request, WireEr
         }
         opcode::EVAL => {
             let mut r = Reader::new(payload, "EVAL");
-            let e = get_eval(&mut r)?;
+            // Flag bits past the explain level are reserved and ignored, as before them.
+            let explain = match header.flags & Explain::MASK {
+                0 => None,
+                1 => Some(Explain::Notes),
+                2 => Some(Explain::Full),
+                f => return Err(r.malformed(format!("explain level {f}"))),
+            };
+            let e = Box::new(get_eval(&mut r)?);
             r.finish()?;
-            Request::Eval(Box::new(e))
+            match explain {
+                None => Request::Eval(e),
+                Some(level) => Request::EvalExplain(e, level),
+            }
         }
         opcode::EVAL_JSON => {
             let mut r = Reader::new(payload, "EVAL_JSON");
@@ -489,6 +544,7 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
     let op = match reply {
         Reply::HelloOk(_) => opcode::HELLO_OK,
         Reply::Decision(_) => opcode::DECISION,
+        Reply::Explanation(..) => opcode::EXPLANATION,
         Reply::Result(_) => opcode::RESULT,
         Reply::DecisionBatch(_) => opcode::DECISION_BATCH,
         Reply::Pong(_) => opcode::PONG,
@@ -498,6 +554,10 @@ pub fn encode_reply(out: &mut Vec<u8>, request_id: u64, reply: &Reply) {
     write_frame(out, op, 0, request_id, |o| match reply {
         Reply::HelloOk(h) => put_hello_ok(o, h),
         Reply::Decision(d) => put_decision(o, d),
+        Reply::Explanation(d, json) => {
+            put_decision(o, d);
+            o.str(json);
+        }
         Reply::Result(v) => o.opt_str(v.as_deref()),
         Reply::DecisionBatch(items) => {
             o.u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
@@ -536,6 +596,7 @@ pub fn decode_reply(header: &Header, payload: &[u8]) -> Result<Reply, WireError>
             },
         })),
         opcode::DECISION => Reply::Decision(get_decision(&mut r)?),
+        opcode::EXPLANATION => Reply::Explanation(get_decision(&mut r)?, r.str()?),
         opcode::RESULT => Reply::Result(r.opt_str()?),
         opcode::DECISION_BATCH => {
             let n = r.count(27)?;

@@ -13,4 +13,6 @@ pub const RESULT: u8 = 0x83;
 pub const DECISION_BATCH: u8 = 0x84;
 pub const PONG: u8 = 0x85;
 pub const INVALIDATED: u8 = 0x86;
+/// An explained EVAL's answer: a DECISION body, then the explanation (json).
+pub const EXPLANATION: u8 = 0x87;
 pub const ERROR: u8 = 0xff;

@@ -37,6 +37,9 @@ fn answer(request: Request) -> Option<Reply> {
         })),
         Request::Eval(e) if e.user_id == "hang-up" => return None,
         Request::Eval(e) => Reply::Decision(decide(&e)),
+        // "old-server": one that predates explain, which ignores the flags.
+        Request::EvalExplain(e, _) if e.user_id == "old-server" => Reply::Decision(decide(&e)),
+        Request::EvalExplain(e, level) => Reply::Explanation(decide(&e), format!(r#"{{"level":"{}"}}"#, level.as_str())),
         Request::EvalBatch(items) => Reply::DecisionBatch(items.iter().map(decide).collect()),
         Request::EvalJson(j) if j.entrypoint == "data.mcp.allow" => Reply::Result(Some("true".into())),
         Request::EvalJson(j) => Reply::Error(ErrorReply {
@@ -110,6 +113,17 @@ fn hello_eval_batch_json_and_ping() {
     }
     assert_eq!(c.eval_json("data.mcp.allow", "{}").unwrap().as_deref(), Some("true"));
     assert_eq!(c.ping(b"xyz").unwrap(), b"xyz");
+}
+
+#[test]
+fn an_explained_eval_returns_the_decision_and_its_explanation_and_copes_with_an_older_server() {
+    let mut c = Client::connect(stand_in(), None).unwrap();
+    let (d, json) = c.eval_explain(user("alice"), wire::Explain::Full).unwrap();
+    assert!(d.allow);
+    assert_eq!(json.as_deref(), Some(r#"{"level":"full"}"#));
+    let (d, json) = c.eval_explain(user("old-server"), wire::Explain::Notes).unwrap();
+    assert!(!d.allow);
+    assert_eq!(json, None, "a plain DECISION: no explanation, the decision all the same");
 }
 
 #[test]

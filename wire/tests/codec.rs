@@ -53,6 +53,8 @@ fn requests() -> Vec<Request> {
         }),
         Request::Eval(Box::new(eval())),
         Request::Eval(Box::default()),
+        Request::EvalExplain(Box::new(eval()), wire::Explain::Notes),
+        Request::EvalExplain(Box::default(), wire::Explain::Full),
         Request::EvalJson(EvalJson {
             entrypoint: "data.mcp.allow".into(),
             input_json: "{}".into(),
@@ -95,6 +97,7 @@ fn replies() -> Vec<Reply> {
         })),
         Reply::Decision(d.clone()),
         Reply::Decision(Decision::default()),
+        Reply::Explanation(d.clone(), r#"{"level":"notes"}"#.into()),
         Reply::Result(Some("true".into())),
         Reply::Result(None),
         Reply::DecisionBatch(vec![d, Decision::default()]),
@@ -282,4 +285,33 @@ fn decision_views_encode_the_same_bytes_as_owned_decisions() {
     wire::encode_decision_batch(&mut a, 8, &[view, view]);
     wire::encode_reply(&mut b, 8, &Reply::DecisionBatch(vec![owned.clone(), owned]));
     assert_eq!(a, b);
+}
+
+#[test]
+fn explain_rides_in_evals_header_flags_and_leaves_the_plain_frames_as_they_were() {
+    let (mut plain, mut notes, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    encode_request(&mut plain, 1, &Request::Eval(Box::new(eval())));
+    encode_request(&mut notes, 1, &Request::EvalExplain(Box::new(eval()), wire::Explain::Notes));
+    encode_request(&mut full, 1, &Request::EvalExplain(Box::new(eval()), wire::Explain::Full));
+    // The same bytes but for the flags: an EVAL without explain is unchanged.
+    assert_eq!(plain.len(), notes.len());
+    assert_eq!((&plain[6..8], &notes[6..8], &full[6..8]), (&[0u8, 0][..], &[1u8, 0][..], &[2u8, 0][..]));
+    assert_eq!((&plain[..6], &plain[8..]), (&notes[..6], &notes[8..]));
+    // Level 3 is malformed (fatal); reserved bits above the level are ignored, as before.
+    let (mut h, p) = frames(&plain)[0];
+    h.flags = 3;
+    assert_eq!(decode_request(&h, p).unwrap_err().wire_code(), 3004);
+    h.flags = 0x0100;
+    assert_eq!(decode_request(&h, p).unwrap(), Request::Eval(Box::new(eval())));
+    h.flags = 0x0102;
+    assert_eq!(decode_request(&h, p).unwrap(), Request::EvalExplain(Box::new(eval()), wire::Explain::Full));
+    // EXPLANATION is a DECISION body then the json: an explained decision's body is the
+    // DECISION's bytes and one str more.
+    let d = Decision { allow: false, reasons: vec![Reason { code: 0, text: "rbac: no".into() }], ..Decision::default() };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    encode_reply(&mut a, 3, &Reply::Decision(d.clone()));
+    encode_reply(&mut b, 3, &Reply::Explanation(d, "{}".into()));
+    assert_eq!(b[5], wire::opcode::EXPLANATION);
+    assert_eq!(&b[HEADER_LEN..a.len()], &a[HEADER_LEN..]);
+    assert_eq!(&b[a.len()..], &[2, 0, 0, 0, b'{', b'}']);
 }

@@ -55,6 +55,7 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         (any::<u8>(), any::<u32>(), of(text())).prop_map(|(version, max_payload, token)| Request::Hello(Hello { version, max_payload, token })),
         eval().prop_map(|e| Request::Eval(Box::new(e))),
+        (eval(), prop_oneof![Just(wire::Explain::Notes), Just(wire::Explain::Full)]).prop_map(|(e, level)| Request::EvalExplain(Box::new(e), level)),
         (text(), text()).prop_map(|(entrypoint, input_json)| Request::EvalJson(EvalJson { entrypoint, input_json })),
         vec(eval(), 1..4).prop_map(Request::EvalBatch),
         vec(any::<u8>(), 0..64).prop_map(Request::Ping),
@@ -82,6 +83,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             shard_ports,
         }))),
         decision().prop_map(Reply::Decision),
+        (decision(), text()).prop_map(|(d, json)| Reply::Explanation(d, json)),
         of(text()).prop_map(Reply::Result),
         vec(decision(), 1..4).prop_map(Reply::DecisionBatch),
         vec(any::<u8>(), 0..64).prop_map(Reply::Pong),
@@ -132,6 +134,10 @@ proptest! {
         // Every reason of a view carries the decision's error code.
         let want = Decision { reasons: d.reasons.iter().map(|r| Reason { code: d.error_code, text: r.text.clone() }).collect(), ..d.clone() };
         prop_assert_eq!(decode_reply(&header, payload).unwrap(), Reply::Decision(want.clone()));
+        let mut explained = Vec::new();
+        wire::encode_explanation(&mut explained, id, &view, "{}");
+        let (header, payload) = whole(&explained);
+        prop_assert_eq!(decode_reply(&header, payload).unwrap(), Reply::Explanation(want.clone(), "{}".into()));
         let mut batch = Vec::new();
         wire::encode_decision_batch(&mut batch, id, &[view, view]);
         let (header, payload) = whole(&batch);
