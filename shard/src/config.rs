@@ -14,6 +14,7 @@
 //! max_in_flight = 1024       # requests answered per connection before replies are written
 //! max_payload = 1048576      # bytes per frame
 //! caller_token = "…"         # ≥ 16 characters: callers must present it (or SARK_PDP_CALLER_TOKEN)
+//! allow_explain = "notes"    # the most a caller may ask explained: off | notes | full (rule trace, data included)
 //!
 //! [tls]                      # TLS on every listener (off without cert and key)
 //! cert = "pdp.crt"           # PEM chain, server certificate first (or SARK_PDP_TLS_CERT)
@@ -235,6 +236,8 @@ pub struct ServerSection {
     pub max_payload: Option<u32>,
     /// At least 16 characters; callers present it in HELLO or as a bearer token.
     pub caller_token: Option<String>,
+    /// `--allow-explain`: off, notes (default) or full.
+    pub allow_explain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

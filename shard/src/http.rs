@@ -450,6 +450,9 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
                             Ok(e) => e,
                             Err(r) => return r,
                         };
+                        if let Some(why) = explain.and_then(|l| crate::server::explain_refused(shard, l.as_str())) {
+                            return Response::error(403, "forbidden", why);
+                        }
                         let mut timing = Timing::begin(shard, query_flag("metrics"));
                         let input = if m == "POST" && !body.is_empty() {
                             match parse_body::<DataRequest>(body) {

@@ -65,6 +65,8 @@ pub struct ServeConfig {
     /// `Authorization: Bearer` over HTTP (all but /health) — or `None`: the decision
     /// listeners are open to whoever reaches them. The admin token is accepted too.
     pub caller_token: Option<String>,
+    /// The most explain a caller may ask (`--allow-explain`); `None`: none.
+    pub allow_explain: Option<pdp::eval::explain::ExplainLevel>,
     /// TLS on every listener (`None`: plain TCP); see [`crate::tls`].
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Redis URL and this node's id, to share invalidations and data writes with other
@@ -995,6 +997,11 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
                 wire::encode_decision(out, id, &view(&answer, decision_id));
                 shard.lap(Stage::Encode, encoding);
             }
+            Ok(Request::EvalExplain(_, level)) if explain_refused(shard, level.as_str()).is_some() => {
+                answered += 1;
+                let why = explain_refused(shard, level.as_str()).unwrap_or_default();
+                error_reply(out, id, &WireError::Limit(why));
+            }
             Ok(Request::EvalExplain(e, level)) => {
                 // Not timed: an explanation's work is no measure of the decision path.
                 answered += 1;
@@ -1127,6 +1134,29 @@ fn eval_json(shard: &Shard, j: &wire::message::EvalJson) -> Reply {
 /// One EVAL: [`decide_input`] on its typed fields.
 async fn decide(shard: &Shard, e: wire::message::Eval, timed: bool) -> (Answer, u128) {
     decide_input(shard, input_from_eval(e), timed).await
+}
+
+/// `--allow-explain`: `off`, `notes` or `full`.
+///
+/// # Errors
+/// Any other value.
+pub fn parse_allow_explain(s: &str) -> Result<Option<pdp::eval::explain::ExplainLevel>, String> {
+    match s {
+        "off" => Ok(None),
+        other => pdp::eval::explain::ExplainLevel::parse(other)
+            .map(Some)
+            .ok_or_else(|| format!("--allow-explain {other:?}: use off, notes or full")),
+    }
+}
+
+/// Why this server will not explain at `level` (`notes`/`full`), or `None` if it will.
+pub(crate) fn explain_refused(shard: &Shard, level: &str) -> Option<String> {
+    let asked = pdp::eval::explain::ExplainLevel::parse(level)?;
+    let allowed = shard.config.allow_explain;
+    (allowed < Some(asked)).then(|| {
+        let most = allowed.map_or("off", pdp::eval::explain::ExplainLevel::as_str);
+        format!("explain={level} is beyond what this server allows (--allow-explain {most})")
+    })
 }
 
 /// An explained EVAL: decided exactly as a plain one (cache, audit), then explained from

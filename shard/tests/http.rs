@@ -286,7 +286,21 @@ fn the_monitoring_table_names_only_exported_metrics() {
 
 #[test]
 fn explain_notes_and_full_on_the_data_api_and_bad_values_are_refused() {
-    let server = Server::start("http-explain");
+    // By default a server explains notes only: full (the rule trace shows every rule's
+    // value, data included) is refused, and so is everything with --allow-explain off.
+    let doc = json!({"input": sample_input()}).to_string();
+    for (allow, level, status) in [(None, "notes", 200), (None, "full", 403), (Some("off"), "notes", 403)] {
+        let mut args = vec!["--shards", "1", "--audit-ring", "64"];
+        args.extend(allow.map(|a| ["--allow-explain", a]).into_iter().flatten());
+        let server = Server::start_with("http-explain-allow", &args);
+        let r = call(server.http, "POST", &format!("/v1/data/sark/decision?explain={level}"), &doc);
+        assert_eq!(r.status, status, "--allow-explain {allow:?}, explain={level}: {:?}", r.json());
+        if status == 403 {
+            assert!(r.json()["message"].as_str().unwrap().contains("--allow-explain"), "{:?}", r.json());
+        }
+        drop(server);
+    }
+    let server = Server::start_with("http-explain", &["--shards", "1", "--audit-ring", "64", "--allow-explain", "full"]);
     let a = server.http;
     // The sample about now (no now_ns of its own), so its answer is cached.
     let mut doc = sample_input();

@@ -388,7 +388,15 @@ fn a_batch_reply_over_the_negotiated_payload_is_an_error_not_an_oversized_frame(
 
 #[test]
 fn an_explained_eval_gets_its_decision_and_explanation_and_changes_nothing() {
-    let server = Server::start("explain");
+    // A server explains notes unless told more: full is ERROR 3005, and the connection
+    // goes on.
+    let server = Server::start("explain-default");
+    let mut c = Client::connect(server.addr, None).unwrap();
+    let err = c.eval_explain(sample("alice"), wire::Explain::Full).unwrap_err().to_string();
+    assert!(err.contains("3005") && err.contains("--allow-explain notes"), "{err}");
+    assert!(c.eval_explain(sample("alice"), wire::Explain::Notes).unwrap().1.is_some());
+    drop(server);
+    let server = Server::start_with("explain", &["--shards", "1", "--audit-ring", "64", "--allow-explain", "full"]);
     let mut c = Client::connect(server.addr, None).unwrap();
     // The example asks about now: cached. A plain EVAL first, then explained ones.
     let plain = c.eval(sample("alice")).unwrap();

@@ -33,8 +33,8 @@ use regorus::{Engine, Value};
 use super::Evaluator;
 use crate::decision::{Decision, EngineKind, value_to_json};
 
-/// How much to explain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much to explain (ordered: notes < full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExplainLevel {
     /// The decision's own account: policy results, reasons, engine, cache, revision.
     Notes,
