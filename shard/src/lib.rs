@@ -1,7 +1,8 @@
 //! The serving runtime behind `sark-pdp`: [`server`] (thread-per-core shards speaking the
 //! binary protocol, and the audit writer) and [`convert`] (between wire messages and the
 //! decision domain), with the other front doors: [`http`] (OPA's data API, AuthZEN, SARK's
-//! endpoints) and [`ext_authz`] (Envoy's gRPC authorization service).
+//! endpoints) and [`ext_authz`] (Envoy's gRPC authorization service). [`stages`] times
+//! sampled decisions stage by stage for `/metrics`.
 
 mod admin;
 pub mod authzen;
