@@ -52,7 +52,9 @@ def test_a_repeat_about_the_present_is_a_cache_hit(server) -> None:
     doc = present(sample(), "hit-user")
     with Client.connect("127.0.0.1", server.port, raise_errors=True) as c:
         first, second = c.evaluate(doc), c.evaluate(doc)
-    assert not first.cache_hit and first.ttl_s == 300
+    # 300 s (medium), or less within 5 minutes of a time boundary the policy reads (the
+    # day's end, office hours: decision.rego's seconds_to_boundary).
+    assert not first.cache_hit and 0 < first.ttl_s <= 300
     assert second.cache_hit and 0 < second.ttl_s <= 300 and second.allow
 
 
