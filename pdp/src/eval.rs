@@ -261,6 +261,15 @@ impl Evaluator {
         Ok((value, kind))
     }
 
+    /// The engine that answers entrypoint `index`: its VM, or the interpreter.
+    fn engine_at(&self, index: usize) -> EngineKind {
+        if matches!(self.vms.get(index), Some(Some(_))) {
+            EngineKind::Rvm
+        } else {
+            EngineKind::Interpreter
+        }
+    }
+
     /// SARK's decision (`data.sark.decision`) for an input document, or for an input
     /// that could not be built (`Err`). Never fails: any error is a deny carrying it.
     pub fn decide(&mut self, input: Result<Value, EvalError>) -> Decision {
@@ -272,11 +281,7 @@ impl Evaluator {
                 revision,
             );
         };
-        let engine = if matches!(self.vms.get(index), Some(Some(_))) {
-            EngineKind::Rvm
-        } else {
-            EngineKind::Interpreter
-        };
+        let engine = self.engine_at(index);
         // Any JSON value is evaluated, objects or not: the policy decides what a wrong
         // input gets (the shipped bundle denies it with reasons), as OPA would.
         let input = match input {
@@ -287,11 +292,7 @@ impl Evaluator {
             Ok((doc, kind)) => {
                 let mut d = Decision::from_document(&doc, kind, revision);
                 // A verified token's answer holds until it expires: cache it no longer.
-                if let Some(until) = crate::builtins::valid_until() {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let left = until.saturating_sub(now);
+                if let Some(left) = crate::builtins::seconds_left() {
                     d.cache_ttl_s = Some(d.cache_ttl_s.map_or(left, |t| t.min(left)));
                 }
                 d

@@ -450,7 +450,7 @@ async fn route(shard: &Shard, head: &Head, body: &mut [u8]) -> Response {
                             Ok(e) => e,
                             Err(r) => return r,
                         };
-                        if let Some(why) = explain.and_then(|l| crate::server::explain_refused(shard, l.as_str())) {
+                        if let Some(why) = explain.and_then(|l| crate::server::explain_refused(shard, l)) {
                             return Response::error(403, "forbidden", why);
                         }
                         let mut timing = Timing::begin(shard, query_flag("metrics"));

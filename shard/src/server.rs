@@ -997,14 +997,14 @@ async fn answer_all(shard: &Shard, inbuf: &mut Vec<u8>, out: &mut Vec<u8>, conn:
                 wire::encode_decision(out, id, &view(&answer, decision_id));
                 shard.lap(Stage::Encode, encoding);
             }
-            Ok(Request::EvalExplain(_, level)) if explain_refused(shard, level.as_str()).is_some() => {
-                answered += 1;
-                let why = explain_refused(shard, level.as_str()).unwrap_or_default();
-                error_reply(out, id, &WireError::Limit(why));
-            }
             Ok(Request::EvalExplain(e, level)) => {
                 // Not timed: an explanation's work is no measure of the decision path.
                 answered += 1;
+                let level = explain_level(level);
+                if let Some(why) = explain_refused(shard, level) {
+                    error_reply(out, id, &WireError::Limit(why));
+                    continue;
+                }
                 let (answer, decision_id, explanation) = explained(shard, *e, level).await;
                 let start = out.len();
                 wire::encode_explanation(out, id, &view(&answer, decision_id), &explanation);
@@ -1149,27 +1149,30 @@ pub fn parse_allow_explain(s: &str) -> Result<Option<pdp::eval::explain::Explain
     }
 }
 
-/// Why this server will not explain at `level` (`notes`/`full`), or `None` if it will.
-pub(crate) fn explain_refused(shard: &Shard, level: &str) -> Option<String> {
-    let asked = pdp::eval::explain::ExplainLevel::parse(level)?;
+/// Why this server will not explain at `asked`, or `None` if it will.
+pub(crate) fn explain_refused(shard: &Shard, asked: pdp::eval::explain::ExplainLevel) -> Option<String> {
     let allowed = shard.config.allow_explain;
     (allowed < Some(asked)).then(|| {
         let most = allowed.map_or("off", pdp::eval::explain::ExplainLevel::as_str);
-        format!("explain={level} is beyond what this server allows (--allow-explain {most})")
+        format!("explain={} is beyond what this server allows (--allow-explain {most})", asked.as_str())
     })
+}
+
+/// The binary protocol's explain level as the evaluator's.
+fn explain_level(level: wire::Explain) -> pdp::eval::explain::ExplainLevel {
+    match level {
+        wire::Explain::Notes => pdp::eval::explain::ExplainLevel::Notes,
+        wire::Explain::Full => pdp::eval::explain::ExplainLevel::Full,
+    }
 }
 
 /// An explained EVAL: decided exactly as a plain one (cache, audit), then explained from
 /// its answer on the shard's evaluator; the explanation as JSON text. For `full`, the
 /// trace evaluates the document the typed fields make (stamped with the PDP's clock a
 /// moment after the decision's, where the EVAL has no now_ns), unless the PDP refused them.
-async fn explained(shard: &Shard, e: wire::message::Eval, level: wire::Explain) -> (Answer, u128, String) {
+async fn explained(shard: &Shard, e: wire::message::Eval, level: pdp::eval::explain::ExplainLevel) -> (Answer, u128, String) {
     use pdp::eval::explain::ExplainLevel;
     let input = input_from_eval(e);
-    let level = match level {
-        wire::Explain::Notes => ExplainLevel::Notes,
-        wire::Explain::Full => ExplainLevel::Full,
-    };
     let doc = if level == ExplainLevel::Full {
         input.check_limits().and_then(|()| input.to_value()).ok().map(|mut d| {
             pdp::input::stamp_now(&mut d, now_ns());

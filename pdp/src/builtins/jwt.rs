@@ -6,7 +6,6 @@
 //! Keys and signatures are checked with ring (P-521 with RustCrypto's p521, which ring lacks);
 //! ring refuses RSA keys under 2048 bits, so such a key never verifies here (Go's does).
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use regorus::Value;
@@ -16,7 +15,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use super::{changes_at, hex, string};
+use super::{changes_at, hex, string, unix_now_s};
 
 /// base64url, padded or not, as OPA's `base64url.decode` (RFC 7515 appendix C).
 pub(super) fn b64url(s: &str) -> Result<Vec<u8>, String> {
@@ -180,7 +179,7 @@ enum Curve {
 }
 
 #[derive(Debug)]
-struct VerificationKey {
+pub(super) struct VerificationKey {
     key: Key,
     alg: Option<String>,
     kid: Option<String>,
@@ -229,12 +228,8 @@ fn key_of_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<Key, String> {
     }
 }
 
-pub(super) fn key_count(text: &str) -> Result<usize, String> {
-    keys(text).map(|k| k.len())
-}
-
 /// Keys from a PEM certificate, a PEM public key, a JWK or a JWKS.
-fn keys(text: &str) -> Result<Vec<VerificationKey>, String> {
+pub(super) fn keys(text: &str) -> Result<Vec<VerificationKey>, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with("-----BEGIN") {
         let (rest, pem) = x509_parser::pem::parse_x509_pem(trimmed.as_bytes()).map_err(|e| format!("failed to parse a PEM block: {e}"))?;
@@ -494,10 +489,6 @@ fn constraints(v: &Value) -> Result<Constraints, String> {
         c.wall_clock = true;
     }
     Ok(c)
-}
-
-fn unix_now_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn unverified() -> Value {

@@ -13,8 +13,8 @@
 //!
 //! Time: `io.jwt.decode_verify` checks `exp`/`nbf` against its `time` constraint or the
 //! wall clock, so its answer changes when the token expires (or becomes valid). The
-//! evaluation notes that instant ([`valid_until`]: the boundary's distance from the time
-//! checked, from now) and the evaluator caps the decision's `cache_ttl_s` with it: a
+//! evaluation notes that instant (the boundary's distance from the time checked, from now;
+//! [`seconds_left`]) and the evaluator caps the decision's `cache_ttl_s` with it: a
 //! verified token's decision is cached only until its expiry.
 //!
 //! State is thread-local: an evaluation runs start to end on one thread (a shard, the
@@ -67,11 +67,16 @@ pub fn begin() {
     VALID_UNTIL.with(|v| v.set(u64::MAX));
 }
 
-/// The instant (Unix seconds) from which this evaluation's answer may no longer hold,
-/// because a token it verified expires (or one it refused becomes valid) then.
-pub fn valid_until() -> Option<u64> {
+/// How many more seconds this evaluation's answer holds, when a token it verified expires
+/// (or one it refused becomes valid): the cap on its decision's cache TTL.
+pub fn seconds_left() -> Option<u64> {
     let t = VALID_UNTIL.with(Cell::get);
-    (t != u64::MAX).then_some(t)
+    (t != u64::MAX).then(|| t.saturating_sub(unix_now_s() as u64))
+}
+
+/// The wall clock, in seconds since the epoch.
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Note that the evaluation's answer may change at `unix_s`.
@@ -124,7 +129,7 @@ pub fn register(engine: &mut regorus::Engine) -> Result<(), String> {
 /// # Errors
 /// The text is none of those.
 pub fn check_keys(text: &str) -> Result<usize, String> {
-    jwt::key_count(text)
+    jwt::keys(text).map(|k| k.len())
 }
 
 /// The table as the RVM compiler takes it.

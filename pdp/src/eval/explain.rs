@@ -186,7 +186,7 @@ impl Evaluator {
     /// The engine that answers `entrypoint` on this evaluator (`None`: not an entrypoint).
     pub fn engine_for(&self, entrypoint: &str) -> Option<EngineKind> {
         let index = self.bundle.entrypoints.iter().position(|e| e.name == entrypoint)?;
-        Some(if matches!(self.vms.get(index), Some(Some(_))) { EngineKind::Rvm } else { EngineKind::Interpreter })
+        Some(self.engine_at(index))
     }
 
     /// Explain an entrypoint evaluated outside the decision path (never cached) by
